@@ -1,0 +1,220 @@
+//! The processes of the local cluster: what each one runs with, and starting,
+//! recognising and stopping them.
+//!
+//! Each component runs detached in its own process group, logs to
+//! `<cluster>/logs/<name>.log` and records its pid and program in
+//! `<cluster>/run/<name>.pid`. A pid counts as ours only while
+//! `/proc/<pid>/cmdline` still names that program, so `down` never signals a
+//! stranger that reused the pid.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::Layout;
+use super::network::{HOST_IP, SIMULATED_POD_CIDR};
+
+pub const ETCD_CLIENT_PORT: u16 = 32379;
+const ETCD_PEER_PORT: u16 = 32380;
+pub const API_PORT: u16 = 32443;
+const CONTROLLER_MANAGER_PORT: u16 = 32257;
+const SCHEDULER_PORT: u16 = 32259;
+const KWOK_PORT: u16 = 32247;
+const SERVICE_CIDR: &str = "10.234.0.0/16";
+/// The ClusterIP of the `kubernetes` Service: the first address of the range.
+pub const SERVICE_IP_KUBERNETES: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 234, 0, 1));
+
+/// One process of the cluster.
+pub struct Component {
+    pub name: &'static str,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+/// Every component, in start order, with flags equivalent to kwokctl's
+/// binary runtime (RBAC on, default controllers) tuned for one small machine:
+/// no leader election (a restart would otherwise wait out the old lease),
+/// no fsync in etcd, higher client QPS so controllers keep up with thousands
+/// of views.
+pub fn all(layout: &Layout, kube_bin: &Path, pod_runner: Component) -> Vec<Component> {
+    let pki = &layout.pki;
+    let kubeconfig = layout.kubeconfig.display().to_string();
+    let path = |p: PathBuf| p.display().to_string();
+    let etcd_client = format!("http://127.0.0.1:{ETCD_CLIENT_PORT}");
+    let etcd_peer = format!("http://127.0.0.1:{ETCD_PEER_PORT}");
+    let component = |name: &'static str, args: Vec<String>| Component {
+        name,
+        program: kube_bin.join(name),
+        args,
+    };
+    vec![
+        component(
+            "etcd",
+            vec![
+                "--name=node0".into(),
+                format!("--data-dir={}", path(layout.root.join("etcd"))),
+                format!("--listen-client-urls={etcd_client}"),
+                format!("--advertise-client-urls={etcd_client}"),
+                format!("--listen-peer-urls={etcd_peer}"),
+                format!("--initial-advertise-peer-urls={etcd_peer}"),
+                format!("--initial-cluster=node0={etcd_peer}"),
+                "--auto-compaction-retention=1".into(),
+                "--quota-backend-bytes=8589934592".into(),
+                "--unsafe-no-fsync=true".into(),
+                "--log-level=warn".into(),
+            ],
+        ),
+        component(
+            "kube-apiserver",
+            vec![
+                format!("--etcd-servers={etcd_client}"),
+                "--etcd-prefix=/registry".into(),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={API_PORT}"),
+                // Advertised (the `kubernetes` endpoint) on the pod network:
+                // the API server refuses a loopback address there.
+                format!("--advertise-address={HOST_IP}"),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                format!("--tls-cert-file={}", path(pki.apiserver_cert())),
+                format!("--tls-private-key-file={}", path(pki.apiserver_key())),
+                format!("--client-ca-file={}", path(pki.ca_cert())),
+                format!(
+                    "--service-account-key-file={}",
+                    path(pki.service_account_pub())
+                ),
+                format!(
+                    "--service-account-signing-key-file={}",
+                    path(pki.service_account_key())
+                ),
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+                "--authorization-mode=Node,RBAC".into(),
+                "--allow-privileged=true".into(),
+                "--max-requests-inflight=2000".into(),
+                "--max-mutating-requests-inflight=1000".into(),
+            ],
+        ),
+        component(
+            "kube-controller-manager",
+            vec![
+                format!("--kubeconfig={kubeconfig}"),
+                format!("--authentication-kubeconfig={kubeconfig}"),
+                format!("--authorization-kubeconfig={kubeconfig}"),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={CONTROLLER_MANAGER_PORT}"),
+                "--leader-elect=false".into(),
+                format!("--root-ca-file={}", path(pki.ca_cert())),
+                format!(
+                    "--service-account-private-key-file={}",
+                    path(pki.service_account_key())
+                ),
+                format!("--cluster-signing-cert-file={}", path(pki.ca_cert())),
+                format!("--cluster-signing-key-file={}", path(pki.ca_key())),
+                "--kube-api-qps=500".into(),
+                "--kube-api-burst=1000".into(),
+                "--concurrent-job-syncs=20".into(),
+                "--concurrent-gc-syncs=50".into(),
+                "--concurrent-service-endpoint-syncs=20".into(),
+            ],
+        ),
+        component(
+            "kube-scheduler",
+            vec![
+                format!("--kubeconfig={kubeconfig}"),
+                format!("--authentication-kubeconfig={kubeconfig}"),
+                format!("--authorization-kubeconfig={kubeconfig}"),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={SCHEDULER_PORT}"),
+                "--leader-elect=false".into(),
+            ],
+        ),
+        component(
+            "kwok",
+            vec![
+                format!("--kubeconfig={kubeconfig}"),
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
+                format!("--cidr={SIMULATED_POD_CIDR}"),
+                format!("--node-ip={HOST_IP}"),
+                "--node-lease-duration-seconds=40".into(),
+                format!("--server-address=127.0.0.1:{KWOK_PORT}"),
+                format!("--config={}", path(layout.kwok_stages.clone())),
+            ],
+        ),
+        pod_runner,
+    ]
+}
+
+impl Component {
+    fn pid_file(&self, layout: &Layout) -> PathBuf {
+        layout.run.join(format!("{}.pid", self.name))
+    }
+
+    pub fn log_file(&self, layout: &Layout) -> PathBuf {
+        layout.logs.join(format!("{}.log", self.name))
+    }
+
+    /// The pid of the running process we started, if any. The pid file
+    /// records the program too, so a process started from an older build of
+    /// the binaries is still recognised (and stopped) as ours.
+    pub fn running(&self, layout: &Layout) -> Option<Pid> {
+        let record = std::fs::read_to_string(self.pid_file(layout)).ok()?;
+        let (pid, program) = record.split_once('\n')?;
+        let pid: i32 = pid.trim().parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let argv0 = cmdline.split(|b| *b == 0).next()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // A zombie (exited, not yet reaped) no longer counts as running.
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'));
+        (argv0 == program.trim_end().as_bytes() && !zombie).then(|| Pid::from_raw(pid))
+    }
+
+    /// Start the process detached, appending to its log.
+    pub fn start(&self, layout: &Layout) -> anyhow::Result<Pid> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file(layout))?;
+        let child = {
+            use std::os::unix::process::CommandExt;
+            Command::new(&self.program)
+                .args(&self.args)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .process_group(0)
+                .spawn()
+                .with_context(|| format!("starting {}", self.program.display()))?
+        };
+        let pid = Pid::from_raw(child.id() as i32);
+        std::fs::write(
+            self.pid_file(layout),
+            format!("{pid}\n{}\n", self.program.display()),
+        )?;
+        Ok(pid)
+    }
+
+    /// Stop the process if it is ours: SIGTERM, then SIGKILL after a grace.
+    pub fn stop(&self, layout: &Layout) -> anyhow::Result<bool> {
+        let Some(pid) = self.running(layout) else {
+            let _ = std::fs::remove_file(self.pid_file(layout));
+            return Ok(false);
+        };
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.running(layout).is_some() {
+            if Instant::now() > deadline {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::fs::remove_file(self.pid_file(layout));
+        Ok(true)
+    }
+}

@@ -1,0 +1,101 @@
+//! The local pod network: one network namespace holding every pod IP, joined
+//! to the host by a veth pair.
+//!
+//! ```text
+//!   host (root namespace)                 namespace `views-pods`
+//!   vg-host 10.233.0.1/16  <── veth ──>   vg-pods 10.233.0.2/16
+//!   route 10.233.0.0/16 dev vg-host       + one /32 per process pod (10.233.1.0/24 …)
+//!                                         default via 10.233.0.1
+//! ```
+//!
+//! The API server refuses loopback endpoint addresses, so pod IPs live here.
+//! Process pods (run by the pod runner) get their address added to `vg-pods`,
+//! which makes them reachable from the host; kwok's simulated pods take
+//! addresses from the upper half of the range, which nothing answers.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use crate::progress;
+
+pub const NETNS: &str = "views-pods";
+pub const HOST_IFACE: &str = "vg-host";
+pub const POD_IFACE: &str = "vg-pods";
+pub const POD_CIDR: &str = "10.233.0.0/16";
+/// The host's address on the pod network: pods reach host services here.
+pub const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 233, 0, 1);
+const POD_SIDE_IP: Ipv4Addr = Ipv4Addr::new(10, 233, 0, 2);
+/// Addresses handed to process pods by the pod runner.
+pub const PROCESS_POD_IPS: (Ipv4Addr, Ipv4Addr) = (
+    Ipv4Addr::new(10, 233, 1, 1),
+    Ipv4Addr::new(10, 233, 63, 254),
+);
+/// Addresses handed to simulated pods by kwok (`--cidr`).
+pub const SIMULATED_POD_CIDR: &str = "10.233.128.1/17";
+
+/// Whether the namespace and both ends of the veth are in place and up.
+pub fn is_up() -> bool {
+    ip(&["-n", NETNS, "link", "show", POD_IFACE]).is_ok_and(|out| out.contains("UP"))
+        && ip(&["link", "show", HOST_IFACE]).is_ok_and(|out| out.contains("UP"))
+}
+
+/// Create the namespace, veth pair, addresses and routes. Idempotent: a
+/// half-built network is torn down and built again.
+pub fn up() -> anyhow::Result<()> {
+    if is_up() {
+        return Ok(());
+    }
+    let step = progress::step(format!("pod network: namespace {NETNS}, {POD_CIDR}"));
+    down()?;
+    let host_cidr = format!("{HOST_IP}/16");
+    let pod_cidr = format!("{POD_SIDE_IP}/16");
+    let host_ip = HOST_IP.to_string();
+    for args in [
+        &["netns", "add", NETNS][..],
+        &[
+            "link", "add", HOST_IFACE, "type", "veth", "peer", "name", POD_IFACE, "netns", NETNS,
+        ],
+        &["addr", "add", &host_cidr, "dev", HOST_IFACE],
+        &["link", "set", HOST_IFACE, "up"],
+        &["-n", NETNS, "link", "set", "lo", "up"],
+        &["-n", NETNS, "addr", "add", &pod_cidr, "dev", POD_IFACE],
+        &["-n", NETNS, "link", "set", POD_IFACE, "up"],
+        &["-n", NETNS, "route", "add", "default", "via", &host_ip],
+    ] {
+        ip(args)?;
+    }
+    step.done();
+    Ok(())
+}
+
+/// Remove the namespace (which takes the veth pair with it). Idempotent.
+pub fn down() -> anyhow::Result<()> {
+    if ip(&["netns", "list"])?
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(NETNS))
+    {
+        ip(&["netns", "delete", NETNS])?;
+    }
+    if ip(&["link", "show", HOST_IFACE]).is_ok() {
+        ip(&["link", "delete", HOST_IFACE])?;
+    }
+    Ok(())
+}
+
+/// Run `ip` and return its stdout; a failure carries its stderr.
+pub fn ip(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running `ip` (Debian package iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

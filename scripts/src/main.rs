@@ -1,0 +1,75 @@
+//! The project's tasks, run as `cargo xtask <task>` (the alias lives in
+//! `.cargo/config.toml`). These are the only way the README and CI build,
+//! test and run things.
+
+mod cluster;
+mod cmd;
+mod compile;
+mod dev;
+mod lint;
+mod paths;
+mod progress;
+mod schemas;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Tasks of the views gateway")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Export `ui/types` JSON Schemas and generate their Rust types.
+    Schemas {
+        /// Fail if the generated files are not up to date instead of writing them.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Build release binaries into `target/bin/<arch>/` (runs `schemas` first).
+    Compile,
+    /// Formatting, clippy, generated files up to date.
+    Lint,
+    /// Everything CI runs: lint, unit and integration tests against the local cluster.
+    Test,
+    /// The local Kubernetes cluster (control plane, kwok, pod network, pod runner).
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::Command,
+    },
+    /// Run the gateway locally; in the foreground until interrupted.
+    Dev {
+        /// Return once everything is ready and leave it running.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Stop everything `dev` started.
+    Down,
+}
+
+fn main() -> anyhow::Result<()> {
+    // kube's client logs every failed request at error level; while the API
+    // server starts up those are expected, and the tasks report real
+    // failures themselves.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube_client::client::builder=off".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Schemas { check } => schemas::run(check),
+        Task::Compile => compile::run(),
+        Task::Lint => lint::run(),
+        Task::Test => test::run(),
+        Task::Cluster { command } => cluster::run(command),
+        Task::Dev { detach } => dev::run(detach),
+        Task::Down => dev::down(),
+    }
+}

@@ -1,0 +1,100 @@
+// The body of every error response of the gateway's /_api and of activation failures.
+
+export default {
+  $schema: 'https://json-schema.org/draft/2020-12/schema',
+  $id: 'urn:views-gateway:schemas:ApiError',
+  title: 'ApiError',
+  description:
+    'An error response body. Clients branch on `error`, show `message` to people, ' +
+    'and may read `details` for specifics; the HTTP status carries the class of error.',
+  type: 'object',
+  required: ['error', 'message'],
+  additionalProperties: false,
+  properties: {
+    error: {
+      description: 'What went wrong, machine-readable.',
+      $ref: '#/$defs/ApiErrorCode',
+    },
+    message: {
+      description: 'What went wrong, for people.',
+      type: 'string',
+    },
+    details: {
+      description:
+        'Specifics, by error: for example `field` (a JSON Pointer into the request) for invalid_request, ' +
+        '`reason` for view_failed, `retryAfterSeconds` for view_starting.',
+      type: 'object',
+      additionalProperties: true,
+    },
+  },
+  examples: [
+    { error: 'not_found', message: 'There is no view named "sales"' },
+    {
+      error: 'invalid_name',
+      message: 'A view name has 3 to 8 characters: lowercase letters, digits and "-", starting with a letter',
+      details: { field: '/name' },
+    },
+    { error: 'conflict', message: 'A view named "sales" already exists' },
+    {
+      error: 'view_failed',
+      message: 'The view could not start: Back-off pulling image "duckdb-view:1.0.0"',
+      details: { reason: 'ImagePullBackOff' },
+    },
+    { error: 'view_starting', message: 'The view is still starting', details: { retryAfterSeconds: 5 } },
+  ],
+  $defs: {
+    ApiErrorCode: {
+      title: 'ApiErrorCode',
+      description:
+        'invalid_request (400): the body is not valid JSON or does not match the schema; ' +
+        'invalid_name (400): the view name is not a valid name; ' +
+        'reserved_name (400): the view name is reserved by the gateway; ' +
+        'not_found (404): no such view or route; ' +
+        'method_not_allowed (405): the route does not take this method; ' +
+        'conflict (409): a view with that name already exists; ' +
+        'payload_too_large (413): the request body is too large; ' +
+        'unsupported_media_type (415): the body is not application/json; ' +
+        'unprocessable (422): the request is well-formed but cannot be carried out (for example a table path outside its subset\'s prefixes); ' +
+        'quota_exceeded (429): the gateway\'s limit on views or running workloads is reached; ' +
+        'internal (500): a bug or an unexpected failure; ' +
+        'view_failed (502): the view\'s workload cannot start (image pull failure, unschedulable, quota); ' +
+        'kubernetes_unavailable (503): the Kubernetes API cannot be reached; ' +
+        'view_starting (503): the view did not become ready in time, try again.',
+      type: 'string',
+      enum: [
+        'invalid_request',
+        'invalid_name',
+        'reserved_name',
+        'not_found',
+        'method_not_allowed',
+        'conflict',
+        'payload_too_large',
+        'unsupported_media_type',
+        'unprocessable',
+        'quota_exceeded',
+        'internal',
+        'view_failed',
+        'kubernetes_unavailable',
+        'view_starting',
+      ],
+      examples: ['not_found'],
+    },
+  },
+};
+
+export const invalidExamples = [
+  // unknown error code
+  { error: 'oops', message: 'Something went wrong' },
+  // codes are snake_case as listed
+  { error: 'NOT_FOUND', message: 'There is no view named "sales"' },
+  // message is required
+  { error: 'not_found' },
+  // message is a string
+  { error: 'not_found', message: ['There is no view named "sales"'] },
+  // error is required
+  { message: 'There is no view named "sales"' },
+  // details is an object
+  { error: 'internal', message: 'Unexpected failure', details: 'stack trace' },
+  // no other properties
+  { error: 'not_found', message: 'There is no view named "sales"', status: 404 },
+];
