@@ -134,7 +134,7 @@ impl Worker {
                 signal: None,
                 reason: "ContainerStatusUnknown".into(),
                 message: Some("the pod runner restarted; the process was stopped".into()),
-                started_at: None,
+                started_at: previous_start(&self.pod),
                 finished_at: status::now(),
             });
             self.status.finish(
@@ -505,8 +505,11 @@ impl Worker {
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return,
                 Err(e) => tracing::warn!(error = %e, "deleting pod; retrying"),
             }
-            if let Some(Interrupt::Gone | Interrupt::Shutdown) =
-                self.wait(Some(Instant::now() + PUBLISH_RETRY)).await
+            // Not `wait`: the deletion that brought us here would end it at once.
+            let retry_at = Instant::now() + PUBLISH_RETRY;
+            if tokio::time::timeout_at(retry_at, self.wait_gone())
+                .await
+                .is_ok()
             {
                 return;
             }
@@ -625,7 +628,12 @@ impl Worker {
                 self.published = Some(value);
                 self.publish_retry = None;
             }
-            Err(kube::Error::Api(s)) if s.code == 404 => self.gone = true,
+            // A 422 about the UID means the name now belongs to a new pod.
+            Err(kube::Error::Api(s))
+                if s.code == 404 || (s.code == 422 && s.message.contains("metadata.uid")) =>
+            {
+                self.gone = true;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "patching pod status; will retry");
                 self.publish_retry = Some(Instant::now() + PUBLISH_RETRY);
@@ -704,6 +712,13 @@ fn started_by_an_earlier_runner(pod: &Pod) -> bool {
             .iter()
             .flatten()
             .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+}
+
+/// When the container recorded in the pod's status started running.
+fn previous_start(pod: &Pod) -> Option<Time> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    let running = statuses.first()?.state.as_ref()?.running.as_ref()?;
+    running.started_at.clone()
 }
 
 fn terminated(exit: std::io::Result<ExitStatus>, started_at: Option<Time>) -> Terminated {
