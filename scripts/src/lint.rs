@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::bail;
 
-use crate::{cmd, paths, progress, schemas};
+use crate::{cluster, cmd, envoy, paths, progress, schemas};
 
 pub fn run() -> anyhow::Result<()> {
     let step = progress::step("cargo fmt --check");
@@ -34,6 +34,59 @@ pub fn run() -> anyhow::Result<()> {
     let unformatted = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() || !unformatted.trim().is_empty() {
         bail!("gofmt: not formatted: {unformatted}");
+    }
+    step.done();
+
+    gateway_base()
+}
+
+/// `ui/gateway`: kustomize builds it, Envoy accepts its bootstrap, and the
+/// API server accepts its manifests (server-side dry run, so admission and
+/// schema validation run for real).
+fn gateway_base() -> anyhow::Result<()> {
+    let kubectl = cluster::kubectl()?;
+    let base = paths::repo_root().join("ui").join("gateway");
+
+    let step = progress::step("kubectl kustomize ui/gateway");
+    let output = Command::new(&kubectl)
+        .arg("kustomize")
+        .arg(&base)
+        .output()?;
+    if !output.status.success() {
+        bail!("kustomize: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    step.done();
+
+    let step = progress::step(format!(
+        "envoy {} --mode validate ui/gateway/envoy.yaml",
+        envoy::VERSION
+    ));
+    let output = Command::new(envoy::ensure()?)
+        .args(["--mode", "validate", "--config-path"])
+        .arg(base.join("envoy.yaml"))
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "Envoy rejects ui/gateway/envoy.yaml:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    step.done();
+
+    let step = progress::step("server-side dry-run apply of ui/gateway");
+    cluster::up()?;
+    let output = Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(cluster::kubeconfig())
+        .args(["apply", "--dry-run=server", "--namespace=default", "-k"])
+        .arg(&base)
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "the API server rejects ui/gateway:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     step.done();
     Ok(())

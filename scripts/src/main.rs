@@ -6,6 +6,8 @@ mod cluster;
 mod cmd;
 mod compile;
 mod dev;
+mod duckdb_runtime;
+mod envoy;
 mod lint;
 mod paths;
 mod progress;
@@ -62,6 +64,9 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,kube_client::client::builder=off".into()),
         )
         .init();
+    // kube's TLS uses ring; when the workspace is built together another
+    // crate enables aws-lc-rs as well, and rustls then needs to be told.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.task {
         Task::Schemas { check } => schemas::run(check),

@@ -98,6 +98,16 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// The kubectl matching the cluster (built with it).
+pub fn kubectl() -> anyhow::Result<PathBuf> {
+    Ok(kube_binaries::dir()?.join("kubectl"))
+}
+
+/// The admin kubeconfig of the local cluster.
+pub fn kubeconfig() -> PathBuf {
+    Layout::new().kubeconfig
+}
+
 fn pod_runner_component(layout: &Layout) -> anyhow::Result<Component> {
     Ok(Component {
         name: "pod-runner",

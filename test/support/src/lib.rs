@@ -87,6 +87,7 @@ fn ensure_cluster() {
 /// Each call builds a new client: tests run on separate runtimes, and a
 /// client's connections belong to the runtime that made them.
 pub async fn client() -> kube::Client {
+    install_crypto_provider();
     tokio::task::spawn_blocking(ensure_cluster)
         .await
         .expect("cluster start-up panicked");
@@ -95,6 +96,12 @@ pub async fn client() -> kube::Client {
         .await
         .expect("kubeconfig usable");
     kube::Client::try_from(config).expect("client")
+}
+
+/// kube's TLS uses ring; when the workspace is built together the AWS SDK
+/// enables aws-lc-rs as well, and rustls then needs to be told which to use.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// A namespace for one test, deleted (with everything in it) on drop.
@@ -132,6 +139,7 @@ impl Drop for TestNamespace {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
+            install_crypto_provider();
             runtime.block_on(async {
                 let kubeconfig = Kubeconfig::read_from(kubeconfig_path())?;
                 let config =

@@ -1,0 +1,447 @@
+//! The HTTP side of the sidecar: the views API under `/_api/` (Envoy routes
+//! the gateway hostname's `/_api/` here) and, on a separate listener never
+//! routed by Envoy, the health, readiness, metrics and debug endpoints.
+//!
+//! Every error is JSON `{error, message}` (the `ApiError` type of
+//! `ui/types`) with a fitting status; bad input changes nothing.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use views_types::{
+    ApiError, ApiErrorCode, View, ViewEndpoint, ViewName, ViewPhase, ViewRequest, ViewStatus,
+};
+
+use crate::config::Config;
+use crate::index::{Index, ViewState};
+use crate::kubernetes::{WriteError, Writer};
+use crate::telemetry::{ApiLabel, Metrics};
+use crate::view::{self, Invalid};
+use crate::xds::EnvoysWatch;
+
+/// Largest accepted request body: a view spec is a few kilobytes at most.
+const BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub index: Index,
+    pub writer: Writer,
+    pub metrics: Arc<Metrics>,
+    pub envoys: EnvoysWatch,
+}
+
+/// `/_api/…`, served on `HTTP_LISTEN` (localhost; reached through Envoy).
+/// `/_api/readyz` lets Envoy's readiness probe check the whole path.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/_api/views", get(list).post(create))
+        .route("/_api/views/{name}", get(show).delete(remove))
+        .route("/_api/readyz", get(readyz))
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ApiErrorCode::MethodNotAllowed,
+                "method not allowed here",
+            )
+        })
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                ApiErrorCode::NotFound,
+                "no such endpoint",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Health, readiness, metrics and debug, served on `OPS_LISTEN` (the pod IP,
+/// for probes and Prometheus; never routed by Envoy).
+pub fn ops_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/debug/envoys", get(envoys))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                ApiErrorCode::NotFound,
+                "no such endpoint",
+            )
+        })
+        .with_state(state)
+}
+
+/// An error response in the shared `ApiError` shape.
+fn error(status: StatusCode, code: ApiErrorCode, message: impl Into<String>) -> Response {
+    let body = ApiError {
+        error: code,
+        message: message.into(),
+        details: Default::default(),
+    };
+    (status, Json(body)).into_response()
+}
+
+fn error_with_details(
+    status: StatusCode,
+    code: ApiErrorCode,
+    message: impl Into<String>,
+    details: serde_json::Value,
+) -> Response {
+    let body = ApiError {
+        error: code,
+        message: message.into(),
+        details: details.as_object().cloned().unwrap_or_default(),
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .api_requests
+        .get_or_create(&ApiLabel {
+            method,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+static REQUEST_SCHEMA: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
+    let schema: serde_json::Value =
+        serde_json::from_str(ViewRequest::JSON_SCHEMA).expect("the exported schema is JSON");
+    jsonschema::validator_for(&schema).expect("the exported schema compiles")
+});
+
+fn parse_request(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<ViewRequest, Response> {
+    let json_content = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json_content {
+        return Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiErrorCode::UnsupportedMediaType,
+            "send the view as JSON with Content-Type: application/json",
+        ));
+    }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ApiErrorCode::PayloadTooLarge,
+                format!("a view spec is at most {BODY_LIMIT} bytes"),
+            )
+        } else {
+            error(
+                StatusCode::BAD_REQUEST,
+                ApiErrorCode::InvalidRequest,
+                rejection.body_text(),
+            )
+        }
+    })?;
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            ApiErrorCode::InvalidRequest,
+            format!("the body is not JSON: {e}"),
+        )
+    })?;
+    let problems: Vec<serde_json::Value> = REQUEST_SCHEMA
+        .iter_errors(&value)
+        .map(|e| serde_json::json!({"path": e.instance_path().to_string(), "problem": e.to_string()}))
+        .collect();
+    if !problems.is_empty() {
+        let name_problem = problems.iter().any(|p| p["path"] == "/name");
+        let (code, message) = if name_problem {
+            (
+                ApiErrorCode::InvalidName,
+                "a view name is a DNS label of 3 to 8 characters: lowercase letters, digits and '-', starting with a letter",
+            )
+        } else {
+            (
+                ApiErrorCode::InvalidRequest,
+                "the view spec does not match the ViewRequest schema",
+            )
+        };
+        return Err(error_with_details(
+            StatusCode::BAD_REQUEST,
+            code,
+            message,
+            serde_json::json!({"problems": problems}),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            ApiErrorCode::InvalidRequest,
+            e.to_string(),
+        )
+    })
+}
+
+fn write_error(error_value: WriteError) -> Response {
+    let message = error_value.to_string();
+    match error_value {
+        WriteError::Conflict(_) | WriteError::BeingDeleted(_) => {
+            error(StatusCode::CONFLICT, ApiErrorCode::Conflict, message)
+        }
+        WriteError::NotFound(_) => error(StatusCode::NOT_FOUND, ApiErrorCode::NotFound, message),
+        WriteError::QuotaExceeded(_) => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            ApiErrorCode::QuotaExceeded,
+            message,
+        ),
+        WriteError::Refused { code: 422, .. } => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ApiErrorCode::Unprocessable,
+            message,
+        ),
+        WriteError::Refused { .. } => {
+            tracing::error!(%message, "Kubernetes refused a view write");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ApiErrorCode::Internal,
+                message,
+            )
+        }
+        WriteError::Unavailable(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ApiErrorCode::KubernetesUnavailable,
+            message,
+        ),
+    }
+}
+
+fn index_lagging(what: &str) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ApiErrorCode::KubernetesUnavailable,
+        format!(
+            "{what}, but this gateway has not seen the change yet (Kubernetes watch lagging); retry shortly"
+        ),
+    )
+}
+
+async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let request = match parse_request(&headers, body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let spec = match view::normalize(request, &state.config) {
+        Ok(spec) => spec,
+        Err(invalid @ Invalid::ReservedName(_)) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ApiErrorCode::ReservedName,
+                invalid.to_string(),
+            );
+        }
+        Err(invalid) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ApiErrorCode::Unprocessable,
+                invalid.to_string(),
+            );
+        }
+    };
+    let created = match state.writer.create(&spec).await {
+        Ok(created) => created,
+        Err(e) => return write_error(e),
+    };
+    // Answer only once this sidecar's own index (and so its xDS) has the
+    // view: a client can use it as soon as it has the 201.
+    let uid = created.service().metadata.uid.clone().unwrap_or_default();
+    let name = spec.name.to_string();
+    let wait = Duration::from_millis(state.config.index_wait_ms);
+    let seen = state
+        .index
+        .wait_for(wait, |s| s.views.get(&name).is_some_and(|v| v.uid == uid))
+        .await;
+    if !seen {
+        return index_lagging("the view was created");
+    }
+    let snapshot = state.index.snapshot();
+    let Some(view) = snapshot.views.get(&name) else {
+        return index_lagging("the view was created");
+    };
+    (StatusCode::CREATED, Json(to_api(view, &state.config))).into_response()
+}
+
+async fn list(State(state): State<AppState>) -> Response {
+    let snapshot = state.index.snapshot();
+    let views: Vec<View> = snapshot
+        .views
+        .values()
+        .map(|v| to_api(v, &state.config))
+        .collect();
+    Json(serde_json::json!({"views": views})).into_response()
+}
+
+fn parse_name(name: &str) -> Result<ViewName, Response> {
+    ViewName::try_from(name).map_err(|_| {
+        error(
+            StatusCode::BAD_REQUEST,
+            ApiErrorCode::InvalidName,
+            format!("`{name}` is not a valid view name"),
+        )
+    })
+}
+
+async fn show(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    if let Err(response) = parse_name(&name) {
+        return response;
+    }
+    match state.index.snapshot().views.get(&name) {
+        Some(view) => Json(to_api(view, &state.config)).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            ApiErrorCode::NotFound,
+            format!("view `{name}` does not exist"),
+        ),
+    }
+}
+
+async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    if let Err(response) = parse_name(&name) {
+        return response;
+    }
+    let uid = match state.writer.delete(&name).await {
+        Ok(uid) => uid,
+        Err(e) => return write_error(e),
+    };
+    let wait = Duration::from_millis(state.config.index_wait_ms);
+    let gone = state
+        .index
+        .wait_for(wait, |s| {
+            s.views
+                .get(&name)
+                .is_none_or(|v| Some(&v.uid) != uid.as_ref())
+        })
+        .await;
+    if !gone {
+        return index_lagging("the view was deleted");
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// The API's view of a view.
+pub fn to_api(view: &ViewState, config: &Config) -> View {
+    let endpoints: Vec<ViewEndpoint> = view
+        .endpoints
+        .iter()
+        .map(|e| ViewEndpoint {
+            ip: e.ip,
+            ready: e.serving && !e.terminating,
+        })
+        .collect();
+    let phase = if endpoints.iter().any(|e| e.ready) {
+        ViewPhase::Ready
+    } else if endpoints.is_empty() {
+        ViewPhase::Cold
+    } else {
+        ViewPhase::Starting
+    };
+    let name = view.spec.name.to_string();
+    View {
+        hostname: config
+            .view_hostname(&name)
+            .try_into()
+            .expect("a valid name under the gateway hostname is a valid hostname"),
+        name: view.spec.name.clone(),
+        subsets: view.spec.subsets.clone(),
+        owner: view.spec.owner.clone(),
+        created_at: view.created_at.unwrap_or_default(),
+        deadline_seconds: view.spec.deadline_seconds.clone().unwrap_or(
+            views_types::DeadlineSeconds(config.default_deadline_seconds),
+        ),
+        idle_timeout_seconds: view.spec.idle_timeout_seconds.clone().unwrap_or(
+            views_types::IdleTimeoutSeconds(config.default_idle_timeout_seconds),
+        ),
+        status: ViewStatus {
+            phase,
+            endpoints,
+            deadline: None,
+            last_activity: None,
+            message: None,
+            reason: None,
+        },
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let snapshot = state.index.snapshot();
+    let body = serde_json::json!({
+        "indexSynced": snapshot.synced,
+        "kubernetesReachable": snapshot.kubernetes_reachable,
+        "views": snapshot.views.len(),
+        "envoys": state.envoys.borrow().len(),
+    });
+    let status = if snapshot.synced && snapshot.kubernetes_reachable {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let snapshot = state.index.snapshot();
+    state.metrics.views.set(snapshot.views.len() as i64);
+    state.metrics.views_serving.set(
+        snapshot
+            .views
+            .values()
+            .filter(|v| v.serving_endpoints().next().is_some())
+            .count() as i64,
+    );
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry())
+    {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ApiErrorCode::Internal,
+            e.to_string(),
+        );
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn envoys(State(state): State<AppState>) -> Response {
+    Json(state.envoys.borrow().clone()).into_response()
+}

@@ -1,0 +1,69 @@
+//! Where the endpoint learns what a view may access: the view index
+//! implements [`ViewSubsets`]; tests and tools use [`InMemoryViews`].
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use views_types::Subset;
+
+/// The views' current subsets, asked on every request (so a change or a
+/// deletion applies to the next request, with no cache to invalidate).
+pub trait ViewSubsets: Send + Sync + 'static {
+    /// The view's subsets, or `None` when the view does not exist (deleted):
+    /// its keys are refused at once.
+    fn subsets(&self, view: &str) -> Option<Vec<Subset>>;
+
+    /// Whether keys minted for the activation with this nonce
+    /// ([`super::activation_nonce`]) may still be used. The default accepts
+    /// every activation of an existing view until its key expires; an index
+    /// that knows the current activation can refuse keys of ended ones.
+    fn activation_current(&self, view: &str, nonce: &str) -> bool {
+        let _ = (view, nonce);
+        true
+    }
+}
+
+/// Views held in memory: for tests and local tools.
+#[derive(Debug, Default)]
+pub struct InMemoryViews {
+    views: RwLock<HashMap<String, Vec<Subset>>>,
+}
+
+impl InMemoryViews {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Create or replace a view.
+    pub fn insert(&self, view: &str, subsets: Vec<Subset>) {
+        self.views
+            .write()
+            .expect("views lock")
+            .insert(view.to_owned(), subsets);
+    }
+
+    /// Delete a view; returns whether it existed.
+    pub fn remove(&self, view: &str) -> bool {
+        self.views
+            .write()
+            .expect("views lock")
+            .remove(view)
+            .is_some()
+    }
+}
+
+impl ViewSubsets for InMemoryViews {
+    fn subsets(&self, view: &str) -> Option<Vec<Subset>> {
+        self.views.read().expect("views lock").get(view).cloned()
+    }
+}
+
+impl<T: ViewSubsets + ?Sized> ViewSubsets for std::sync::Arc<T> {
+    fn subsets(&self, view: &str) -> Option<Vec<Subset>> {
+        (**self).subsets(view)
+    }
+
+    fn activation_current(&self, view: &str, nonce: &str) -> bool {
+        (**self).activation_current(view, nonce)
+    }
+}

@@ -1,0 +1,127 @@
+//! Writing views. Every write is idempotent so replicas never coordinate:
+//! the Service name is deterministic, and the API server — not a local
+//! cache — decides who created it first.
+
+use k8s_openapi::api::core::v1::Service;
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use views_types::ViewRequest;
+
+use crate::config::Config;
+use crate::view;
+
+const FIELD_MANAGER: &str = "views-gateway";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("view `{0}` already exists with a different spec")]
+    Conflict(String),
+    #[error("view `{0}` is being deleted; try again shortly")]
+    BeingDeleted(String),
+    #[error("view `{0}` does not exist")]
+    NotFound(String),
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+    #[error("Kubernetes refused the change ({code}): {message}")]
+    Refused { code: u16, message: String },
+    #[error("Kubernetes is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The result of a create: a view was made, or an identical one was there.
+pub enum Created {
+    New(Service),
+    Existing(Service),
+}
+
+impl Created {
+    pub fn service(&self) -> &Service {
+        match self {
+            Created::New(s) | Created::Existing(s) => s,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Writer {
+    services: Api<Service>,
+    config: std::sync::Arc<Config>,
+}
+
+impl Writer {
+    pub fn new(client: kube::Client, config: std::sync::Arc<Config>) -> Self {
+        Self {
+            services: Api::namespaced(client, &config.namespace),
+            config,
+        }
+    }
+
+    /// Create the view's Service; an existing identical view is success.
+    pub async fn create(&self, spec: &ViewRequest) -> Result<Created, WriteError> {
+        let service = view::to_service(spec, &self.config);
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        match self.services.create(&params, &service).await {
+            Ok(created) => Ok(Created::New(created)),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let name = spec.name.to_string();
+                let existing = self
+                    .services
+                    .get_opt(&view::service_name(&name))
+                    .await
+                    .map_err(|e| map(e, &name))?
+                    // Deleted between our create and get: let the client retry.
+                    .ok_or_else(|| WriteError::BeingDeleted(name.clone()))?;
+                if existing.metadata.deletion_timestamp.is_some() {
+                    return Err(WriteError::BeingDeleted(name));
+                }
+                match view::from_service(&existing) {
+                    Ok(existing_spec) if existing_spec == *spec => Ok(Created::Existing(existing)),
+                    _ => Err(WriteError::Conflict(name)),
+                }
+            }
+            Err(error) => Err(map(error, spec.name.as_str())),
+        }
+    }
+
+    /// Delete the view's Service; Kubernetes' garbage collector removes what
+    /// it owns (Jobs, pods, Secrets). Returns the deleted Service's uid.
+    pub async fn delete(&self, name: &str) -> Result<Option<String>, WriteError> {
+        let service_name = view::service_name(name);
+        let uid = self
+            .services
+            .get_opt(&service_name)
+            .await
+            .map_err(|e| map(e, name))?
+            .filter(|s| view::from_service(s).is_ok())
+            .ok_or_else(|| WriteError::NotFound(name.into()))?
+            .metadata
+            .uid;
+        self.services
+            .delete(&service_name, &DeleteParams::background())
+            .await
+            .map_err(|e| map(e, name))?;
+        Ok(uid)
+    }
+}
+
+/// Map a Kubernetes error to what it means for a view write.
+fn map(error: kube::Error, view: &str) -> WriteError {
+    match error {
+        kube::Error::Api(status) => match status.code {
+            404 => WriteError::NotFound(view.into()),
+            409 => WriteError::Conflict(view.into()),
+            403 if status.message.contains("exceeded quota") => {
+                WriteError::QuotaExceeded(status.message)
+            }
+            429 | 500..=599 => WriteError::Unavailable(status.message),
+            code => WriteError::Refused {
+                code,
+                message: status.message,
+            },
+        },
+        other => WriteError::Unavailable(other.to_string()),
+    }
+}
