@@ -5,6 +5,7 @@
 //! - [`TestNamespace`] is a fresh namespace per test, deleted when dropped.
 //! - [`eventually`] polls asynchronous Kubernetes state until it holds or a
 //!   deadline passes: tests never sleep to synchronise.
+//! - [`gateway::Gateway`] runs a real gateway replica (sidecar + Envoy).
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -18,6 +19,8 @@
 //! .await;
 //! # Ok(()) }
 //! ```
+
+pub mod gateway;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -86,14 +86,27 @@ pub fn ops_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// An error response in the shared `ApiError` shape.
-fn error(status: StatusCode, code: ApiErrorCode, message: impl Into<String>) -> Response {
-    let body = ApiError {
-        error: code,
-        message: message.into(),
-        details: Default::default(),
-    };
-    (status, Json(body)).into_response()
+/// A failed request: answered as JSON in the shared `ApiError` shape.
+pub struct Failure {
+    status: StatusCode,
+    body: ApiError,
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+fn error(status: StatusCode, code: ApiErrorCode, message: impl Into<String>) -> Failure {
+    Failure {
+        status,
+        body: ApiError {
+            error: code,
+            message: message.into(),
+            details: Default::default(),
+        },
+    }
 }
 
 fn error_with_details(
@@ -101,13 +114,10 @@ fn error_with_details(
     code: ApiErrorCode,
     message: impl Into<String>,
     details: serde_json::Value,
-) -> Response {
-    let body = ApiError {
-        error: code,
-        message: message.into(),
-        details: details.as_object().cloned().unwrap_or_default(),
-    };
-    (status, Json(body)).into_response()
+) -> Failure {
+    let mut failure = error(status, code, message);
+    failure.body.details = details.as_object().cloned().unwrap_or_default();
+    failure
 }
 
 async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -133,7 +143,7 @@ static REQUEST_SCHEMA: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
 fn parse_request(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<ViewRequest, Response> {
+) -> Result<ViewRequest, Failure> {
     let json_content = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -204,7 +214,7 @@ fn parse_request(
     })
 }
 
-fn write_error(error_value: WriteError) -> Response {
+fn write_error(error_value: WriteError) -> Failure {
     let message = error_value.to_string();
     match error_value {
         WriteError::Conflict(_) | WriteError::BeingDeleted(_) => {
@@ -237,7 +247,7 @@ fn write_error(error_value: WriteError) -> Response {
     }
 }
 
-fn index_lagging(what: &str) -> Response {
+fn index_lagging(what: &str) -> Failure {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         ApiErrorCode::KubernetesUnavailable,
@@ -251,32 +261,16 @@ async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let request = match parse_request(&headers, body) {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
-    let spec = match view::normalize(request, &state.config) {
-        Ok(spec) => spec,
-        Err(invalid @ Invalid::ReservedName(_)) => {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ApiErrorCode::ReservedName,
-                invalid.to_string(),
-            );
-        }
-        Err(invalid) => {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ApiErrorCode::Unprocessable,
-                invalid.to_string(),
-            );
-        }
-    };
-    let created = match state.writer.create(&spec).await {
-        Ok(created) => created,
-        Err(e) => return write_error(e),
-    };
+) -> Result<Response, Failure> {
+    let request = parse_request(&headers, body)?;
+    let spec = view::normalize(request, &state.config).map_err(|invalid| {
+        let code = match invalid {
+            Invalid::ReservedName(_) => ApiErrorCode::ReservedName,
+            _ => ApiErrorCode::Unprocessable,
+        };
+        error(StatusCode::UNPROCESSABLE_ENTITY, code, invalid.to_string())
+    })?;
+    let created = state.writer.create(&spec).await.map_err(write_error)?;
     // Answer only once this sidecar's own index (and so its xDS) has the
     // view: a client can use it as soon as it has the 201.
     let uid = created.service().metadata.uid.clone().unwrap_or_default();
@@ -286,14 +280,13 @@ async fn create(
         .index
         .wait_for(wait, |s| s.views.get(&name).is_some_and(|v| v.uid == uid))
         .await;
-    if !seen {
-        return index_lagging("the view was created");
-    }
     let snapshot = state.index.snapshot();
-    let Some(view) = snapshot.views.get(&name) else {
-        return index_lagging("the view was created");
-    };
-    (StatusCode::CREATED, Json(to_api(view, &state.config))).into_response()
+    let view = snapshot
+        .views
+        .get(&name)
+        .filter(|_| seen)
+        .ok_or_else(|| index_lagging("the view was created"))?;
+    Ok((StatusCode::CREATED, Json(to_api(view, &state.config))).into_response())
 }
 
 async fn list(State(state): State<AppState>) -> Response {
@@ -306,7 +299,7 @@ async fn list(State(state): State<AppState>) -> Response {
     Json(serde_json::json!({"views": views})).into_response()
 }
 
-fn parse_name(name: &str) -> Result<ViewName, Response> {
+fn parse_name(name: &str) -> Result<ViewName, Failure> {
     ViewName::try_from(name).map_err(|_| {
         error(
             StatusCode::BAD_REQUEST,
@@ -316,41 +309,27 @@ fn parse_name(name: &str) -> Result<ViewName, Response> {
     })
 }
 
-async fn show(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    if let Err(response) = parse_name(&name) {
-        return response;
-    }
-    match state.index.snapshot().views.get(&name) {
-        Some(view) => Json(to_api(view, &state.config)).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            ApiErrorCode::NotFound,
-            format!("view `{name}` does not exist"),
-        ),
-    }
+async fn show(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, Failure> {
+    parse_name(&name)?;
+    let snapshot = state.index.snapshot();
+    let view = snapshot.views.get(&name).ok_or_else(|| {
+        error(StatusCode::NOT_FOUND, ApiErrorCode::NotFound, format!("view `{name}` does not exist"))
+    })?;
+    Ok(Json(to_api(view, &state.config)).into_response())
 }
 
-async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    if let Err(response) = parse_name(&name) {
-        return response;
-    }
-    let uid = match state.writer.delete(&name).await {
-        Ok(uid) => uid,
-        Err(e) => return write_error(e),
-    };
+async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, Failure> {
+    parse_name(&name)?;
+    let uid = state.writer.delete(&name).await.map_err(write_error)?;
     let wait = Duration::from_millis(state.config.index_wait_ms);
     let gone = state
         .index
-        .wait_for(wait, |s| {
-            s.views
-                .get(&name)
-                .is_none_or(|v| Some(&v.uid) != uid.as_ref())
-        })
+        .wait_for(wait, |s| s.views.get(&name).is_none_or(|v| Some(&v.uid) != uid.as_ref()))
         .await;
     if !gone {
-        return index_lagging("the view was deleted");
+        return Err(index_lagging("the view was deleted"));
     }
-    StatusCode::NO_CONTENT.into_response()
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// The API's view of a view.
@@ -430,7 +409,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR,
             ApiErrorCode::Internal,
             e.to_string(),
-        );
+        )
+        .into_response();
     }
     (
         [(

@@ -131,7 +131,7 @@ impl State {
             }
             Change::Service(event) => {
                 self.reachable = true;
-                match event {
+                match *event {
                     Event::Init => self.relisting_services = Some(HashMap::new()),
                     Event::InitApply(service) => {
                         if let Some(list) = self.relisting_services.as_mut() {
@@ -153,7 +153,7 @@ impl State {
             }
             Change::Slice(event) => {
                 self.reachable = true;
-                match event {
+                match *event {
                     Event::Init => self.relisting_slices = Some(HashMap::new()),
                     Event::InitApply(slice) => {
                         if let Some(list) = self.relisting_slices.as_mut() {

@@ -12,8 +12,8 @@ use crate::view;
 
 /// One change seen by a watch, or a watch failing (it retries with backoff).
 pub enum Change {
-    Service(watcher::Event<Service>),
-    Slice(watcher::Event<EndpointSlice>),
+    Service(Box<watcher::Event<Service>>),
+    Slice(Box<watcher::Event<EndpointSlice>>),
     Failed(watcher::Error),
 }
 
@@ -27,9 +27,9 @@ pub fn watch_views(
         config.clone(),
     )
     .default_backoff()
-    .map(|event| event.map_or_else(Change::Failed, Change::Service));
+    .map(|event| event.map_or_else(Change::Failed, |e| Change::Service(Box::new(e))));
     let slices = watcher(Api::<EndpointSlice>::namespaced(client, namespace), config)
         .default_backoff()
-        .map(|event| event.map_or_else(Change::Failed, Change::Slice));
+        .map(|event| event.map_or_else(Change::Failed, |e| Change::Slice(Box::new(e))));
     futures::stream::select(services, slices)
 }

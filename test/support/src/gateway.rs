@@ -1,0 +1,306 @@
+//! A real gateway for tests: the `gateway-sidecar` binary and Envoy 1.37,
+//! started as processes on free loopback ports, with Envoy bootstrapped from
+//! `ui/gateway/envoy.yaml` itself and the sidecar authenticated as the
+//! `gateway` ServiceAccount with the RBAC of `ui/gateway` applied — so the
+//! Role's rules are exercised for real.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{eventually, kubeconfig_path, repo_root, workspace_binary};
+
+/// One gateway replica: an Envoy and its sidecar.
+pub struct Gateway {
+    pub name: String,
+    /// Envoy's gateway listener (`http://<view>.localhost:<port>/`).
+    pub port: u16,
+    pub admin_port: u16,
+    pub ops_port: u16,
+    sidecar: Option<Child>,
+    envoy: Option<Child>,
+    sidecar_env: Vec<(String, String)>,
+    dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// `kubectl` built with the cluster (the only one under the cache).
+pub fn kubectl() -> PathBuf {
+    let kube_dir = kubeconfig_path()
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("cache dir")
+        .join("kube");
+    std::fs::read_dir(&kube_dir)
+        .expect("control-plane binaries (cargo xtask cluster up)")
+        .flatten()
+        .map(|e| e.path().join("kubectl"))
+        .find(|p| p.exists())
+        .expect("kubectl in the control-plane build")
+}
+
+fn run_kubectl(args: &[&str]) -> String {
+    let output = Command::new(kubectl())
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("running kubectl");
+    assert!(
+        output.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A kubeconfig for the `gateway` ServiceAccount of `namespace`, after
+/// applying `ui/gateway`'s ServiceAccount and RBAC there.
+fn service_account_kubeconfig(namespace: &str, dir: &std::path::Path) -> PathBuf {
+    run_kubectl(&[
+        "apply",
+        "--namespace",
+        namespace,
+        "-f",
+        "ui/gateway/serviceaccount.yaml",
+        "-f",
+        "ui/gateway/rbac.yaml",
+    ]);
+    let token = run_kubectl(&[
+        "create",
+        "token",
+        "gateway",
+        "--namespace",
+        namespace,
+        "--duration=2h",
+    ]);
+    let admin: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(kubeconfig_path()).expect("kubeconfig"))
+            .expect("JSON kubeconfig");
+    let cluster = admin["clusters"][0]["cluster"].clone();
+    let config = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "local", "cluster": cluster}],
+        "users": [{"name": "gateway", "user": {"token": token.trim()}}],
+        "contexts": [{"name": "gateway", "context": {"cluster": "local", "user": "gateway", "namespace": namespace}}],
+        "current-context": "gateway",
+    });
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, config.to_string()).expect("writing kubeconfig");
+    path
+}
+
+impl Gateway {
+    /// Start a gateway replica serving the views of `namespace`.
+    pub async fn start(name: &str, namespace: &str) -> Gateway {
+        Self::start_with(name, namespace, &[]).await
+    }
+
+    /// As [`Gateway::start`], with extra sidecar environment variables.
+    pub async fn start_with(name: &str, namespace: &str, env: &[(&str, &str)]) -> Gateway {
+        let dir = std::env::temp_dir().join(format!("views-gateway-{namespace}-{name}"));
+        std::fs::create_dir_all(&dir).expect("gateway dir");
+        let kubeconfig = service_account_kubeconfig(namespace, &dir);
+        let (port, admin_port, ops_port, api_port, xds_port) = (
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        );
+
+        let bootstrap = std::fs::read_to_string(repo_root().join("ui/gateway/envoy.yaml"))
+            .expect("ui/gateway/envoy.yaml")
+            .replace("port_value: 18000", &format!("port_value: {xds_port}"))
+            .replace("port_value: 8081", &format!("port_value: {api_port}"))
+            .replace("port_value: 9901", &format!("port_value: {admin_port}"));
+        assert!(
+            bootstrap.contains(&format!("port_value: {xds_port}")),
+            "envoy.yaml changed shape"
+        );
+        std::fs::write(dir.join("envoy.yaml"), bootstrap).expect("bootstrap");
+
+        let mut sidecar_env: Vec<(String, String)> = vec![
+            ("KUBECONFIG".into(), kubeconfig.display().to_string()),
+            ("GATEWAY_HOSTNAME".into(), "localhost".into()),
+            ("VIEWS_NAMESPACE".into(), namespace.into()),
+            ("ENVOY_LISTEN".into(), format!("127.0.0.1:{port}")),
+            ("HTTP_LISTEN".into(), format!("127.0.0.1:{api_port}")),
+            ("OPS_LISTEN".into(), format!("127.0.0.1:{ops_port}")),
+            ("XDS_LISTEN".into(), format!("127.0.0.1:{xds_port}")),
+            ("LOG_JSON".into(), "false".into()),
+            ("RUST_LOG".into(), "info,gateway_sidecar=debug".into()),
+        ];
+        sidecar_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut gateway = Gateway {
+            name: name.into(),
+            port,
+            admin_port,
+            ops_port,
+            sidecar: None,
+            envoy: None,
+            sidecar_env,
+            dir,
+        };
+        gateway.start_sidecar();
+        gateway.envoy = Some(
+            Command::new(envoy())
+                .arg("--config-path")
+                .arg(gateway.dir.join("envoy.yaml"))
+                .args([
+                    "--service-node",
+                    name,
+                    "--use-dynamic-base-id",
+                    "--log-level",
+                    "warning",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log_file(&gateway.dir, "envoy.log"))
+                .spawn()
+                .expect("starting envoy"),
+        );
+        gateway.wait_ready().await;
+        gateway
+    }
+
+    fn start_sidecar(&mut self) {
+        self.sidecar = Some(
+            Command::new(workspace_binary("gateway-sidecar"))
+                .envs(
+                    self.sidecar_env
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                )
+                .stdout(Stdio::null())
+                .stderr(log_file(&self.dir, "sidecar.log"))
+                .spawn()
+                .expect("starting gateway-sidecar"),
+        );
+    }
+
+    /// Stop the sidecar process (SIGKILL: nothing is saved on the way out).
+    pub fn kill_sidecar(&mut self) {
+        if let Some(mut child) = self.sidecar.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start the sidecar again (after [`Gateway::kill_sidecar`]) and wait for it.
+    pub async fn restart_sidecar(&mut self) {
+        self.kill_sidecar();
+        self.start_sidecar();
+        self.wait_ready().await;
+    }
+
+    /// Ready: the sidecar's index is synced and Envoy routes the API.
+    async fn wait_ready(&self) {
+        let client = self.client();
+        let url = self.url("localhost", "/_api/readyz");
+        let log = self.dir.clone();
+        eventually(Duration::from_secs(30), || async {
+            let response = client.get(&url).send().await?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "gateway not ready: {} (logs in {})",
+                response.status(),
+                log.display()
+            );
+            Ok(())
+        })
+        .await;
+    }
+
+    /// `http://<host>:<port><path>` on this replica's Envoy.
+    pub fn url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.port)
+    }
+
+    /// The sidecar's ops endpoint (`/metrics`, `/debug/envoys`, …).
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ops_port)
+    }
+
+    /// An HTTP client resolving every host to loopback, so
+    /// `http://<view>.localhost:<port>/` reaches this Envoy with that Host.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .dns_resolver(Arc::new(Loopback))
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("HTTP client")
+    }
+
+    /// The value of one counter or gauge in the sidecar's `/metrics`
+    /// (the sum over all label sets that contain `labels`).
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let text = self
+            .client()
+            .get(self.ops_url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn logs_dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill_sidecar();
+        if let Some(mut envoy) = self.envoy.take() {
+            let _ = envoy.kill();
+            let _ = envoy.wait();
+        }
+    }
+}
+
+fn log_file(dir: &std::path::Path, name: &str) -> std::fs::File {
+    std::fs::File::create(dir.join(name)).expect("log file")
+}
+
+/// Envoy 1.37 as installed by the tasks (`cargo xtask lint` installs it).
+pub fn envoy() -> PathBuf {
+    let path = kubeconfig_path()
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("cache dir")
+        .join("tools/envoy-1.37.0/bin/envoy");
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo xtask lint` installs it",
+        path.display()
+    );
+    path
+}
+
+struct Loopback;
+
+impl reqwest::dns::Resolve for Loopback {
+    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async {
+            let addrs: reqwest::dns::Addrs =
+                Box::new(std::iter::once(SocketAddr::from(([127, 0, 0, 1], 0))));
+            Ok(addrs)
+        })
+    }
+}

@@ -1,0 +1,360 @@
+//! The gateway core against the local cluster and a real Envoy: views API,
+//! Kubernetes as the only state, xDS routing only to ready endpoints.
+
+use std::time::Duration;
+
+use anyhow::ensure;
+use futures::future::join_all;
+use googletest::prelude::*;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use test_support::gateway::Gateway;
+use test_support::{TestNamespace, eventually};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn view_spec(name: &str, prefix: &str) -> Value {
+    json!({"name": name, "subsets": [{"bucket": "lake", "prefixes": [prefix]}]})
+}
+
+/// A real pod process (echo-server) selected by the view's Service.
+fn view_pod(pod: &str, view: &str, message: &str, ready: bool) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": pod, "labels": {"views.dev/view": view}},
+        "spec": {
+            "runtimeClassName": "process",
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{
+                "name": "view",
+                "image": "views.dev/echo-server:latest",
+                "args": ["--listen", "$(POD_IP):8080"],
+                "env": [
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "ECHO_MESSAGE", "value": message},
+                ],
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {
+                    "httpGet": {"path": if ready { "/healthz" } else { "/never-ready" }, "port": "http"},
+                    "periodSeconds": 1,
+                },
+            }],
+        },
+    }))
+    .expect("pod")
+}
+
+async fn post_view(gateway: &Gateway, spec: &Value) -> (StatusCode, Value) {
+    let response = gateway
+        .client()
+        .post(gateway.url("localhost", "/_api/views"))
+        .json(spec)
+        .send()
+        .await
+        .expect("POST /_api/views");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(gateway: &Gateway, host: &str, path: &str) -> (StatusCode, String) {
+    let response = gateway
+        .client()
+        .get(gateway.url(host, path))
+        .send()
+        .await
+        .expect("GET");
+    (response.status(), response.text().await.unwrap_or_default())
+}
+
+#[gtest]
+#[tokio::test]
+async fn a_view_created_through_the_api_routes_to_its_pod_and_is_gone_after_delete() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let gateway = Gateway::start("route", namespace.name()).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace.name());
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace.name());
+
+    let (status, body) = post_view(&gateway, &view_spec("sales", "sales/")).await;
+    expect_that!(status, eq(StatusCode::CREATED));
+    expect_that!(body["hostname"].as_str(), some(eq("sales.localhost")));
+    expect_that!(body["status"]["phase"].as_str(), some(eq("cold")));
+    // The 201 came only once the view was in the index: it is routed already.
+    expect_that!(
+        get(&gateway, "sales.localhost", "/").await,
+        eq(&(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "view sales is not running\n".to_string()
+        ))
+    );
+
+    pods.create(
+        &PostParams::default(),
+        &view_pod("sales-1", "sales", "hello", true),
+    )
+    .await
+    .expect("pod");
+    let (status, body) = eventually(WAIT, || async {
+        let answer = get(&gateway, "sales.localhost", "/").await;
+        ensure!(answer.0 == StatusCode::OK, "not routed yet: {answer:?}");
+        Ok(answer)
+    })
+    .await;
+    expect_that!(status, eq(StatusCode::OK));
+    expect_that!(body, contains_substring("pod: sales-1"));
+    // Exact host match only: a port is fine, another suffix is not.
+    expect_that!(
+        get(&gateway, "sales.localhost.evil.example", "/").await.0,
+        eq(StatusCode::NOT_FOUND)
+    );
+
+    let (status, view) = {
+        let response = gateway
+            .client()
+            .get(gateway.url("localhost", "/_api/views/sales"))
+            .send()
+            .await
+            .expect("GET view");
+        (
+            response.status(),
+            response.json::<Value>().await.expect("view JSON"),
+        )
+    };
+    expect_that!(status, eq(StatusCode::OK));
+    expect_that!(view["status"]["phase"].as_str(), some(eq("ready")));
+
+    let response = gateway
+        .client()
+        .delete(gateway.url("localhost", "/_api/views/sales"))
+        .send()
+        .await
+        .expect("DELETE");
+    expect_that!(response.status(), eq(StatusCode::NO_CONTENT));
+    expect_that!(
+        get(&gateway, "sales.localhost", "/").await,
+        eq(&(StatusCode::NOT_FOUND, "no such view\n".to_string()))
+    );
+    expect_that!(
+        services.get_opt("view-sales").await.expect("get service"),
+        none()
+    );
+    let _ = pods.delete("sales-1", &DeleteParams::default()).await;
+}
+
+#[gtest]
+#[tokio::test]
+async fn only_ready_endpoints_receive_traffic() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let gateway = Gateway::start("ready", namespace.name()).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace.name());
+
+    let (status, _) = post_view(&gateway, &view_spec("mixed", "m/")).await;
+    expect_that!(status, eq(StatusCode::CREATED));
+    pods.create(
+        &PostParams::default(),
+        &view_pod("unready", "mixed", "from-unready", false),
+    )
+    .await
+    .expect("pod");
+    pods.create(
+        &PostParams::default(),
+        &view_pod("ready", "mixed", "from-ready", true),
+    )
+    .await
+    .expect("pod");
+
+    // Both endpoints are known (publishNotReadyAddresses), one is ready.
+    let view = eventually(WAIT, || async {
+        let view: Value = gateway
+            .client()
+            .get(gateway.url("localhost", "/_api/views/mixed"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let endpoints = view["status"]["endpoints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        ensure!(
+            endpoints.len() == 2 && view["status"]["phase"] == "ready",
+            "not yet: {view}"
+        );
+        Ok(view)
+    })
+    .await;
+    let ready_flags: Vec<bool> = view["status"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["ready"].as_bool().unwrap())
+        .collect();
+    expect_that!(ready_flags, unordered_elements_are![eq(&true), eq(&false)]);
+
+    eventually(WAIT, || async {
+        let answer = get(&gateway, "mixed.localhost", "/").await;
+        ensure!(answer.0 == StatusCode::OK, "not routed yet: {answer:?}");
+        Ok(())
+    })
+    .await;
+    let answers = join_all((0..100).map(|_| get(&gateway, "mixed.localhost", "/"))).await;
+    let from_ready = answers
+        .iter()
+        .filter(|(s, b)| *s == StatusCode::OK && b.contains("from-ready"))
+        .count();
+    expect_that!(from_ready, eq(100));
+}
+
+#[gtest]
+#[tokio::test]
+async fn bad_input_gets_a_json_4xx_and_changes_nothing() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let gateway = Gateway::start("input", namespace.name()).await;
+    let http = gateway.client();
+    let views = gateway.url("localhost", "/_api/views");
+
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        (http.post(&views).header("content-type", "application/json").body("{not json"), StatusCode::BAD_REQUEST, "invalid_request"),
+        (http.post(&views).body(view_spec("plain", "p/").to_string()), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        (http.post(&views).json(&view_spec("No", "p/")), StatusCode::BAD_REQUEST, "invalid_name"),
+        (http.post(&views).json(&view_spec("waytoolong", "p/")), StatusCode::BAD_REQUEST, "invalid_name"),
+        (http.post(&views).json(&view_spec("api", "p/")), StatusCode::UNPROCESSABLE_ENTITY, "reserved_name"),
+        (http.post(&views).json(&json!({"name": "nosubs", "subsets": []})), StatusCode::BAD_REQUEST, "invalid_request"),
+        (http.post(&views).json(&json!({"name": "escape", "subsets": [{"bucket": "lake", "prefixes": ["a/"], "tables": {"t": {"path": "b/x.parquet", "format": "parquet"}}}]})), StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+        (http.post(&views).json(&json!({"name": "short", "subsets": [{"bucket": "lake", "prefixes": ["a/"]}], "deadlineSeconds": 5})), StatusCode::BAD_REQUEST, "invalid_request"),
+        (http.post(&views).header("content-type", "application/json").body(vec![b' '; 100_000]), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        (http.get(gateway.url("localhost", "/_api/views/ghost")), StatusCode::NOT_FOUND, "not_found"),
+        (http.get(gateway.url("localhost", "/_api/views/..%2F..")), StatusCode::BAD_REQUEST, "invalid_name"),
+        (http.delete(gateway.url("localhost", "/_api/views/ghost")), StatusCode::NOT_FOUND, "not_found"),
+        (http.put(&views), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        (http.get(gateway.url("localhost", "/_api/nothing")), StatusCode::NOT_FOUND, "not_found"),
+    ];
+    for (request, expected_status, expected_code) in cases {
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        expect_that!(
+            (status, body["error"].as_str()),
+            eq((expected_status, Some(expected_code))),
+            "body: {body}"
+        );
+        expect_that!(body["message"].as_str().map(str::len), some(gt(0)));
+    }
+
+    let list: Value = http
+        .get(&views)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    expect_that!(list["views"].as_array().map(Vec::len), some(eq(0)));
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace.name());
+    expect_that!(
+        services
+            .list(&ListParams::default())
+            .await
+            .expect("services")
+            .items,
+        is_empty()
+    );
+    // Unknown hosts: a plain 404 that lists nothing.
+    expect_that!(
+        get(&gateway, "ghost.localhost", "/").await,
+        eq(&(StatusCode::NOT_FOUND, "no such view\n".to_string()))
+    );
+}
+
+#[gtest]
+#[tokio::test]
+async fn creates_are_idempotent_and_replicas_racing_get_one_winner() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let one = Gateway::start("one", namespace.name()).await;
+    let two = Gateway::start("two", namespace.name()).await;
+
+    let spec = view_spec("twice", "t/");
+    expect_that!(post_view(&one, &spec).await.0, eq(StatusCode::CREATED));
+    expect_that!(post_view(&two, &spec).await.0, eq(StatusCode::CREATED));
+    let (status, body) = post_view(&two, &view_spec("twice", "other/")).await;
+    expect_that!(status, eq(StatusCode::CONFLICT));
+    expect_that!(body["error"].as_str(), some(eq("conflict")));
+
+    // Ten rounds of both replicas creating the same name with different
+    // specs at once: the API server picks exactly one winner every time.
+    for round in 0..10 {
+        let name = format!("race{round}");
+        let (spec_one, spec_two) = (view_spec(&name, "one/"), view_spec(&name, "two/"));
+        let (a, b) = tokio::join!(post_view(&one, &spec_one), post_view(&two, &spec_two));
+        let mut statuses = vec![a.0, b.0];
+        statuses.sort();
+        expect_that!(
+            statuses,
+            eq(&vec![StatusCode::CREATED, StatusCode::CONFLICT]),
+            "round {round}"
+        );
+    }
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace.name());
+    expect_that!(
+        services
+            .list(&ListParams::default())
+            .await
+            .expect("services")
+            .items
+            .len(),
+        eq(11)
+    );
+}
+
+#[gtest]
+#[tokio::test]
+async fn a_restarted_sidecar_loses_nothing() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let mut gateway = Gateway::start("restart", namespace.name()).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace.name());
+
+    expect_that!(
+        post_view(&gateway, &view_spec("keep", "k/")).await.0,
+        eq(StatusCode::CREATED)
+    );
+    pods.create(
+        &PostParams::default(),
+        &view_pod("keep-1", "keep", "kept", true),
+    )
+    .await
+    .expect("pod");
+    eventually(WAIT, || async {
+        let answer = get(&gateway, "keep.localhost", "/").await;
+        ensure!(answer.0 == StatusCode::OK, "not routed yet: {answer:?}");
+        Ok(())
+    })
+    .await;
+
+    gateway.restart_sidecar().await;
+
+    let list: Value = gateway
+        .client()
+        .get(gateway.url("localhost", "/_api/views"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    let names: Vec<&str> = list["views"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    expect_that!(names, elements_are![eq(&"keep")]);
+    let answer = get(&gateway, "keep.localhost", "/").await;
+    expect_that!(answer.0, eq(StatusCode::OK));
+    expect_that!(answer.1, contains_substring("kept"));
+}
