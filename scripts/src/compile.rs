@@ -8,6 +8,8 @@ use anyhow::Context;
 use crate::{cmd, paths, progress, schemas};
 
 pub fn run() -> anyhow::Result<()> {
+    // duckdb-view links DuckDB's prebuilt library: fetch it before cargo builds.
+    crate::duckdb_runtime::ensure()?;
     schemas::run(false)?;
     let step = progress::step("cargo build --release (workspace binaries)");
     cmd::cargo(&[

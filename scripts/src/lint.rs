@@ -8,6 +8,8 @@ use anyhow::bail;
 use crate::{cluster, cmd, envoy, paths, progress, schemas};
 
 pub fn run() -> anyhow::Result<()> {
+    // duckdb-view links DuckDB's prebuilt library: fetch it before cargo builds.
+    crate::duckdb_runtime::ensure()?;
     let step = progress::step("cargo fmt --check");
     cmd::cargo(&["fmt", "--all", "--check"])?;
     step.done();

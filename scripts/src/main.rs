@@ -2,12 +2,14 @@
 //! `.cargo/config.toml`). These are the only way the README and CI build,
 //! test and run things.
 
+mod browser;
 mod cluster;
 mod cmd;
 mod compile;
 mod dev;
 mod duckdb_runtime;
 mod envoy;
+mod lake;
 mod lint;
 mod paths;
 mod progress;
@@ -42,6 +44,11 @@ enum Task {
         #[command(subcommand)]
         command: cluster::Command,
     },
+    /// The local data lake: an S3 server (s3s-fs) with sample data, and the S3 clients tests use.
+    Lake {
+        #[command(subcommand)]
+        command: lake::Command,
+    },
     /// Run the gateway locally; in the foreground until interrupted.
     Dev {
         /// Return once everything is ready and leave it running.
@@ -74,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         Task::Lint => lint::run(),
         Task::Test => test::run(),
         Task::Cluster { command } => cluster::run(command),
+        Task::Lake { command } => lake::run(command),
         Task::Dev { detach } => dev::run(detach),
         Task::Down => dev::down(),
     }

@@ -1,11 +1,12 @@
 //! `cargo xtask test`: everything CI runs. Lint, build the workspace (tests
 //! run real binaries from it as pod processes), bring up (or reuse) the local
-//! cluster, then every Rust test.
+//! cluster and the S3 lake, then every Rust test.
 
-use crate::{cluster, cmd, lint, progress};
+use crate::{browser, cluster, cmd, lake, lint, progress};
 
 pub fn run() -> anyhow::Result<()> {
     lint::run()?;
+    browser::ensure()?;
 
     let step = progress::step("cargo build --workspace (binaries used as pod processes)");
     cmd::cargo(&["build", "--workspace", "--bins", "--quiet"])?;
@@ -13,6 +14,10 @@ pub fn run() -> anyhow::Result<()> {
 
     let step = progress::step("local cluster");
     cluster::up()?;
+    step.done();
+
+    let step = progress::step("S3 lake with sample data");
+    lake::ensure_running()?;
     step.done();
 
     let step = progress::step("cargo test --workspace");

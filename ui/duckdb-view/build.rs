@@ -17,7 +17,12 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let pins_path = manifest_dir.join("duckdb-runtime.toml");
     println!("cargo:rerun-if-changed={}", pins_path.display());
-    for var in ["DUCKDB_LIB_DIR", "DUCKDB_EXTENSION_DIR", "VIEWS_HOME", "HOME"] {
+    for var in [
+        "DUCKDB_LIB_DIR",
+        "DUCKDB_EXTENSION_DIR",
+        "VIEWS_HOME",
+        "HOME",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
 
@@ -26,13 +31,17 @@ fn main() {
         .parse()
         .unwrap_or_else(|e| panic!("parsing {}: {e}", pins_path.display()));
     let version = pins["version"].as_str().expect("version is a string");
-    let library = pins["library"]["file"].as_str().expect("library.file is a string");
+    let library = pins["library"]["file"]
+        .as_str()
+        .expect("library.file is a string");
 
-    let cache = env::var_os("VIEWS_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-            .join(".cache")
-            .join("views-gateway")
-    });
+    let cache = env::var_os("VIEWS_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache")
+                .join("views-gateway")
+        });
     let runtime_dir = cache.join("duckdb").join(version);
     let lib_dir = env::var_os("DUCKDB_LIB_DIR")
         .map(PathBuf::from)

@@ -177,6 +177,11 @@ impl Component {
 
     /// Start the process detached, appending to its log.
     pub fn start(&self, layout: &Layout) -> anyhow::Result<Pid> {
+        self.start_with_env(layout, &[])
+    }
+
+    /// Start the process detached with extra environment variables.
+    pub fn start_with_env(&self, layout: &Layout, env: &[(&str, String)]) -> anyhow::Result<Pid> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -185,6 +190,7 @@ impl Component {
             use std::os::unix::process::CommandExt;
             Command::new(&self.program)
                 .args(&self.args)
+                .envs(env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)

@@ -30,7 +30,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 
 use crate::{paths, progress};
-use components::Component;
+pub(crate) use components::Component;
 
 #[derive(Subcommand)]
 pub enum Command {

@@ -159,7 +159,7 @@ impl Gateway {
                 .args([
                     "--service-node",
                     name,
-                    "--use-dynamic-base-id",
+                    "--disable-hot-restart",
                     "--log-level",
                     "warning",
                 ])

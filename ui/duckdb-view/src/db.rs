@@ -233,12 +233,15 @@ impl Database {
         // duckdb.h: "duckdb_destroy_config should always be called on the resulting config".
         let guard = ConfigGuard(&mut config as *mut _);
         if unsafe { ffi::duckdb_create_config(guard.get()) } != ffi::DuckDBSuccess {
-            return Err(DbError::duckdb("Connection Error: cannot allocate a DuckDB configuration"));
+            return Err(DbError::duckdb(
+                "Connection Error: cannot allocate a DuckDB configuration",
+            ));
         }
         for (name, value) in options {
             let c_name = CString::new(*name).map_err(|_| DbError::Nul)?;
             let c_value = CString::new(value.as_str()).map_err(|_| DbError::Nul)?;
-            let state = unsafe { ffi::duckdb_set_config(config, c_name.as_ptr(), c_value.as_ptr()) };
+            let state =
+                unsafe { ffi::duckdb_set_config(config, c_name.as_ptr(), c_value.as_ptr()) };
             if state != ffi::DuckDBSuccess {
                 return Err(DbError::duckdb(format!(
                     "Invalid Input Error: DuckDB refused the setting {name} = {value:?}"
@@ -254,7 +257,9 @@ impl Database {
                 "Connection Error: cannot open DuckDB".to_string()
             } else {
                 // duckdb.h: "the error message must be freed using duckdb_free".
-                let text = unsafe { CStr::from_ptr(error) }.to_string_lossy().into_owned();
+                let text = unsafe { CStr::from_ptr(error) }
+                    .to_string_lossy()
+                    .into_owned();
                 unsafe { ffi::duckdb_free(error.cast()) };
                 text
             };
@@ -273,7 +278,9 @@ impl Database {
             if !raw.is_null() {
                 unsafe { ffi::duckdb_disconnect(&mut raw) };
             }
-            return Err(DbError::duckdb("Connection Error: cannot connect to DuckDB"));
+            return Err(DbError::duckdb(
+                "Connection Error: cannot connect to DuckDB",
+            ));
         }
         Ok(Connection {
             raw: Arc::new(RawConnection {
@@ -393,14 +400,18 @@ impl Connection {
     ) -> Result<Cursor<'_>, DbError> {
         let c_sql = CString::new(sql).map_err(|_| DbError::Nul)?;
         let mut extracted = ExtractedGuard(ptr::null_mut());
-        let count = unsafe { ffi::duckdb_extract_statements(self.raw.raw, c_sql.as_ptr(), &mut extracted.0) };
+        let count = unsafe {
+            ffi::duckdb_extract_statements(self.raw.raw, c_sql.as_ptr(), &mut extracted.0)
+        };
         if count == 0 {
             let error = unsafe { ffi::duckdb_extract_statements_error(extracted.0) };
             if error.is_null() {
                 return Err(DbError::Empty);
             }
             // duckdb.h: the error is owned by the extracted statements.
-            let message = unsafe { CStr::from_ptr(error) }.to_string_lossy().into_owned();
+            let message = unsafe { CStr::from_ptr(error) }
+                .to_string_lossy()
+                .into_owned();
             if message.is_empty() {
                 return Err(DbError::Empty);
             }
@@ -412,16 +423,23 @@ impl Connection {
             }
             let mut prepared = PreparedGuard(ptr::null_mut());
             let state = unsafe {
-                ffi::duckdb_prepare_extracted_statement(self.raw.raw, extracted.0, index, &mut prepared.0)
+                ffi::duckdb_prepare_extracted_statement(
+                    self.raw.raw,
+                    extracted.0,
+                    index,
+                    &mut prepared.0,
+                )
             };
             if state != ffi::DuckDBSuccess {
                 return Err(prepared.error());
             }
-            let kind = StatementType::from_ffi(unsafe { ffi::duckdb_prepared_statement_type(prepared.0) });
+            let kind =
+                StatementType::from_ffi(unsafe { ffi::duckdb_prepared_statement_type(prepared.0) });
             policy(kind).map_err(DbError::Refused)?;
             let mut result = ResultGuard::zeroed();
             if index + 1 < count {
-                let state = unsafe { ffi::duckdb_execute_prepared(prepared.0, result.as_mut_ptr()) };
+                let state =
+                    unsafe { ffi::duckdb_execute_prepared(prepared.0, result.as_mut_ptr()) };
                 if state != ffi::DuckDBSuccess {
                     return Err(result.error());
                 }
@@ -431,7 +449,8 @@ impl Connection {
             // is fetched (and a row limit stops the work), not materialised.
             // The C API marks this call for removal in a future release; the
             // pinned 1.5 has it, and duckdb-rs relies on it too.
-            let state = unsafe { ffi::duckdb_execute_prepared_streaming(prepared.0, result.as_mut_ptr()) };
+            let state =
+                unsafe { ffi::duckdb_execute_prepared_streaming(prepared.0, result.as_mut_ptr()) };
             if state != ffi::DuckDBSuccess {
                 return Err(result.error());
             }
@@ -459,7 +478,11 @@ impl PreparedGuard {
             return DbError::duckdb("Invalid Error: preparing the statement failed");
         }
         // duckdb.h: owned by the prepared statement; not to be freed.
-        DbError::duckdb(unsafe { CStr::from_ptr(error) }.to_string_lossy().into_owned())
+        DbError::duckdb(
+            unsafe { CStr::from_ptr(error) }
+                .to_string_lossy()
+                .into_owned(),
+        )
     }
 }
 
@@ -494,7 +517,9 @@ impl ResultGuard {
         if error.is_null() {
             return DbError::duckdb("Invalid Error: the statement failed");
         }
-        let message = unsafe { CStr::from_ptr(error) }.to_string_lossy().into_owned();
+        let message = unsafe { CStr::from_ptr(error) }
+            .to_string_lossy()
+            .into_owned();
         let kind = match unsafe { ffi::duckdb_result_error_type(&mut self.result) } {
             ffi::duckdb_error_type_DUCKDB_ERROR_INTERRUPT => ErrorKind::Interrupt,
             ffi::duckdb_error_type_DUCKDB_ERROR_PERMISSION => ErrorKind::Permission,
@@ -549,20 +574,25 @@ impl Cursor<'_> {
             _connection: PhantomData,
         };
         if arrow_options.is_null() {
-            return Err(DbError::duckdb("Invalid Error: no Arrow options for the result"));
+            return Err(DbError::duckdb(
+                "Invalid Error: no Arrow options for the result",
+            ));
         }
         let count = unsafe { ffi::duckdb_column_count(cursor.result.as_mut_ptr()) } as usize;
         let mut types = TypesGuard(Vec::with_capacity(count));
         let mut names = Vec::with_capacity(count);
         for index in 0..count {
-            let name = unsafe { ffi::duckdb_column_name(cursor.result.as_mut_ptr(), index as ffi::idx_t) };
+            let name =
+                unsafe { ffi::duckdb_column_name(cursor.result.as_mut_ptr(), index as ffi::idx_t) };
             // duckdb.h: the name is owned by the result; not to be freed.
             let name = if name.is_null() {
                 CString::default()
             } else {
                 unsafe { CStr::from_ptr(name) }.to_owned()
             };
-            let logical = unsafe { ffi::duckdb_column_logical_type(cursor.result.as_mut_ptr(), index as ffi::idx_t) };
+            let logical = unsafe {
+                ffi::duckdb_column_logical_type(cursor.result.as_mut_ptr(), index as ffi::idx_t)
+            };
             if logical.is_null() {
                 return Err(DbError::duckdb(format!(
                     "Invalid Error: no type for result column {index}"
@@ -683,7 +713,9 @@ fn error_data(mut error: ffi::duckdb_error_data) -> Result<(), DbError> {
         let message = if message.is_null() {
             "Invalid Error: converting to Arrow failed".to_string()
         } else {
-            unsafe { CStr::from_ptr(message) }.to_string_lossy().into_owned()
+            unsafe { CStr::from_ptr(message) }
+                .to_string_lossy()
+                .into_owned()
         };
         Err(DbError::duckdb(message))
     } else {
@@ -698,7 +730,9 @@ fn type_name(logical: ffi::duckdb_logical_type) -> String {
     // An alias (for example JSON for a VARCHAR) is what people wrote.
     let alias = unsafe { ffi::duckdb_logical_type_get_alias(logical) };
     if !alias.is_null() {
-        let name = unsafe { CStr::from_ptr(alias) }.to_string_lossy().into_owned();
+        let name = unsafe { CStr::from_ptr(alias) }
+            .to_string_lossy()
+            .into_owned();
         // duckdb.h: "must be freed with duckdb_free".
         unsafe { ffi::duckdb_free(alias.cast()) };
         if !name.is_empty() {
@@ -769,7 +803,11 @@ mod tests {
     fn streams_a_result_in_chunks() {
         let mut conn = connect();
         let mut cursor = conn
-            .query("SELECT range AS n, 'x' || range AS s FROM range(5000)", &|_| Ok(()), &|| false)
+            .query(
+                "SELECT range AS n, 'x' || range AS s FROM range(5000)",
+                &|_| Ok(()),
+                &|| false,
+            )
             .unwrap();
         assert_eq!(cursor.columns()[0].type_name, "BIGINT");
         assert_eq!(cursor.columns()[1].type_name, "VARCHAR");
@@ -826,13 +864,46 @@ mod tests {
     fn classifies_errors() {
         let mut conn = connect();
         let parse = conn.query_all("SELEC 1").err().unwrap();
-        assert!(matches!(parse, DbError::Duckdb { kind: ErrorKind::Parser, .. }), "{parse:?}");
+        assert!(
+            matches!(
+                parse,
+                DbError::Duckdb {
+                    kind: ErrorKind::Parser,
+                    ..
+                }
+            ),
+            "{parse:?}"
+        );
         let bind = conn.query_all("SELECT nope").err().unwrap();
-        assert!(matches!(bind, DbError::Duckdb { kind: ErrorKind::Binder, .. }), "{bind:?}");
+        assert!(
+            matches!(
+                bind,
+                DbError::Duckdb {
+                    kind: ErrorKind::Binder,
+                    ..
+                }
+            ),
+            "{bind:?}"
+        );
         let catalog = conn.query_all("SELECT * FROM nowhere").err().unwrap();
-        assert!(matches!(catalog, DbError::Duckdb { kind: ErrorKind::Catalog, .. }), "{catalog:?}");
-        assert!(matches!(conn.query_all("  -- nothing\n").err().unwrap(), DbError::Empty));
-        assert!(matches!(conn.query_all("SELECT '\0'").err().unwrap(), DbError::Nul));
+        assert!(
+            matches!(
+                catalog,
+                DbError::Duckdb {
+                    kind: ErrorKind::Catalog,
+                    ..
+                }
+            ),
+            "{catalog:?}"
+        );
+        assert!(matches!(
+            conn.query_all("  -- nothing\n").err().unwrap(),
+            DbError::Empty
+        ));
+        assert!(matches!(
+            conn.query_all("SELECT '\0'").err().unwrap(),
+            DbError::Nul
+        ));
     }
 
     #[test]
@@ -849,7 +920,16 @@ mod tests {
             .err()
             .unwrap();
         handle.join().unwrap();
-        assert!(matches!(error, DbError::Duckdb { kind: ErrorKind::Interrupt, .. }), "{error:?}");
+        assert!(
+            matches!(
+                error,
+                DbError::Duckdb {
+                    kind: ErrorKind::Interrupt,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
         assert!(started.elapsed() < std::time::Duration::from_secs(30));
         // The connection is usable again afterwards.
         assert_eq!(conn.query_all("SELECT 1").unwrap()[0].num_rows(), 1);
@@ -860,12 +940,16 @@ mod tests {
         let mut conn = connect();
         let cursor = conn
             .query(
-                "SELECT 1.5::DECIMAL(10,2) d, DATE '2025-01-01' dt, [1,2] l, {'a': 1} s, NULL n",
+                "SELECT 1.5::DECIMAL(10,2) d, DATE '2025-01-01' dt, [1,2] l, {'a': 1} s, '{}'::JSON j",
                 &|_| Ok(()),
                 &|| false,
             )
             .unwrap();
-        let names: Vec<_> = cursor.columns().iter().map(|c| c.type_name.as_str()).collect();
-        assert_eq!(names, ["DECIMAL(10,2)", "DATE", "LIST", "STRUCT", "NULL"]);
+        let names: Vec<_> = cursor
+            .columns()
+            .iter()
+            .map(|c| c.type_name.as_str())
+            .collect();
+        assert_eq!(names, ["DECIMAL(10,2)", "DATE", "LIST", "STRUCT", "JSON"]);
     }
 }

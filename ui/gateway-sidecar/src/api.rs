@@ -286,6 +286,10 @@ async fn create(
         .get(&name)
         .filter(|_| seen)
         .ok_or_else(|| index_lagging("the view was created"))?;
+    let host = crate::xds::resources::cluster_name(&name);
+    if !wait_for_envoys(&state, wait, |routed| routed.contains(&host)).await {
+        return Err(envoy_lagging("the view was created"));
+    }
     Ok((StatusCode::CREATED, Json(to_api(view, &state.config))).into_response())
 }
 
@@ -309,27 +313,70 @@ fn parse_name(name: &str) -> Result<ViewName, Failure> {
     })
 }
 
-async fn show(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, Failure> {
+async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, Failure> {
     parse_name(&name)?;
     let snapshot = state.index.snapshot();
     let view = snapshot.views.get(&name).ok_or_else(|| {
-        error(StatusCode::NOT_FOUND, ApiErrorCode::NotFound, format!("view `{name}` does not exist"))
+        error(
+            StatusCode::NOT_FOUND,
+            ApiErrorCode::NotFound,
+            format!("view `{name}` does not exist"),
+        )
     })?;
     Ok(Json(to_api(view, &state.config)).into_response())
 }
 
-async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, Failure> {
+async fn remove(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, Failure> {
     parse_name(&name)?;
     let uid = state.writer.delete(&name).await.map_err(write_error)?;
     let wait = Duration::from_millis(state.config.index_wait_ms);
     let gone = state
         .index
-        .wait_for(wait, |s| s.views.get(&name).is_none_or(|v| Some(&v.uid) != uid.as_ref()))
+        .wait_for(wait, |s| {
+            s.views
+                .get(&name)
+                .is_none_or(|v| Some(&v.uid) != uid.as_ref())
+        })
         .await;
     if !gone {
         return Err(index_lagging("the view was deleted"));
     }
+    let host = crate::xds::resources::cluster_name(&name);
+    if !wait_for_envoys(&state, wait, |routed| !routed.contains(&host)).await {
+        return Err(envoy_lagging("the view was deleted"));
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Wait until every Envoy connected to this sidecar has ACKed routes whose
+/// virtual hosts satisfy `condition`: the answer to a create or delete then
+/// holds on this replica's data path too. No Envoy connected: nothing to wait for.
+async fn wait_for_envoys(
+    state: &AppState,
+    timeout: Duration,
+    condition: impl Fn(&std::collections::BTreeSet<String>) -> bool,
+) -> bool {
+    let mut envoys = state.envoys.clone();
+    tokio::time::timeout(
+        timeout,
+        envoys.wait_for(|all| all.values().all(|e| condition(&e.routed_hosts))),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok())
+}
+
+fn envoy_lagging(what: &str) -> Failure {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ApiErrorCode::Internal,
+        format!("{what}, but Envoy has not accepted the new routes yet; retry shortly"),
+    )
 }
 
 /// The API's view of a view.

@@ -71,7 +71,14 @@ impl Images {
                 ),
             });
         };
-        let binary = self.root.join(&entry.binary);
+        // `target/…` follows CARGO_TARGET_DIR (CI keeps the target directory
+        // under $HOME); other relative paths are relative to the repository.
+        let binary = match Path::new(&entry.binary).strip_prefix("target") {
+            Ok(rest) if std::env::var_os("CARGO_TARGET_DIR").is_some() => {
+                crate::paths::target_dir().join(rest)
+            }
+            _ => self.root.join(&entry.binary),
+        };
         if !binary.is_file() {
             let hint = match &entry.build {
                 Some(build) => format!("; build it with `{build}`"),

@@ -27,6 +27,8 @@ pub trait ViewSubsets: Send + Sync + 'static {
 #[derive(Debug, Default)]
 pub struct InMemoryViews {
     views: RwLock<HashMap<String, Vec<Subset>>>,
+    /// The nonce of each view's current activation, where one is set.
+    activations: RwLock<HashMap<String, String>>,
 }
 
 impl InMemoryViews {
@@ -44,17 +46,38 @@ impl InMemoryViews {
 
     /// Delete a view; returns whether it existed.
     pub fn remove(&self, view: &str) -> bool {
+        self.activations
+            .write()
+            .expect("activations lock")
+            .remove(view);
         self.views
             .write()
             .expect("views lock")
             .remove(view)
             .is_some()
     }
+
+    /// Make `activation` the view's current one: keys minted for any other
+    /// activation of the view are refused from now on.
+    pub fn set_activation(&self, view: &str, activation: &str) {
+        self.activations.write().expect("activations lock").insert(
+            view.to_owned(),
+            super::key::activation_nonce(view, activation),
+        );
+    }
 }
 
 impl ViewSubsets for InMemoryViews {
     fn subsets(&self, view: &str) -> Option<Vec<Subset>> {
         self.views.read().expect("views lock").get(view).cloned()
+    }
+
+    fn activation_current(&self, view: &str, nonce: &str) -> bool {
+        self.activations
+            .read()
+            .expect("activations lock")
+            .get(view)
+            .is_none_or(|current| current == nonce)
     }
 }
 

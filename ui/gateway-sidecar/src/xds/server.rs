@@ -39,6 +39,8 @@ pub struct EnvoyStatus {
     pub acked_versions: BTreeMap<String, String>,
     /// Clusters for which it ACKed an assignment with at least one endpoint.
     pub clusters_with_endpoints: BTreeSet<String>,
+    /// Virtual hosts (one per view, `view-<name>`) in the routes it ACKed.
+    pub routed_hosts: BTreeSet<String>,
     pub nacks: u64,
 }
 
@@ -234,6 +236,7 @@ impl EnvoyStream {
                 .collect();
         }
         if type_url == ROUTE_TYPE {
+            self.status.routed_hosts = sent.resources.values().flat_map(virtual_hosts).collect();
             if let Some(clusters) = self.pending_route_clusters.remove(nonce) {
                 self.acked_route_clusters = clusters;
             }
@@ -375,6 +378,14 @@ fn type_label(type_url: &str) -> crate::telemetry::TypeLabel {
     crate::telemetry::TypeLabel {
         r#type: type_url.rsplit('.').next().unwrap_or(type_url).to_string(),
     }
+}
+
+fn virtual_hosts(any: &Any) -> Vec<String> {
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    use prost::Message;
+    RouteConfiguration::decode(any.value.as_slice())
+        .map(|routes| routes.virtual_hosts.into_iter().map(|v| v.name).collect())
+        .unwrap_or_default()
 }
 
 fn assignment_has_endpoints(any: &Any) -> bool {

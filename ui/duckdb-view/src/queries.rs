@@ -1,0 +1,357 @@
+//! Running analysts' queries: one DuckDB connection per query, a registry of
+//! what runs (for cancel, the statement timeout and the running-queries
+//! list), a limit on how many run at once, and the translation of DuckDB's
+//! failures into errors the HTTP layer can answer with.
+//!
+//! Queries are blocking DuckDB calls: [`QueryService::run`] must be called on
+//! a blocking thread (`spawn_blocking`); stopping them ([`QueryService::stop`])
+//! is cheap and safe from anywhere.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::db::{Cursor, DbError, ErrorKind, Interrupter};
+use crate::engine::Engine;
+
+/// How a query can fail, each with the HTTP status the API answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// DuckDB rejected the SQL (syntax, unknown table or column, type error…).
+    #[error("{0}")]
+    Sql(String),
+    /// The view's lockdown or statement policy refused it.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the query was cancelled")]
+    Cancelled,
+    #[error("the query ran longer than the statement timeout of {0:?} and was stopped")]
+    TimedOut(Duration),
+    #[error("{0}")]
+    OutOfMemory(String),
+    /// S3 (or the network to it) failed.
+    #[error("{0}")]
+    Upstream(String),
+    #[error("{0} queries are running already; wait for one to finish or cancel one")]
+    TooMany(usize),
+    #[error("a query with id {0:?} is running already")]
+    DuplicateId(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl QueryError {
+    /// The machine-readable code of the error body (`{error, message}`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            QueryError::Sql(_) => "sql_error",
+            QueryError::Forbidden(_) => "forbidden",
+            QueryError::Cancelled => "cancelled",
+            QueryError::TimedOut(_) => "timeout",
+            QueryError::OutOfMemory(_) => "out_of_memory",
+            QueryError::Upstream(_) => "upstream_error",
+            QueryError::TooMany(_) => "too_many_queries",
+            QueryError::DuplicateId(_) => "conflict",
+            QueryError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            QueryError::Sql(_) => 400,
+            QueryError::Forbidden(_) => 403,
+            QueryError::Cancelled | QueryError::DuplicateId(_) => 409,
+            QueryError::TimedOut(_) | QueryError::OutOfMemory(_) => 422,
+            QueryError::TooMany(_) => 429,
+            QueryError::Internal(_) => 500,
+            QueryError::Upstream(_) => 502,
+        }
+    }
+}
+
+/// Why a query was told to stop; the first reason wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Cancelled,
+    TimedOut,
+    /// The client went away (closed the connection or stopped reading).
+    ClientGone,
+    ShuttingDown,
+}
+
+/// Limits of the service (from the configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_rows: usize,
+    pub statement_timeout: Duration,
+    pub max_concurrent: usize,
+}
+
+/// One running query, as the registry holds it.
+pub struct RunningQuery {
+    pub id: String,
+    sql: String,
+    started: Instant,
+    stop: Mutex<Option<StopReason>>,
+    interrupter: Mutex<Option<Interrupter>>,
+}
+
+impl RunningQuery {
+    fn stop_reason(&self) -> Option<StopReason> {
+        *lock(&self.stop)
+    }
+
+    fn should_stop(&self) -> bool {
+        self.stop_reason().is_some()
+    }
+}
+
+/// A running query as `GET /api/queries` lists it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryInfo {
+    pub id: String,
+    /// The first 200 characters of the SQL.
+    pub sql: String,
+    /// Seconds since it started.
+    pub elapsed: f64,
+    /// DuckDB's progress estimate in percent, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+}
+
+/// Removes the query from the registry when the run ends, however it ends.
+pub struct Registration {
+    service: Arc<QueryService>,
+    pub query: Arc<RunningQuery>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        lock(&self.service.running).remove(&self.query.id);
+    }
+}
+
+pub struct QueryService {
+    engine: Arc<Engine>,
+    pub limits: Limits,
+    running: Mutex<HashMap<String, Arc<RunningQuery>>>,
+    next_id: AtomicU64,
+    /// Set when DuckDB reported a fatal error: the database is invalidated
+    /// and the view must be restarted (readiness goes down).
+    failed: AtomicBool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not turn every later request into a panic.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl QueryService {
+    pub fn new(engine: Arc<Engine>, limits: Limits) -> Arc<Self> {
+        Arc::new(QueryService {
+            engine,
+            limits,
+            running: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Whether the engine is still usable (no fatal DuckDB error so far).
+    pub fn healthy(&self) -> bool {
+        !self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Register a query before it runs: refuses when too many run, or when a
+    /// client-chosen id is in use.
+    pub fn register(
+        self: &Arc<Self>,
+        id: Option<String>,
+        sql: &str,
+    ) -> Result<Registration, QueryError> {
+        let mut running = lock(&self.running);
+        if running.len() >= self.limits.max_concurrent {
+            return Err(QueryError::TooMany(running.len()));
+        }
+        let id = match id {
+            Some(id) if running.contains_key(&id) => return Err(QueryError::DuplicateId(id)),
+            Some(id) => id,
+            None => format!("q{}", self.next_id.fetch_add(1, Ordering::Relaxed)),
+        };
+        let query = Arc::new(RunningQuery {
+            id: id.clone(),
+            sql: sql.chars().take(200).collect(),
+            started: Instant::now(),
+            stop: Mutex::new(None),
+            interrupter: Mutex::new(None),
+        });
+        running.insert(id, Arc::clone(&query));
+        Ok(Registration {
+            service: Arc::clone(self),
+            query,
+        })
+    }
+
+    /// Tell a query to stop: records why (first reason wins) and interrupts
+    /// DuckDB if it is inside a statement. Returns whether the id was running.
+    pub fn stop(&self, id: &str, reason: StopReason) -> bool {
+        let Some(query) = lock(&self.running).get(id).cloned() else {
+            return false;
+        };
+        Self::stop_query(&query, reason);
+        true
+    }
+
+    fn stop_query(query: &RunningQuery, reason: StopReason) {
+        lock(&query.stop).get_or_insert(reason);
+        if let Some(interrupter) = lock(&query.interrupter).as_ref() {
+            interrupter.interrupt();
+        }
+    }
+
+    /// Stop every running query; returns how many.
+    pub fn stop_all(&self, reason: StopReason) -> usize {
+        let queries: Vec<_> = lock(&self.running).values().cloned().collect();
+        for query in &queries {
+            Self::stop_query(query, reason);
+        }
+        queries.len()
+    }
+
+    pub fn list(&self) -> Vec<QueryInfo> {
+        let mut infos: Vec<QueryInfo> = lock(&self.running)
+            .values()
+            .map(|q| QueryInfo {
+                id: q.id.clone(),
+                sql: q.sql.clone(),
+                elapsed: q.started.elapsed().as_secs_f64(),
+                progress: lock(&q.interrupter)
+                    .as_ref()
+                    .and_then(Interrupter::progress),
+            })
+            .collect();
+        infos.sort_by(|a, b| b.elapsed.total_cmp(&a.elapsed));
+        infos
+    }
+
+    /// Run `sql` for a registered query on a fresh connection and hand its
+    /// result cursor to `consume` (with a "should I stop" check for its
+    /// loop). Blocking.
+    pub fn run<T>(
+        &self,
+        query: &RunningQuery,
+        sql: &str,
+        consume: impl FnOnce(&mut Cursor<'_>, &dyn Fn() -> bool) -> Result<T, DbError>,
+    ) -> Result<T, QueryError> {
+        let mut conn = self
+            .engine
+            .connect()
+            .map_err(|e| self.translate(e, query))?;
+        *lock(&query.interrupter) = Some(conn.interrupter());
+        // A stop that came before the interrupter was set must still count.
+        if query.should_stop() {
+            return Err(self.translate(DbError::Stopped, query));
+        }
+        let policy = self.engine.policy;
+        let should_stop = || query.should_stop();
+        let result = conn
+            .query(sql, &|kind| policy.check(kind), &should_stop)
+            .and_then(|mut cursor| consume(&mut cursor, &should_stop));
+        *lock(&query.interrupter) = None;
+        result.map_err(|error| self.translate(error, query))
+    }
+
+    /// Mark a query stopped for `reason` (used by consumers that notice the
+    /// client is gone), so the error it ends with says why.
+    pub fn note_stop(query: &RunningQuery, reason: StopReason) {
+        lock(&query.stop).get_or_insert(reason);
+    }
+
+    /// DuckDB's error, in the API's terms.
+    pub fn translate(&self, error: DbError, query: &RunningQuery) -> QueryError {
+        match error {
+            DbError::Duckdb {
+                kind: ErrorKind::Interrupt,
+                ..
+            }
+            | DbError::Stopped => match query.stop_reason() {
+                Some(StopReason::TimedOut) => QueryError::TimedOut(self.limits.statement_timeout),
+                _ => QueryError::Cancelled,
+            },
+            DbError::Refused(reason) => QueryError::Forbidden(reason),
+            DbError::Nul => QueryError::Sql(DbError::Nul.to_string()),
+            DbError::Empty => QueryError::Sql(DbError::Empty.to_string()),
+            DbError::Arrow(error) => {
+                QueryError::Internal(format!("converting the result: {error}"))
+            }
+            DbError::Duckdb { kind, message } => self.translate_duckdb(kind, message),
+        }
+    }
+
+    fn translate_duckdb(&self, kind: ErrorKind, message: String) -> QueryError {
+        match kind {
+            ErrorKind::Permission => QueryError::Forbidden(format!(
+                "{message}\n(The view reads only its subsets: {}.)",
+                self.engine.lake.prefix_urls().join(", ")
+            )),
+            ErrorKind::InvalidInput if message.contains("configuration has been locked") => {
+                QueryError::Forbidden(format!("{message}\n(The view's configuration is fixed.)"))
+            }
+            ErrorKind::OutOfMemory => QueryError::OutOfMemory(message),
+            ErrorKind::Http if message.contains("(HTTP 403") => QueryError::Forbidden(format!(
+                "{message}\n(S3 refused the view's credentials for this object.)"
+            )),
+            ErrorKind::Http if message.contains("(HTTP 404") => QueryError::Sql(message),
+            ErrorKind::Http => QueryError::Upstream(message),
+            ErrorKind::Other if is_fatal(&message) => {
+                // DuckDB invalidates the database after a fatal or internal
+                // error; report unready so the pod is replaced.
+                self.failed.store(true, Ordering::Relaxed);
+                tracing::error!(%message, "DuckDB reported a fatal error; the view is no longer ready");
+                QueryError::Internal(message)
+            }
+            _ => QueryError::Sql(message),
+        }
+    }
+}
+
+fn is_fatal(message: &str) -> bool {
+    message.starts_with("FATAL Error") || message.starts_with("INTERNAL Error")
+}
+
+/// Collect up to `max_rows` rows as JSON; fetches one more chunk when the
+/// limit is reached exactly, to tell whether the result was cut.
+pub fn collect_json(
+    cursor: &mut Cursor<'_>,
+    should_stop: &dyn Fn() -> bool,
+    max_rows: usize,
+) -> Result<(Vec<Vec<serde_json::Value>>, bool), DbError> {
+    let mut rows = Vec::new();
+    let mut truncated = false;
+    while let Some(batch) = cursor.next_batch()? {
+        if should_stop() {
+            return Err(DbError::Stopped);
+        }
+        let room = max_rows - rows.len();
+        if room == 0 {
+            truncated = batch.num_rows() > 0;
+            break;
+        }
+        rows.extend(crate::encode::json_rows(&batch, room)?);
+        if batch.num_rows() > room {
+            truncated = true;
+            break;
+        }
+    }
+    Ok((rows, truncated))
+}

@@ -1,0 +1,104 @@
+//! The page in a real browser: Debian's Chromium driven by playwright-core
+//! (tests/page/page.mjs) against the view on a real S3 server. Screenshots
+//! and the downloaded CSV land in `target/tmp/duckdb-view-page/`.
+//!
+//! Needs `/usr/bin/chromium` (`apt-get update && apt-get install -y chromium`,
+//! or set CHROMIUM) and Node; the test installs playwright-core itself
+//! (`npm ci` in tests/page, pinned by its lock file) when it is missing.
+//! Without Chromium the test is skipped with a note, unless
+//! VIEWS_REQUIRE_BROWSER=1 (CI sets it) makes that a failure.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Fixture;
+use googletest::prelude::*;
+
+fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    path.is_file().then_some(path)
+}
+
+fn skip_or_fail(reason: &str) {
+    if std::env::var_os("VIEWS_REQUIRE_BROWSER").is_some_and(|v| v == "1") {
+        panic!("{reason}");
+    }
+    eprintln!("SKIPPED the page test: {reason}");
+}
+
+fn ensure_playwright(dir: &Path) -> std::result::Result<(), String> {
+    if dir
+        .join("node_modules/playwright-core/package.json")
+        .is_file()
+    {
+        return Ok(());
+    }
+    let output = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("running npm ci: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "npm ci failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(())
+}
+
+#[gtest]
+#[tokio::test]
+async fn the_page_runs_a_query_shows_rows_downloads_csv_and_cancels_in_chromium() {
+    let Some(chromium) = chromium() else {
+        skip_or_fail(
+            "no Chromium at /usr/bin/chromium (apt-get update && apt-get install -y chromium)",
+        );
+        return;
+    };
+    let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/page");
+    if let Err(reason) = ensure_playwright(&script_dir) {
+        skip_or_fail(&reason);
+        return;
+    }
+    let view = Fixture::start(&[]).await;
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("duckdb-view-page");
+    let base = format!("http://{}", view.view_addr);
+    let script_dir_for_node = script_dir.clone();
+    let out_for_node = out.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg("page.mjs")
+            .arg(&base)
+            .arg(&out_for_node)
+            .env("CHROMIUM", chromium)
+            .current_dir(script_dir_for_node)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("running node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("page.mjs: {stdout}{stderr}");
+    let report: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .unwrap_or_default();
+
+    expect_that!(
+        output.status.success(),
+        eq(true),
+        "page.mjs failed: {stdout}{stderr}"
+    );
+    expect_that!(report["ok"], eq(&serde_json::json!(true)));
+    expect_that!(report["rows"], eq(&serde_json::json!(4)));
+    expect_that!(report["csvLines"], eq(&serde_json::json!(5)));
+    expect_that!(report["externalRequests"], eq(&serde_json::json!([])));
+    expect_that!(out.join("page.png").is_file(), eq(true));
+}

@@ -1,0 +1,542 @@
+//! The view binary against a real S3 server (s3s-fs) with data DuckDB wrote:
+//! its catalog, its answers (JSON, Arrow IPC, CSV), its lockdown, cancel and
+//! timeout, and its handling of malformed requests.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{CUSTOMERS, EVENTS, Fixture, ORDERS};
+use googletest::prelude::*;
+use serde_json::{Value, json};
+
+#[gtest]
+#[tokio::test]
+async fn lists_its_tables_and_answers_in_json_arrow_and_csv() {
+    let view = Fixture::start(&[]).await;
+
+    // The catalog: the four tables, three with columns, the one without
+    // objects reported unavailable (the view still started).
+    let catalog = view.http.get("/api/catalog").await.unwrap();
+    expect_that!(catalog.status, eq(200));
+    let catalog = catalog.json();
+    let tables = catalog["tables"].as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = tables.iter().filter_map(|t| t["name"].as_str()).collect();
+    expect_that!(
+        names,
+        unordered_elements_are![
+            eq(&"orders"),
+            eq(&"customers"),
+            eq(&"events"),
+            eq(&"ghosts")
+        ]
+    );
+    let orders = tables
+        .iter()
+        .find(|t| t["name"] == "orders")
+        .cloned()
+        .unwrap_or_default();
+    expect_that!(
+        orders["source"],
+        eq(&json!("s3://lake/sales/orders/*.parquet"))
+    );
+    let columns: Vec<&str> = orders["columns"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default();
+    expect_that!(
+        columns,
+        elements_are![eq(&"o_id"), eq(&"amount"), eq(&"region")]
+    );
+    let ghosts = tables
+        .iter()
+        .find(|t| t["name"] == "ghosts")
+        .cloned()
+        .unwrap_or_default();
+    expect_that!(
+        ghosts["error"].as_str().unwrap_or_default(),
+        contains_substring("No files found")
+    );
+    expect_that!(
+        catalog["subsets"][0]["prefixes"],
+        eq(&json!(["s3://lake/sales/"]))
+    );
+    expect_that!(catalog["engine"], eq(&json!("DuckDB v1.5.5")));
+
+    // JSON: counts over each table, and a direct read inside the prefix.
+    for (sql, expected) in [
+        ("SELECT count(*) AS n FROM orders", ORDERS),
+        ("SELECT count(*) AS n FROM customers", CUSTOMERS),
+        ("SELECT count(*) AS n FROM events", EVENTS),
+        (
+            "SELECT count(*) AS n FROM read_parquet('s3://lake/sales/orders/*.parquet')",
+            ORDERS,
+        ),
+        ("SELECT count(*) AS n FROM glob('s3://lake/sales/**')", 4),
+    ] {
+        let reply = view.query(sql).await;
+        expect_that!(reply.status, eq(200), "{sql}: {}", reply.text());
+        let body = reply.json();
+        expect_that!(body["rows"], eq(&json!([[expected]])), "{sql}");
+        expect_that!(body["rowCount"], eq(&json!(1)), "{sql}");
+        expect_that!(
+            body["columns"],
+            eq(&json!([{"name": "n", "type": "BIGINT"}])),
+            "{sql}"
+        );
+        expect_that!(body["elapsed"].as_f64().unwrap_or(-1.0), ge(0.0));
+    }
+
+    // JSON is cut at VIEW_MAX_ROWS (1000 here) and says so.
+    let all = view
+        .query("SELECT * FROM orders ORDER BY o_id")
+        .await
+        .json();
+    expect_that!(all["rowCount"], eq(&json!(1000)));
+    expect_that!(all["rows"].as_array().map(Vec::len), some(eq(1000)));
+    expect_that!(all["truncated"], eq(&json!(true)));
+    expect_that!(all["rows"][0], eq(&json!([0, "0.0", "north"])));
+    let grouped = view
+        .query("SELECT region, count(*) AS n FROM orders GROUP BY region ORDER BY region")
+        .await
+        .json();
+    expect_that!(
+        grouped["rows"],
+        eq(&json!([
+            ["east", 333],
+            ["north", 334],
+            ["south", 333],
+            ["west", 500]
+        ]))
+    );
+    expect_that!(grouped["truncated"], eq(&json!(false)));
+
+    // Arrow IPC stream: every row, no row limit, decoded with arrow-ipc.
+    let arrow = view
+        .http
+        .post_json(
+            "/api/query?format=arrow",
+            &json!({"sql": "SELECT * FROM orders"}),
+        )
+        .await
+        .unwrap();
+    expect_that!(arrow.status, eq(200));
+    expect_that!(
+        arrow.header("content-type"),
+        eq("application/vnd.apache.arrow.stream")
+    );
+    let reader =
+        arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(arrow.body.to_vec()), None)
+            .unwrap();
+    let fields: Vec<String> = reader
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    expect_that!(
+        fields,
+        elements_are![eq("o_id"), eq("amount"), eq("region")]
+    );
+    let rows: usize = reader.map(|batch| batch.unwrap().num_rows()).sum();
+    expect_that!(rows, eq(ORDERS));
+
+    // CSV download: a header and every row.
+    let csv = view
+        .http
+        .post_json(
+            "/api/query?format=csv",
+            &json!({"sql": "SELECT o_id, region FROM orders ORDER BY o_id"}),
+        )
+        .await
+        .unwrap();
+    expect_that!(csv.status, eq(200));
+    expect_that!(
+        csv.header("content-disposition"),
+        starts_with("attachment; filename=\"test-")
+    );
+    let text = csv.text();
+    let lines: Vec<&str> = text.lines().collect();
+    expect_that!(lines.len(), eq(ORDERS + 1));
+    expect_that!(lines[0], eq("o_id,region"));
+    expect_that!(lines[1], eq("0,north"));
+
+    // Workspace objects the analyst creates appear in the catalog.
+    let created = view
+        .query("CREATE TABLE top_regions AS SELECT region FROM orders LIMIT 2")
+        .await;
+    expect_that!(created.status, eq(200), "{}", created.text());
+    let catalog = view.http.get("/api/catalog").await.unwrap().json();
+    expect_that!(catalog["workspace"][0]["name"], eq(&json!("top_regions")));
+
+    eprintln!("startup to ready: {:?}", view.startup);
+}
+
+/// Every query in `cases` must be refused with 403 `forbidden`, with a
+/// message containing the given text.
+async fn expect_refused(view: &Fixture, cases: &[(&str, &str)]) {
+    for (sql, because) in cases {
+        let reply = view.query(sql).await;
+        expect_that!(reply.status, eq(403), "{sql}: {}", reply.text());
+        if reply.status == 403 {
+            let body = reply.json();
+            expect_that!(body["error"], eq(&json!("forbidden")), "{sql}");
+            expect_that!(
+                body["message"].as_str().unwrap_or_default(),
+                contains_substring(*because),
+                "{sql}"
+            );
+        }
+    }
+}
+
+#[gtest]
+#[tokio::test]
+async fn after_lockdown_refuses_local_files_attach_install_set_and_other_s3_paths() {
+    let view = Fixture::start(&[]).await;
+    let s3 = view.s3_addr;
+    let outside_over_http =
+        format!("SELECT * FROM read_parquet('http://{s3}/lake/other/x.parquet')");
+    expect_refused(
+        &view,
+        &[
+            // Local files, however they are read or written.
+            ("SELECT * FROM read_csv('/etc/passwd')", "Permission Error"),
+            (
+                "SELECT * FROM read_text('/etc/hostname')",
+                "Permission Error",
+            ),
+            ("SELECT * FROM glob('/*')", "Permission Error"),
+            (
+                "COPY (SELECT 1) TO '/tmp/duckdb-view-escape.csv'",
+                "Permission Error",
+            ),
+            // Other databases.
+            (
+                "ATTACH '/tmp/duckdb-view-escape.duckdb' AS escape",
+                "ATTACH and DETACH are not allowed",
+            ),
+            (
+                "ATTACH ':memory:' AS scratch",
+                "ATTACH and DETACH are not allowed",
+            ),
+            // Extensions.
+            ("INSTALL httpfs", "INSTALL and LOAD are not allowed"),
+            ("LOAD json", "INSTALL and LOAD are not allowed"),
+            ("FORCE INSTALL spatial", "INSTALL and LOAD are not allowed"),
+            // Configuration.
+            (
+                "SET enable_external_access = true",
+                "SET, RESET and USE are not allowed",
+            ),
+            ("SET threads = 1", "SET, RESET and USE are not allowed"),
+            ("RESET memory_limit", "SET, RESET and USE are not allowed"),
+            ("PRAGMA threads = 1", "SET, RESET and USE are not allowed"),
+            (
+                "SELECT 1; SET allowed_directories = ['/']",
+                "SET, RESET and USE are not allowed",
+            ),
+            // S3 outside the subsets: another prefix, a sibling sharing its
+            // first letters, and the same object over plain HTTP.
+            (
+                "SELECT * FROM read_parquet('s3://lake/other/x.parquet')",
+                "Permission Error",
+            ),
+            (
+                "SELECT * FROM read_parquet('s3://lake/sales-private/salaries.parquet')",
+                "Permission Error",
+            ),
+            (
+                "SELECT * FROM read_parquet('s3://lake/*/*.parquet')",
+                "Permission Error",
+            ),
+            (&outside_over_http, "Permission Error"),
+            // Writes into a read-only subset.
+            (
+                "COPY (SELECT 1 AS x) TO 's3://lake/sales/out.parquet'",
+                "read-only",
+            ),
+            // Running something later, unchecked.
+            (
+                "PREPARE p AS SELECT 1",
+                "PREPARE and EXECUTE are not allowed",
+            ),
+        ],
+    )
+    .await;
+
+    // Nothing was written and the view still works afterwards.
+    expect_that!(
+        std::path::Path::new("/tmp/duckdb-view-escape.csv").exists(),
+        eq(false)
+    );
+    expect_that!(
+        view.dir.0.join("s3/lake/sales/out.parquet").exists(),
+        eq(false)
+    );
+    let settings = view
+        .query(
+            "SELECT current_setting('enable_external_access') AS external, \
+                    current_setting('lock_configuration') AS locked",
+        )
+        .await
+        .json();
+    expect_that!(settings["rows"], eq(&json!([[false, true]])));
+    let count = view.query("SELECT count(*) FROM orders").await.json();
+    expect_that!(count["rows"], eq(&json!([[ORDERS]])));
+}
+
+#[gtest]
+#[tokio::test]
+async fn cancels_a_running_query_and_stops_one_past_the_statement_timeout() {
+    let view = Fixture::start(&[("VIEW_STATEMENT_TIMEOUT", "3s")]).await;
+    let endless = "SELECT sum(hash(i)) FROM range(1000000000000) t(i)";
+
+    // Cancel: start a query with our own id, see it listed, cancel it.
+    let http = view.http.clone();
+    let running = tokio::spawn(async move {
+        http.post_json(
+            "/api/query",
+            &json!({"sql": endless, "queryId": "endless-1"}),
+        )
+        .await
+        .unwrap()
+    });
+    test_support::eventually(Duration::from_secs(10), || async {
+        let list = view.http.get("/api/queries").await?.json();
+        let ids: Vec<Value> = list["queries"].as_array().cloned().unwrap_or_default();
+        anyhow::ensure!(
+            ids.iter().any(|q| q["id"] == "endless-1"),
+            "not running yet: {list}"
+        );
+        Ok(())
+    })
+    .await;
+    // The id is taken while it runs.
+    let duplicate = view
+        .http
+        .post_json(
+            "/api/query",
+            &json!({"sql": "SELECT 1", "queryId": "endless-1"}),
+        )
+        .await
+        .unwrap();
+    expect_that!(duplicate.status, eq(409));
+    let cancelled_at = Instant::now();
+    let cancel = view
+        .http
+        .post_json("/api/cancel", &json!({"queryId": "endless-1"}))
+        .await
+        .unwrap();
+    expect_that!(cancel.json(), eq(&json!({"cancelled": 1})));
+    let reply = running.await.unwrap();
+    expect_that!(reply.status, eq(409));
+    expect_that!(reply.json()["error"], eq(&json!("cancelled")));
+    expect_that!(cancelled_at.elapsed(), lt(Duration::from_secs(2)));
+
+    // Timeout: the same query is stopped after VIEW_STATEMENT_TIMEOUT.
+    let started = Instant::now();
+    let reply = view.query(endless).await;
+    let took = started.elapsed();
+    expect_that!(reply.status, eq(422));
+    expect_that!(reply.json()["error"], eq(&json!("timeout")));
+    expect_that!(took, ge(Duration::from_secs(3)));
+    expect_that!(took, lt(Duration::from_secs(8)));
+
+    // And the view keeps answering.
+    let after = view.query("SELECT 42 AS answer").await.json();
+    expect_that!(after["rows"], eq(&json!([[42]])));
+    let idle = view.http.get("/api/queries").await.unwrap().json();
+    expect_that!(idle["queries"], eq(&json!([])));
+}
+
+#[gtest]
+#[tokio::test]
+async fn answers_every_malformed_request_with_a_json_error() {
+    let view = Fixture::start(&[]).await;
+    let http = &view.http;
+
+    let bad_sql = view.query("SELEC 1").await;
+    expect_that!(bad_sql.status, eq(400));
+    expect_that!(bad_sql.json()["error"], eq(&json!("sql_error")));
+    expect_that!(
+        bad_sql.json()["message"].as_str().unwrap_or_default(),
+        contains_substring("Parser Error")
+    );
+    let unknown = view.query("SELECT * FROM nowhere").await;
+    expect_that!(unknown.status, eq(400));
+    expect_that!(
+        unknown.json()["message"].as_str().unwrap_or_default(),
+        contains_substring("Catalog Error")
+    );
+    let missing_object = view
+        .query("SELECT * FROM read_parquet('s3://lake/sales/nothing.parquet')")
+        .await;
+    expect_that!(missing_object.status, eq(400), "{}", missing_object.text());
+
+    // (method, path, content type, body, status, error code)
+    type Case = (
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+        Vec<u8>,
+        u16,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "POST",
+            "/api/query",
+            None,
+            br#"{"sql":"SELECT 1"}"#.to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            "/api/query",
+            Some("text/plain"),
+            b"SELECT 1".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            "/api/query",
+            Some("application/json"),
+            b"{not json".to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/query",
+            Some("application/json"),
+            br#"{"sql": 1}"#.to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/query",
+            Some("application/json"),
+            br#"{"sql":"SELECT 1","x":1}"#.to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/query",
+            Some("application/json"),
+            br#"{"sql":"   "}"#.to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/query",
+            Some("application/json"),
+            b"".to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/query",
+            Some("application/json"),
+            br#"{"sql":"SELECT '\u0000'"}"#.to_vec(),
+            400,
+            "sql_error",
+        ),
+        (
+            "POST",
+            "/api/query",
+            Some("application/json"),
+            b"\xff\xfe".to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/query?format=xml",
+            Some("application/json"),
+            br#"{"sql":"SELECT 1"}"#.to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/query",
+            Some("application/json"),
+            br#"{"sql":"SELECT 1","queryId":"no spaces"}"#.to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/query",
+            Some("application/json"),
+            format!(r#"{{"sql":"SELECT '{}'"}}"#, "x".repeat(2 << 20)).into_bytes(),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "GET",
+            "/api/query",
+            None,
+            Vec::new(),
+            405,
+            "method_not_allowed",
+        ),
+        ("GET", "/nothing/here", None, Vec::new(), 404, "not_found"),
+        (
+            "POST",
+            "/api/cancel",
+            None,
+            Vec::new(),
+            415,
+            "unsupported_media_type",
+        ),
+    ];
+    for (method, path, content_type, body, status, code) in cases {
+        let reply = http.send(method, path, content_type, body).await.unwrap();
+        expect_that!(
+            reply.status,
+            eq(status),
+            "{method} {path}: {}",
+            reply.text()
+        );
+        expect_that!(reply.json()["error"], eq(&json!(code)), "{method} {path}");
+    }
+
+    // Cancel with nothing running is fine; so is an empty JSON body.
+    let cancel = http
+        .send("POST", "/api/cancel", Some("application/json"), "")
+        .await
+        .unwrap();
+    expect_that!(cancel.json(), eq(&json!({"cancelled": 0})));
+
+    // The page: self-contained, with a policy that forbids anything else.
+    let page = http.get("/").await.unwrap();
+    expect_that!(page.status, eq(200));
+    expect_that!(page.header("content-type"), starts_with("text/html"));
+    expect_that!(page.text(), contains_substring("static/app.js"));
+    expect_that!(page.text(), not(contains_substring("http://")));
+    expect_that!(page.text(), not(contains_substring("https://")));
+    expect_that!(
+        page.header("content-security-policy"),
+        contains_substring("default-src 'none'")
+    );
+    for asset in ["/static/app.js", "/static/style.css"] {
+        let reply = http.get(asset).await.unwrap();
+        expect_that!(reply.status, eq(200), "{asset}");
+        expect_that!(reply.text(), not(contains_substring("https://")), "{asset}");
+    }
+    let health = http.get("/healthz").await.unwrap();
+    expect_that!(health.json(), eq(&json!({"status": "ready"})));
+
+    // Still healthy, and the process never panicked.
+    let ok = view.query("SELECT 1 AS one").await;
+    expect_that!(ok.status, eq(200));
+    expect_that!(view.log(), not(contains_substring("panicked")));
+}
