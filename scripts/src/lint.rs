@@ -46,6 +46,9 @@ pub fn run() -> anyhow::Result<()> {
 /// API server accepts its manifests (server-side dry run, so admission and
 /// schema validation run for real).
 fn gateway_base() -> anyhow::Result<()> {
+    // Builds the control plane (and so kubectl) on a fresh machine, and gives
+    // the dry run an API server to talk to.
+    cluster::up()?;
     let kubectl = cluster::kubectl()?;
     let base = paths::repo_root().join("ui").join("gateway");
 
@@ -77,7 +80,6 @@ fn gateway_base() -> anyhow::Result<()> {
     step.done();
 
     let step = progress::step("server-side dry-run apply of ui/gateway");
-    cluster::up()?;
     let output = Command::new(&kubectl)
         .arg("--kubeconfig")
         .arg(cluster::kubeconfig())
