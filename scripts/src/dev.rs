@@ -129,13 +129,17 @@ pub fn run(detach: bool) -> anyhow::Result<()> {
     down()
 }
 
-/// Stop everything `dev` started: Envoy, the sidecar, the cluster.
+/// Stop everything `dev` and `test` started: Envoy, the sidecar, the lake,
+/// the cluster.
 pub fn down() -> anyhow::Result<()> {
     let layout = layout();
     for component in components()?.iter().rev() {
         if component.stop(&layout)? {
             progress::info(format!("stopped {}", component.name));
         }
+    }
+    if crate::lake::stop()? {
+        progress::info("stopped the lake (s3s-fs)");
     }
     cluster::run(cluster::Command::Down { purge: false })
 }

@@ -60,7 +60,7 @@ pub fn ensure_built() -> anyhow::Result<PathBuf> {
         return Ok(dir);
     }
     let step = progress::step(format!(
-        "building the Kubernetes control plane from Go modules into {} (first time only; ~15 min on 2 cores)",
+        "building the Kubernetes control plane from Go modules into {} (first time only; about 5 minutes on 2 cores)",
         dir.display()
     ));
     std::fs::create_dir_all(&dir)?;

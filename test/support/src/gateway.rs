@@ -25,7 +25,8 @@ pub struct Gateway {
     dir: PathBuf,
 }
 
-fn free_port() -> u16 {
+/// A free loopback port (bound and released; fine for tests on one machine).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -118,16 +119,7 @@ impl Gateway {
             free_port(),
         );
 
-        let bootstrap = std::fs::read_to_string(repo_root().join("ui/gateway/envoy.yaml"))
-            .expect("ui/gateway/envoy.yaml")
-            .replace("port_value: 18000", &format!("port_value: {xds_port}"))
-            .replace("port_value: 8081", &format!("port_value: {api_port}"))
-            .replace("port_value: 9901", &format!("port_value: {admin_port}"));
-        assert!(
-            bootstrap.contains(&format!("port_value: {xds_port}")),
-            "envoy.yaml changed shape"
-        );
-        std::fs::write(dir.join("envoy.yaml"), bootstrap).expect("bootstrap");
+        write_bootstrap(&dir, xds_port, api_port, admin_port);
 
         let mut sidecar_env: Vec<(String, String)> = vec![
             ("KUBECONFIG".into(), kubeconfig.display().to_string()),
@@ -152,22 +144,7 @@ impl Gateway {
             dir,
         };
         gateway.start_sidecar();
-        gateway.envoy = Some(
-            Command::new(envoy())
-                .arg("--config-path")
-                .arg(gateway.dir.join("envoy.yaml"))
-                .args([
-                    "--service-node",
-                    name,
-                    "--disable-hot-restart",
-                    "--log-level",
-                    "warning",
-                ])
-                .stdout(Stdio::null())
-                .stderr(log_file(&gateway.dir, "envoy.log"))
-                .spawn()
-                .expect("starting envoy"),
-        );
+        gateway.envoy = Some(spawn_envoy(&gateway.dir, name));
         gateway.wait_ready().await;
         gateway
     }
@@ -272,6 +249,38 @@ impl Drop for Gateway {
             let _ = envoy.wait();
         }
     }
+}
+
+/// Write `<dir>/envoy.yaml`: `ui/gateway/envoy.yaml` with its ports moved.
+pub fn write_bootstrap(dir: &std::path::Path, xds_port: u16, api_port: u16, admin_port: u16) {
+    let bootstrap = std::fs::read_to_string(repo_root().join("ui/gateway/envoy.yaml"))
+        .expect("ui/gateway/envoy.yaml")
+        .replace("port_value: 18000", &format!("port_value: {xds_port}"))
+        .replace("port_value: 8081", &format!("port_value: {api_port}"))
+        .replace("port_value: 9901", &format!("port_value: {admin_port}"));
+    assert!(
+        bootstrap.contains(&format!("port_value: {xds_port}")),
+        "envoy.yaml changed shape"
+    );
+    std::fs::write(dir.join("envoy.yaml"), bootstrap).expect("bootstrap");
+}
+
+/// Start Envoy with `<dir>/envoy.yaml` as node `node`, logging to `<dir>/envoy.log`.
+pub fn spawn_envoy(dir: &std::path::Path, node: &str) -> Child {
+    Command::new(envoy())
+        .arg("--config-path")
+        .arg(dir.join("envoy.yaml"))
+        .args([
+            "--service-node",
+            node,
+            "--disable-hot-restart",
+            "--log-level",
+            "warning",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log_file(dir, "envoy.log"))
+        .spawn()
+        .expect("starting envoy")
 }
 
 fn log_file(dir: &std::path::Path, name: &str) -> std::fs::File {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::ensure;
+use futures::StreamExt;
 use futures::future::join_all;
 use googletest::prelude::*;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -357,4 +358,206 @@ async fn a_restarted_sidecar_loses_nothing() {
     let answer = get(&gateway, "keep.localhost", "/").await;
     expect_that!(answer.0, eq(StatusCode::OK));
     expect_that!(answer.1, contains_substring("kept"));
+}
+
+/// What Envoy's admin says about rejected configuration: the sum of every
+/// `*.update_rejected` counter (LDS, RDS, CDS, EDS).
+async fn envoy_rejections(gateway: &Gateway) -> u64 {
+    let stats = reqwest::get(format!(
+        "http://127.0.0.1:{}/stats?filter=update_rejected",
+        gateway.admin_port
+    ))
+    .await
+    .expect("Envoy admin")
+    .text()
+    .await
+    .expect("stats");
+    stats
+        .lines()
+        .filter_map(|line| line.rsplit(": ").next()?.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// The view virtual hosts in Envoy's live route configuration.
+async fn envoy_view_hosts(gateway: &Gateway) -> Vec<String> {
+    let dump: Value = reqwest::get(format!(
+        "http://127.0.0.1:{}/config_dump?resource=dynamic_route_configs",
+        gateway.admin_port
+    ))
+    .await
+    .expect("Envoy admin")
+    .json()
+    .await
+    .expect("config dump");
+    let mut hosts: Vec<String> = dump["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| {
+            c["route_config"]["virtual_hosts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|v| v["name"].as_str().map(String::from))
+        .filter(|name| name.starts_with("view-"))
+        .collect();
+    hosts.sort();
+    hosts
+}
+
+#[gtest]
+#[tokio::test]
+async fn killing_the_sidecar_under_load_fails_no_request_and_config_converges() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let mut gateway = Gateway::start("kill9", namespace.name()).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace.name());
+
+    expect_that!(
+        post_view(&gateway, &view_spec("warm", "w/")).await.0,
+        eq(StatusCode::CREATED)
+    );
+    pods.create(
+        &PostParams::default(),
+        &view_pod("warm-1", "warm", "warm", true),
+    )
+    .await
+    .expect("pod");
+    eventually(WAIT, || async {
+        let answer = get(&gateway, "warm.localhost", "/").await;
+        ensure!(answer.0 == StatusCode::OK, "not routed yet: {answer:?}");
+        Ok(())
+    })
+    .await;
+    let envoys = gateway
+        .client()
+        .get(gateway.ops_url("/debug/envoys"))
+        .send()
+        .await
+        .expect("debug");
+    let before: Value = envoys.json().await.expect("JSON");
+
+    // A client sends requests back to back while the sidecar is SIGKILLed
+    // and started again (bounded: at most 20,000 requests).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (http, url, stop) = (
+            gateway.client(),
+            gateway.url("warm.localhost", "/"),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let (mut sent, mut failed) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 20_000 {
+                sent += 1;
+                match http.get(&url).send().await {
+                    Ok(r) if r.status() == StatusCode::OK => {}
+                    _ => failed += 1,
+                }
+            }
+            (sent, failed)
+        })
+    };
+    gateway.restart_sidecar().await;
+    // The new sidecar's view of Envoy: the same content versions it had ACKed.
+    let after = eventually(WAIT, || async {
+        let after: Value = gateway
+            .client()
+            .get(gateway.ops_url("/debug/envoys"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        ensure!(
+            after["kill9"]["acked_versions"] == before["kill9"]["acked_versions"],
+            "not converged: {after}"
+        );
+        Ok(after)
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, failed) = load.await.expect("load task");
+
+    expect_that!(failed, eq(0), "of {sent} requests");
+    expect_that!(sent, gt(10));
+    expect_that!(
+        after["kill9"]["acked_versions"]
+            .as_object()
+            .map(|o| o.len()),
+        some(eq(4))
+    );
+    expect_that!(
+        envoy_view_hosts(&gateway).await,
+        elements_are![eq("view-warm")]
+    );
+}
+
+#[gtest]
+#[tokio::test]
+async fn churn_of_200_views_is_never_rejected_by_envoy_and_ends_consistent() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let gateway = Gateway::start("churn", namespace.name()).await;
+    let http = gateway.client();
+    let names: Vec<String> = (0..200).map(|i| format!("c{i:03}")).collect();
+
+    // All 200 created concurrently (20 at a time), then every odd one deleted
+    // concurrently while the even ones are still being read.
+    let created = futures::stream::iter(names.iter().map(|name| {
+        let spec = view_spec(name, "churn/");
+        let gateway = &gateway;
+        async move { post_view(gateway, &spec).await.0 }
+    }))
+    .buffer_unordered(20)
+    .collect::<Vec<_>>()
+    .await;
+    expect_that!(
+        created
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        eq(200)
+    );
+
+    let deleted = futures::stream::iter(names.iter().skip(1).step_by(2).map(|name| {
+        let (http, url) = (
+            http.clone(),
+            gateway.url("localhost", &format!("/_api/views/{name}")),
+        );
+        async move { http.delete(url).send().await.map(|r| r.status()).ok() }
+    }))
+    .buffer_unordered(20)
+    .collect::<Vec<_>>()
+    .await;
+    expect_that!(
+        deleted
+            .iter()
+            .filter(|s| **s == Some(StatusCode::NO_CONTENT))
+            .count(),
+        eq(100)
+    );
+
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace.name());
+    let mut in_cluster: Vec<String> = services
+        .list(&ListParams::default())
+        .await
+        .expect("services")
+        .items
+        .into_iter()
+        .filter_map(|s| s.metadata.name)
+        .collect();
+    in_cluster.sort();
+    let expected: Vec<String> = names
+        .iter()
+        .step_by(2)
+        .map(|n| format!("view-{n}"))
+        .collect();
+    expect_that!(in_cluster, eq(&expected));
+    expect_that!(envoy_view_hosts(&gateway).await, eq(&expected));
+    expect_that!(envoy_rejections(&gateway).await, eq(0));
+    expect_that!(
+        gateway.metric("views_gateway_xds_nacks_total", "").await,
+        eq(0.0)
+    );
 }

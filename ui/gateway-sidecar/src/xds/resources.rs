@@ -64,6 +64,10 @@ pub struct XdsSnapshot {
     pub by_type: BTreeMap<&'static str, Resources>,
     /// Clusters each route resource refers to (for make-before-break).
     pub route_clusters: BTreeMap<String, Vec<String>>,
+    /// Built from a synced index. Until then nothing is pushed: an Envoy
+    /// reconnecting to a restarted sidecar keeps what it has rather than
+    /// receiving an empty configuration.
+    pub complete: bool,
 }
 
 impl XdsSnapshot {
@@ -164,6 +168,7 @@ pub fn build(snapshot: &Snapshot, config: &Config) -> XdsSnapshot {
             (ENDPOINT_TYPE, endpoints),
         ]),
         route_clusters: BTreeMap::from([(ROUTE_NAME.to_string(), referenced)]),
+        complete: snapshot.synced,
     }
 }
 

@@ -306,7 +306,7 @@ impl EnvoyStream {
 
     /// Send one type if what this Envoy should have differs from what it was sent.
     async fn push(&mut self, type_url: &str) -> Result<(), Closed> {
-        if !self.subscribed.contains_key(type_url) {
+        if !self.subscribed.contains_key(type_url) || !self.server.snapshots.borrow().complete {
             return Ok(());
         }
         let resources = self.desired(type_url);
