@@ -199,11 +199,24 @@ impl Component {
                 .with_context(|| format!("starting {}", self.program.display()))?
         };
         let pid = Pid::from_raw(child.id() as i32);
+        // Until the child has exec'd, /proc shows our own command line, and
+        // `running` would call it a stranger: wait for the exec (or an exit).
+        let mut child = child;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.has_exec(pid) && child.try_wait()?.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         std::fs::write(
             self.pid_file(layout),
             format!("{pid}\n{}\n", self.program.display()),
         )?;
         Ok(pid)
+    }
+
+    fn has_exec(&self, pid: Pid) -> bool {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+            cmdline.split(|b| *b == 0).next() == Some(self.program.as_os_str().as_encoded_bytes())
+        })
     }
 
     /// Stop the process if it is ours: SIGTERM, then SIGKILL after a grace.
