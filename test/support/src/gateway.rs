@@ -35,11 +35,7 @@ pub fn free_port() -> u16 {
 
 /// `kubectl` built with the cluster (the only one under the cache).
 pub fn kubectl() -> PathBuf {
-    let kube_dir = kubeconfig_path()
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("cache dir")
-        .join("kube");
+    let kube_dir = crate::cache_dir().join("kube");
     std::fs::read_dir(&kube_dir)
         .expect("control-plane binaries (cargo xtask cluster up)")
         .flatten()
@@ -289,11 +285,7 @@ fn log_file(dir: &std::path::Path, name: &str) -> std::fs::File {
 
 /// Envoy 1.37 as installed by the tasks (`cargo xtask lint` installs it).
 pub fn envoy() -> PathBuf {
-    let path = kubeconfig_path()
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("cache dir")
-        .join("tools/envoy-1.37.0/bin/envoy");
+    let path = crate::cache_dir().join("tools/envoy-1.37.0/bin/envoy");
     assert!(
         path.exists(),
         "{} is missing: `cargo xtask lint` installs it",

@@ -58,13 +58,18 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 /// The admin kubeconfig `cargo xtask cluster up` writes (the same path the
 /// task computes: `$VIEWS_HOME` or `~/.cache/views-gateway`).
 pub fn kubeconfig_path() -> PathBuf {
-    let cache = std::env::var_os("VIEWS_HOME")
+    cache_dir().join("cluster").join("kubeconfig")
+}
+
+/// The machine-wide cache the tasks fill (the same rule as xtask's
+/// `paths::cache_dir`): `$VIEWS_HOME`, or `~/.cache/views-gateway`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("VIEWS_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
                 .join(".cache/views-gateway")
-        });
-    cache.join("cluster").join("kubeconfig")
+        })
 }
 
 /// Bring the cluster up once per test process: `cluster up` reuses a running

@@ -37,14 +37,7 @@ struct Tools {
     duckdb_python: PathBuf,
 }
 
-fn cache_dir() -> PathBuf {
-    std::env::var_os("VIEWS_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/views-gateway")
-        })
-}
+use test_support::cache_dir;
 
 fn tools() -> Tools {
     let manifest = cache_dir().join("tools/lake-tools.json");

@@ -16,14 +16,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 use tokio::process::Command;
 
-fn cache_dir() -> PathBuf {
-    std::env::var_os("VIEWS_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/views-gateway")
-        })
-}
+use test_support::cache_dir;
 
 fn read_json(path: PathBuf, hint: &str) -> Value {
     let text = std::fs::read_to_string(&path)

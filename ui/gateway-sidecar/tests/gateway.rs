@@ -59,6 +59,16 @@ async fn post_view(gateway: &Gateway, spec: &Value) -> (StatusCode, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// Wait until `host` answers 200 through Envoy; its answer.
+async fn wait_routed(gateway: &Gateway, host: &str) -> (StatusCode, String) {
+    eventually(WAIT, || async {
+        let answer = get(gateway, host, "/").await;
+        ensure!(answer.0 == StatusCode::OK, "not routed yet: {answer:?}");
+        Ok(answer)
+    })
+    .await
+}
+
 async fn get(gateway: &Gateway, host: &str, path: &str) -> (StatusCode, String) {
     let response = gateway
         .client()
@@ -97,12 +107,7 @@ async fn a_view_created_through_the_api_routes_to_its_pod_and_is_gone_after_dele
     )
     .await
     .expect("pod");
-    let (status, body) = eventually(WAIT, || async {
-        let answer = get(&gateway, "sales.localhost", "/").await;
-        ensure!(answer.0 == StatusCode::OK, "not routed yet: {answer:?}");
-        Ok(answer)
-    })
-    .await;
+    let (status, body) = wait_routed(&gateway, "sales.localhost").await;
     expect_that!(status, eq(StatusCode::OK));
     expect_that!(body, contains_substring("pod: sales-1"));
     // Exact host match only: a port is fine, another suffix is not.
@@ -195,12 +200,7 @@ async fn only_ready_endpoints_receive_traffic() {
         .collect();
     expect_that!(ready_flags, unordered_elements_are![eq(&true), eq(&false)]);
 
-    eventually(WAIT, || async {
-        let answer = get(&gateway, "mixed.localhost", "/").await;
-        ensure!(answer.0 == StatusCode::OK, "not routed yet: {answer:?}");
-        Ok(())
-    })
-    .await;
+    wait_routed(&gateway, "mixed.localhost").await;
     let answers = join_all((0..100).map(|_| get(&gateway, "mixed.localhost", "/"))).await;
     let from_ready = answers
         .iter()
@@ -330,12 +330,7 @@ async fn a_restarted_sidecar_loses_nothing() {
     )
     .await
     .expect("pod");
-    eventually(WAIT, || async {
-        let answer = get(&gateway, "keep.localhost", "/").await;
-        ensure!(answer.0 == StatusCode::OK, "not routed yet: {answer:?}");
-        Ok(())
-    })
-    .await;
+    wait_routed(&gateway, "keep.localhost").await;
 
     gateway.restart_sidecar().await;
 
@@ -424,12 +419,7 @@ async fn killing_the_sidecar_under_load_fails_no_request_and_config_converges() 
     )
     .await
     .expect("pod");
-    eventually(WAIT, || async {
-        let answer = get(&gateway, "warm.localhost", "/").await;
-        ensure!(answer.0 == StatusCode::OK, "not routed yet: {answer:?}");
-        Ok(())
-    })
-    .await;
+    wait_routed(&gateway, "warm.localhost").await;
     let envoys = gateway
         .client()
         .get(gateway.ops_url("/debug/envoys"))
