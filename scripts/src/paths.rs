@@ -3,12 +3,28 @@
 
 use std::path::PathBuf;
 
-/// The repository root (the workspace this task crate belongs to).
+/// The repository root (the workspace this task crate belongs to): the
+/// nearest directory around the working directory holding `scripts/kube`
+/// and a `Cargo.lock` (`cargo xtask` runs from anywhere inside the tree).
+///
+/// Not baked in with `env!("CARGO_MANIFEST_DIR")`: checkouts that share a
+/// `CARGO_TARGET_DIR` reuse each other's unchanged `xtask` binary, which must
+/// act on the tree it was run from. The compile-time path is the fallback
+/// for runs from outside any checkout.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("scripts/ has a parent")
-        .to_path_buf()
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| {
+            cwd.ancestors()
+                .find(|dir| dir.join("Cargo.lock").exists() && dir.join("scripts/kube").is_dir())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("scripts/ has a parent")
+                .to_path_buf()
+        })
 }
 
 /// The machine-wide cache: `$VIEWS_HOME`, or `~/.cache/views-gateway`.

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{eventually, kubeconfig_path, repo_root, workspace_binary};
+use crate::{kubeconfig_path, repo_root, workspace_binary};
 
 /// One gateway replica: an Envoy and its sidecar.
 pub struct Gateway {
@@ -25,12 +25,32 @@ pub struct Gateway {
     dir: PathBuf,
 }
 
-/// A free loopback port (bound and released; fine for tests on one machine).
+/// A free loopback port for a process the test is about to start.
+///
+/// Not `bind(":0")`: the kernel hands out those ports from the ephemeral
+/// range, which every outgoing connection on the machine also draws from, so
+/// between our release and the child's bind an API-server or Envoy client
+/// connection could take it (CI saw exactly that). These come from below the
+/// ephemeral range (Linux: 32768–60999), one process-wide sequence started at
+/// a per-process offset, each checked free.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7_919)) % COUNT,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..COUNT {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + COUNT)
 }
 
 /// `kubectl` built with the cluster (the only one under the cache).
@@ -176,21 +196,47 @@ impl Gateway {
     }
 
     /// Ready: the sidecar's index is synced and Envoy routes the API.
-    async fn wait_ready(&self) {
+    /// A process that exits meanwhile fails the wait at once, with its log.
+    async fn wait_ready(&mut self) {
         let client = self.client();
         let url = self.url("localhost", "/_api/readyz");
-        let log = self.dir.clone();
-        eventually(Duration::from_secs(30), || async {
-            let response = client.get(&url).send().await?;
-            anyhow::ensure!(
-                response.status().is_success(),
-                "gateway not ready: {} (logs in {})",
-                response.status(),
-                log.display()
-            );
-            Ok(())
-        })
-        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            self.assert_running();
+            let outcome = match client.get(&url).send().await {
+                Ok(response) if response.status().is_success() => return,
+                Ok(response) => format!("status {}", response.status()),
+                Err(error) => format!("{error:#}"),
+            };
+            if std::time::Instant::now() >= deadline {
+                panic!(
+                    "gateway {} not ready within 30s: {outcome} (logs in {})",
+                    self.name,
+                    self.dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Panic with the process's log if the sidecar or Envoy has exited.
+    fn assert_running(&mut self) {
+        for (child, log) in [
+            (&mut self.sidecar, "sidecar.log"),
+            (&mut self.envoy, "envoy.log"),
+        ] {
+            if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                let text = std::fs::read_to_string(self.dir.join(log)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                panic!(
+                    "{} of gateway {} exited ({status}); last lines of {}:\n{}",
+                    log.trim_end_matches(".log"),
+                    self.name,
+                    self.dir.join(log).display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
     }
 
     /// `http://<host>:<port><path>` on this replica's Envoy.

@@ -32,12 +32,20 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-/// The repository root.
+/// The repository root: the workspace around the package under test.
+///
+/// Read at run time (`cargo test` sets `CARGO_MANIFEST_DIR`), not baked in
+/// with `env!`: two checkouts sharing one `CARGO_TARGET_DIR` reuse each
+/// other's unchanged test binaries, which would then act on the other tree.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repository root")
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    package
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").exists())
+        .expect("a workspace (Cargo.lock) around CARGO_MANIFEST_DIR")
+        .to_path_buf()
 }
 
 /// A binary built from this workspace (`cargo build` puts it in

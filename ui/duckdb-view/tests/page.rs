@@ -60,7 +60,7 @@ async fn the_page_runs_a_query_shows_rows_downloads_csv_and_cancels_in_chromium(
         );
         return;
     };
-    let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/page");
+    let script_dir = manifest_dir().join("tests/page");
     if let Err(reason) = ensure_playwright(&script_dir) {
         skip_or_fail(&reason);
         return;
@@ -101,4 +101,12 @@ async fn the_page_runs_a_query_shows_rows_downloads_csv_and_cancels_in_chromium(
     expect_that!(report["csvLines"], eq(&serde_json::json!(5)));
     expect_that!(report["externalRequests"], eq(&serde_json::json!([])));
     expect_that!(out.join("page.png").is_file(), eq(true));
+}
+
+/// This package's directory, read at run time (see `test_support::repo_root`
+/// for why not `env!`).
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .expect("cargo test sets CARGO_MANIFEST_DIR")
+        .into()
 }

@@ -13,7 +13,7 @@ fn read(path: &Path) -> String {
 }
 
 fn dockerfile_args() -> BTreeMap<String, String> {
-    let text = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile"));
+    let text = read(&manifest_dir().join("Dockerfile"));
     text.lines()
         .filter_map(|line| line.trim().strip_prefix("ARG "))
         .filter_map(|arg| arg.split_once('='))
@@ -23,10 +23,9 @@ fn dockerfile_args() -> BTreeMap<String, String> {
 
 #[gtest]
 fn dockerfile_ships_the_pinned_library_and_extension() {
-    let pins: toml::Table =
-        read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("duckdb-runtime.toml"))
-            .parse()
-            .unwrap();
+    let pins: toml::Table = read(&manifest_dir().join("duckdb-runtime.toml"))
+        .parse()
+        .unwrap();
     let args = dockerfile_args();
     let arg = |name: &str| args.get(name).map(String::as_str).unwrap_or("<missing>");
     let pin = |value: &toml::Value| value.as_str().unwrap_or("<missing>").to_string();
@@ -47,17 +46,15 @@ fn dockerfile_ships_the_pinned_library_and_extension() {
 #[gtest]
 fn libduckdb_sys_binds_the_same_release() {
     // duckdb-rs versions encode DuckDB's: 1.MMmmpp.x is DuckDB MM.mm.pp.
-    let pins: toml::Table =
-        read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("duckdb-runtime.toml"))
-            .parse()
-            .unwrap();
+    let pins: toml::Table = read(&manifest_dir().join("duckdb-runtime.toml"))
+        .parse()
+        .unwrap();
     let version = pins["version"].as_str().unwrap();
     let parts: Vec<u32> = version.split('.').map(|p| p.parse().unwrap()).collect();
     let encoded = format!("1.{}{:02}{:02}.", parts[0], parts[1], parts[2]);
-    let workspace: toml::Table =
-        read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml"))
-            .parse()
-            .unwrap();
+    let workspace: toml::Table = read(&manifest_dir().join("../../Cargo.toml"))
+        .parse()
+        .unwrap();
     let sys = &workspace["workspace"]["dependencies"]["libduckdb-sys"]["version"];
     expect_that!(
         sys.as_str().unwrap_or_default(),
@@ -67,4 +64,12 @@ fn libduckdb_sys_binds_the_same_release() {
         duckdb_view::db::library_version(),
         eq(&format!("v{version}"))
     );
+}
+
+/// This package's directory, read at run time (see `test_support::repo_root`
+/// for why not `env!`).
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .expect("cargo test sets CARGO_MANIFEST_DIR")
+        .into()
 }

@@ -97,7 +97,7 @@ struct Subject<'a> {
 }
 
 fn documents() -> Vec<Document> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+    let dir = manifest_dir().join("../schemas");
     let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
         .unwrap_or_else(|error| panic!("reading {}: {error}", dir.display()))
         .map(|entry| entry.expect("a directory entry").path())
@@ -350,4 +350,12 @@ fn id(name: &str) -> String {
 fn id_in(document: &str) -> String {
     let document: Value = serde_json::from_str(document).expect("a JSON document");
     document["$id"].as_str().unwrap_or_default().to_string()
+}
+
+/// This package's directory, read at run time (see `test_support::repo_root`
+/// for why not `env!`).
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .expect("cargo test sets CARGO_MANIFEST_DIR")
+        .into()
 }
