@@ -7,7 +7,8 @@
 //! - `GET /healthz` → `200 ok`, or `503` until `--ready-after-ms` has passed
 //! - anything else → `404`
 //!
-//! Listens on `--listen ADDR`, else `$LISTEN`, else `0.0.0.0:8080`. The local
+//! Listens on `--listen ADDR`, else `$VIEW_LISTEN` (as a view workload
+//! started by the gateway), else `$LISTEN`, else `0.0.0.0:8080`. The local
 //! cluster's process pods all share one network namespace, so a pod there
 //! should listen on its own address (`--listen $(POD_IP):8080`, with `POD_IP`
 //! from the downward API) rather than on every address.
@@ -34,7 +35,11 @@ struct Options {
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
-    let mut listen = std::env::var("LISTEN").unwrap_or_else(|_| "0.0.0.0:8080".to_owned());
+    // VIEW_LISTEN is what the gateway gives a view's workload, so the echo
+    // server can stand in for one.
+    let mut listen = std::env::var("VIEW_LISTEN")
+        .or_else(|_| std::env::var("LISTEN"))
+        .unwrap_or_else(|_| "0.0.0.0:8080".to_owned());
     let mut ready_after = Duration::ZERO;
     while let Some(arg) = args.next() {
         // Both `--flag value` and `--flag=value`, as the pod spec may use either.

@@ -146,6 +146,10 @@ impl Gateway {
             ("OPS_LISTEN".into(), format!("127.0.0.1:{ops_port}")),
             ("XDS_LISTEN".into(), format!("127.0.0.1:{xds_port}")),
             ("LOG_JSON".into(), "false".into()),
+            // Views started by the activator run the echo server as a real
+            // process (tests override these for simulated pods).
+            ("VIEW_IMAGE".into(), "views.dev/echo-server:latest".into()),
+            ("VIEW_RUNTIME_CLASS".into(), "process".into()),
             ("RUST_LOG".into(), "info,gateway_sidecar=debug".into()),
         ];
         sidecar_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));

@@ -20,11 +20,13 @@ use views_types::{
     ApiError, ApiErrorCode, View, ViewEndpoint, ViewName, ViewPhase, ViewRequest, ViewStatus,
 };
 
+use crate::activator::{Activator, page};
 use crate::config::Config;
 use crate::index::{Index, ViewState};
 use crate::kubernetes::{WriteError, Writer};
 use crate::telemetry::{ApiLabel, Metrics};
 use crate::view::{self, Invalid};
+use crate::workload;
 use crate::xds::EnvoysWatch;
 
 /// Largest accepted request body: a view spec is a few kilobytes at most.
@@ -37,6 +39,7 @@ pub struct AppState {
     pub writer: Writer,
     pub metrics: Arc<Metrics>,
     pub envoys: EnvoysWatch,
+    pub activator: Activator,
 }
 
 /// `/_api/…`, served on `HTTP_LISTEN` (localhost; reached through Envoy).
@@ -46,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/_api/views", get(list).post(create))
         .route("/_api/views/{name}", get(show).delete(remove))
         .route("/_api/readyz", get(readyz))
+        .route(page::STATUS_PATH, get(status_stream))
         .method_not_allowed_fallback(|| async {
             error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -293,6 +297,24 @@ async fn create(
     Ok((StatusCode::CREATED, Json(to_api(view, &state.config))).into_response())
 }
 
+/// The progress page's event stream, on the view's own host.
+async fn status_stream(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let view = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|host| page::view_of_host(host, &state.config.gateway_hostname))
+        .filter(|view| state.index.snapshot().views.contains_key(view));
+    match view {
+        Some(view) => page::events(&state.activator, &view).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            ApiErrorCode::NotFound,
+            "no such view",
+        )
+        .into_response(),
+    }
+}
+
 async fn list(State(state): State<AppState>) -> Response {
     let snapshot = state.index.snapshot();
     let views: Vec<View> = snapshot
@@ -389,12 +411,28 @@ pub fn to_api(view: &ViewState, config: &Config) -> View {
             ready: e.serving && !e.terminating,
         })
         .collect();
-    let phase = if endpoints.iter().any(|e| e.ready) {
-        ViewPhase::Ready
-    } else if endpoints.is_empty() {
-        ViewPhase::Cold
+    let live = view.live_activation();
+    let failure = view.last_failure();
+    let (phase, reason, message) = if endpoints.iter().any(|e| e.ready) {
+        (ViewPhase::Ready, None, None)
+    } else if let Some(activation) = live {
+        let stage = match activation.phase {
+            workload::Phase::Pending => "waiting for the pod to be scheduled",
+            workload::Phase::Scheduled => "the pod is scheduled",
+            workload::Phase::Starting => "the workload is starting",
+            _ => "the workload is ready; routing to it",
+        };
+        (ViewPhase::Starting, None, Some(stage.to_string()))
+    } else if let Some(failure) = failure {
+        (
+            ViewPhase::Failed,
+            Some(failure.reason),
+            Some(failure.message),
+        )
+    } else if !endpoints.is_empty() {
+        (ViewPhase::Starting, None, None)
     } else {
-        ViewPhase::Starting
+        (ViewPhase::Cold, None, None)
     };
     let name = view.spec.name.to_string();
     View {
@@ -415,10 +453,10 @@ pub fn to_api(view: &ViewState, config: &Config) -> View {
         status: ViewStatus {
             phase,
             endpoints,
-            deadline: None,
+            deadline: live.and_then(|a| a.deadline),
             last_activity: None,
-            message: None,
-            reason: None,
+            message,
+            reason,
         },
     }
 }

@@ -17,7 +17,7 @@ pub struct Config {
     #[arg(long, env = "VIEWS_NAMESPACE", default_value = "default")]
     pub namespace: String,
 
-    /// gRPC address for Envoy: ADS (xDS) and, later, ext_authz.
+    /// gRPC address for Envoy: ADS (xDS) and ext_authz.
     #[arg(long, env = "XDS_LISTEN", default_value = "127.0.0.1:18000")]
     pub xds_listen: SocketAddr,
 
@@ -38,6 +38,11 @@ pub struct Config {
     /// `envoy.yaml`); the API route points at it.
     #[arg(long, env = "SIDECAR_API_CLUSTER", default_value = "sidecar-api")]
     pub sidecar_api_cluster: String,
+
+    /// Envoy's cluster name for the sidecar's gRPC port (ADS and ext_authz;
+    /// defined statically in `envoy.yaml`).
+    #[arg(long, env = "SIDECAR_GRPC_CLUSTER", default_value = "xds")]
+    pub sidecar_grpc_cluster: String,
 
     /// Names that cannot be views, in addition to the built-in ones
     /// (comma-separated).
@@ -69,6 +74,95 @@ pub struct Config {
     /// Log as JSON (the default when stderr is not a terminal).
     #[arg(long, env = "LOG_JSON")]
     pub log_json: Option<bool>,
+
+    #[command(flatten)]
+    pub workload: WorkloadConfig,
+
+    #[command(flatten)]
+    pub credentials: CredentialsConfig,
+}
+
+/// How a view's workload (its Job) is started and how long a request waits for it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WorkloadConfig {
+    /// The view workload's image: a version tag or digest, never an implicit
+    /// `:latest` (refused at start-up).
+    #[arg(
+        long,
+        env = "VIEW_IMAGE",
+        default_value = "ghcr.io/views-gateway/duckdb-view:0.1.0"
+    )]
+    pub view_image: String,
+
+    /// RuntimeClass for view pods (the local cluster runs pods of class
+    /// `process` as real processes); unset in real clusters.
+    #[arg(long, env = "VIEW_RUNTIME_CLASS")]
+    pub view_runtime_class: Option<String>,
+
+    /// Extra annotations on view pods, `key=value` comma-separated (e.g.
+    /// Prometheus scrape hints, or the local cluster's simulation knobs).
+    #[arg(long, env = "VIEW_POD_ANNOTATIONS", value_delimiter = ',', value_parser = parse_key_value)]
+    pub view_pod_annotations: Vec<(String, String)>,
+
+    #[arg(long, env = "VIEW_CPU_REQUEST", default_value = "250m")]
+    pub view_cpu_request: String,
+    #[arg(long, env = "VIEW_CPU_LIMIT", default_value = "2")]
+    pub view_cpu_limit: String,
+    #[arg(long, env = "VIEW_MEMORY_REQUEST", default_value = "512Mi")]
+    pub view_memory_request: String,
+    #[arg(long, env = "VIEW_MEMORY_LIMIT", default_value = "2Gi")]
+    pub view_memory_limit: String,
+
+    /// How long a request for a cold view is held before it gets 503 with
+    /// `Retry-After` (seconds). Envoy's ext_authz and stream timeouts are
+    /// generated to allow it.
+    #[arg(long, env = "COLD_START_BUDGET_SECONDS", default_value_t = 60)]
+    pub cold_start_budget_seconds: u64,
+
+    /// Finished Jobs (and their pods and Secrets) are kept this long for
+    /// inspection, then garbage-collected (seconds).
+    #[arg(long, env = "FINISHED_JOB_TTL_SECONDS", default_value_t = 300)]
+    pub finished_job_ttl_seconds: i32,
+}
+
+/// The views' S3 endpoint and the lake behind it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CredentialsConfig {
+    /// Where the sidecar serves S3 to view pods (unset: no endpoint, and view
+    /// pods get no lake credentials).
+    #[arg(long, env = "CREDENTIALS_LISTEN")]
+    pub credentials_listen: Option<SocketAddr>,
+
+    /// The endpoint URL view pods use to reach `CREDENTIALS_LISTEN` (e.g. a
+    /// Service in front of the gateway pods).
+    #[arg(long, env = "CREDENTIALS_ENDPOINT_URL")]
+    pub credentials_endpoint_url: Option<String>,
+
+    /// The lake: the real S3 endpoint requests are re-signed for.
+    #[arg(long, env = "LAKE_ENDPOINT_URL")]
+    pub lake_endpoint_url: Option<String>,
+    #[arg(long, env = "LAKE_REGION", default_value = "us-east-1")]
+    pub lake_region: String,
+    #[arg(long, env = "LAKE_ACCESS_KEY_ID", hide_env_values = true)]
+    pub lake_access_key_id: Option<String>,
+    #[arg(long, env = "LAKE_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub lake_secret_access_key: Option<String>,
+
+    /// The Secret (in the views' namespace) holding the master key view keys
+    /// are derived from; created with a random key when absent.
+    #[arg(
+        long,
+        env = "MASTER_KEY_SECRET",
+        default_value = "views-gateway-master-key"
+    )]
+    pub master_key_secret: String,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{text}` is not key=value"))
 }
 
 /// Names refused for views whatever the configuration: they would shadow the
@@ -93,7 +187,51 @@ pub const BUILT_IN_RESERVED_NAMES: &[&str] = &[
     "localhost",
 ];
 
+/// A configuration that cannot work, found at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "VIEW_IMAGE `{0}` has no version: pin a tag or digest (an implicit `:latest` is not reproducible)"
+    )]
+    UnpinnedImage(String),
+    #[error(
+        "CREDENTIALS_LISTEN is set, so {0} must be too (view pods reach the lake through the gateway)"
+    )]
+    MissingCredentialsSetting(&'static str),
+}
+
 impl Config {
+    /// Check what clap cannot: settings that only make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let image = &self.workload.view_image;
+        let last = image.rsplit('/').next().unwrap_or(image);
+        if !(image.contains('@') || last.contains(':')) {
+            return Err(ConfigError::UnpinnedImage(image.clone()));
+        }
+        if self.credentials.credentials_listen.is_some() {
+            let c = &self.credentials;
+            for (set, name) in [
+                (
+                    c.credentials_endpoint_url.is_some(),
+                    "CREDENTIALS_ENDPOINT_URL",
+                ),
+                (c.lake_endpoint_url.is_some(), "LAKE_ENDPOINT_URL"),
+                (c.lake_access_key_id.is_some(), "LAKE_ACCESS_KEY_ID"),
+                (c.lake_secret_access_key.is_some(), "LAKE_SECRET_ACCESS_KEY"),
+            ] {
+                if !set {
+                    return Err(ConfigError::MissingCredentialsSetting(name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The cold-start budget as a duration.
+    pub fn cold_start_budget(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.workload.cold_start_budget_seconds)
+    }
+
     pub fn is_reserved(&self, name: &str) -> bool {
         BUILT_IN_RESERVED_NAMES.contains(&name) || self.reserved_names.iter().any(|r| r == name)
     }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event as KubeEvent, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::Event;
 use tokio::sync::watch;
@@ -19,6 +20,7 @@ use views_types::ViewRequest;
 
 use crate::kubernetes::Change;
 use crate::view;
+use crate::workload::{self, Activation};
 
 /// One endpoint of a view: a pod address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -39,9 +41,47 @@ pub struct ViewState {
     pub created_at: Option<jiff::Timestamp>,
     pub annotations: BTreeMap<String, String>,
     pub endpoints: Vec<Endpoint>,
+    /// The view's Jobs by activation number (finished ones until their TTL).
+    pub activations: BTreeMap<u32, Activation>,
 }
 
 impl ViewState {
+    /// The most recent activation, live or not.
+    pub fn latest_activation(&self) -> Option<&Activation> {
+        self.activations.values().next_back()
+    }
+
+    /// The activation requests should wait for: the latest, if still live.
+    pub fn live_activation(&self) -> Option<&Activation> {
+        self.latest_activation().filter(|a| a.phase.is_live())
+    }
+
+    /// Why the last start failed fast, unless a later activation exists.
+    pub fn last_failure(&self) -> Option<workload::Failure> {
+        let failure = workload::read_failure(&self.annotations)?;
+        let superseded = self.latest_activation().is_some_and(|latest| {
+            latest.job != failure.job
+                && workload::activation_of_job_name(&failure.job)
+                    .is_none_or(|failed| latest.number > failed)
+        });
+        (!superseded).then_some(failure)
+    }
+
+    /// The number the next activation takes: after every one seen, including
+    /// the one a recorded failure names (its Job may be gone).
+    pub fn next_activation_number(&self) -> u32 {
+        let failed = workload::read_failure(&self.annotations)
+            .and_then(|f| workload::activation_of_job_name(&f.job))
+            .unwrap_or(0);
+        self.activations
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .max(failed)
+            + 1
+    }
+
     /// Endpoints that may receive traffic.
     pub fn serving_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
         self.endpoints
@@ -86,18 +126,58 @@ impl Index {
     }
 }
 
+/// What one watch currently holds, by object name, and its relist in progress.
+struct Store<T> {
+    items: HashMap<String, T>,
+    /// Relisting after (re)connecting: objects seen so far in this list.
+    relisting: Option<HashMap<String, T>>,
+    synced: bool,
+}
+
+impl<T> Default for Store<T> {
+    fn default() -> Self {
+        Self {
+            items: HashMap::new(),
+            relisting: None,
+            synced: false,
+        }
+    }
+}
+
+impl<T> Store<T> {
+    fn apply<K: kube::ResourceExt>(&mut self, event: Event<K>, read: impl Fn(&K) -> T) {
+        match event {
+            Event::Init => self.relisting = Some(HashMap::new()),
+            Event::InitApply(object) => {
+                if let Some(list) = self.relisting.as_mut() {
+                    list.insert(object.name_any(), read(&object));
+                }
+            }
+            Event::InitDone => {
+                self.items = self.relisting.take().unwrap_or_default();
+                self.synced = true;
+            }
+            Event::Apply(object) => {
+                self.items.insert(object.name_any(), read(&object));
+            }
+            Event::Delete(object) => {
+                self.items.remove(&object.name_any());
+            }
+        }
+    }
+}
+
 /// The index's private state: what each watch currently holds.
 #[derive(Default)]
 struct State {
     /// Service name → view (None when the Service carries the label but is unreadable).
-    services: HashMap<String, Option<Arc<ViewState>>>,
+    services: Store<Option<Arc<ViewState>>>,
     /// EndpointSlice name → (view name, its endpoints).
-    slices: HashMap<String, (String, Vec<Endpoint>)>,
-    /// Relisting after (re)connecting: objects seen so far in this list.
-    relisting_services: Option<HashMap<String, Option<Arc<ViewState>>>>,
-    relisting_slices: Option<HashMap<String, (String, Vec<Endpoint>)>>,
-    services_synced: bool,
-    slices_synced: bool,
+    slices: Store<(String, Vec<Endpoint>)>,
+    jobs: Store<Arc<Job>>,
+    pods: Store<Arc<Pod>>,
+    /// `FailedCreate` events of Jobs.
+    events: Store<Arc<KubeEvent>>,
     reachable: bool,
 }
 
@@ -124,68 +204,34 @@ pub async fn run(changes: impl Stream<Item = Change>, tx: watch::Sender<Arc<Snap
 
 impl State {
     fn apply(&mut self, change: Change) {
+        if let Change::Failed(error) = &change {
+            tracing::warn!(%error, "watching views failed; retrying");
+            self.reachable = false;
+            return;
+        }
+        self.reachable = true;
         match change {
-            Change::Failed(error) => {
-                tracing::warn!(%error, "watching views failed; retrying");
-                self.reachable = false;
-            }
-            Change::Service(event) => {
-                self.reachable = true;
-                match *event {
-                    Event::Init => self.relisting_services = Some(HashMap::new()),
-                    Event::InitApply(service) => {
-                        if let Some(list) = self.relisting_services.as_mut() {
-                            list.insert(name_of(&service.metadata.name), read_view(&service));
-                        }
-                    }
-                    Event::InitDone => {
-                        self.services = self.relisting_services.take().unwrap_or_default();
-                        self.services_synced = true;
-                    }
-                    Event::Apply(service) => {
-                        self.services
-                            .insert(name_of(&service.metadata.name), read_view(&service));
-                    }
-                    Event::Delete(service) => {
-                        self.services.remove(&name_of(&service.metadata.name));
-                    }
-                }
-            }
-            Change::Slice(event) => {
-                self.reachable = true;
-                match *event {
-                    Event::Init => self.relisting_slices = Some(HashMap::new()),
-                    Event::InitApply(slice) => {
-                        if let Some(list) = self.relisting_slices.as_mut() {
-                            list.insert(name_of(&slice.metadata.name), read_slice(&slice));
-                        }
-                    }
-                    Event::InitDone => {
-                        self.slices = self.relisting_slices.take().unwrap_or_default();
-                        self.slices_synced = true;
-                    }
-                    Event::Apply(slice) => {
-                        self.slices
-                            .insert(name_of(&slice.metadata.name), read_slice(&slice));
-                    }
-                    Event::Delete(slice) => {
-                        self.slices.remove(&name_of(&slice.metadata.name));
-                    }
-                }
-            }
+            Change::Service(event) => self.services.apply(*event, read_view),
+            Change::Slice(event) => self.slices.apply(*event, read_slice),
+            Change::Job(event) => self.jobs.apply(*event, |job| Arc::new(job.clone())),
+            Change::Pod(event) => self.pods.apply(*event, |pod| Arc::new(pod.clone())),
+            Change::Event(event) => self.events.apply(*event, |e| Arc::new(e.clone())),
+            Change::Failed(_) => {}
         }
     }
 
     fn snapshot(&self, generation: u64) -> Snapshot {
         let mut endpoints: HashMap<&str, Vec<Endpoint>> = HashMap::new();
-        for (view, slice_endpoints) in self.slices.values() {
+        for (view, slice_endpoints) in self.slices.items.values() {
             endpoints
                 .entry(view)
                 .or_default()
                 .extend(slice_endpoints.iter().cloned());
         }
+        let mut activations = self.activations();
         let views = self
             .services
+            .items
             .values()
             .flatten()
             .map(|view| {
@@ -194,20 +240,57 @@ impl State {
                 if let Some(found) = endpoints.remove(name.as_str()) {
                     Arc::make_mut(&mut view).endpoints = found;
                 }
+                if let Some(found) = activations.remove(name.as_str()) {
+                    Arc::make_mut(&mut view).activations = found;
+                }
                 (name, view)
             })
             .collect();
         Snapshot {
             views,
-            synced: self.services_synced && self.slices_synced,
+            synced: self.services.synced
+                && self.slices.synced
+                && self.jobs.synced
+                && self.pods.synced
+                && self.events.synced,
             kubernetes_reachable: self.reachable,
             generation,
         }
     }
-}
 
-fn name_of(name: &Option<String>) -> String {
-    name.clone().unwrap_or_default()
+    /// View name → its activations, read from the Jobs with their pods and events.
+    fn activations(&self) -> HashMap<String, BTreeMap<u32, Activation>> {
+        let mut pods: HashMap<(String, u32), Vec<&Pod>> = HashMap::new();
+        for pod in self.pods.items.values() {
+            if let Some(key) = workload::activation_of(&pod.metadata) {
+                pods.entry(key).or_default().push(pod);
+            }
+        }
+        let mut events: HashMap<&str, Vec<&KubeEvent>> = HashMap::new();
+        for event in self.events.items.values() {
+            if let Some(job) = event.involved_object.name.as_deref() {
+                events.entry(job).or_default().push(event);
+            }
+        }
+        let mut activations: HashMap<String, BTreeMap<u32, Activation>> = HashMap::new();
+        for job in self.jobs.items.values() {
+            let Some(key) = workload::activation_of(&job.metadata) else {
+                continue;
+            };
+            let job_pods = pods.get(&key).map(Vec::as_slice).unwrap_or_default();
+            let job_events = events
+                .get(job.metadata.name.as_deref().unwrap_or_default())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            if let Some(activation) = workload::read_activation(job, job_pods, job_events) {
+                activations
+                    .entry(key.0)
+                    .or_default()
+                    .insert(activation.number, activation);
+            }
+        }
+        activations
+    }
 }
 
 fn read_view(service: &Service) -> Option<Arc<ViewState>> {
@@ -218,6 +301,7 @@ fn read_view(service: &Service) -> Option<Arc<ViewState>> {
             created_at: service.metadata.creation_timestamp.as_ref().map(|t| t.0),
             annotations: service.metadata.annotations.clone().unwrap_or_default(),
             endpoints: Vec::new(),
+            activations: BTreeMap::new(),
         })),
         Err(error) => {
             tracing::warn!(

@@ -17,6 +17,7 @@
 //! API; writers go to Kubernetes and their effect comes back through the
 //! watches, never around them.
 
+pub mod activator;
 pub mod api;
 pub mod config;
 pub mod credentials;
@@ -24,4 +25,5 @@ pub mod index;
 pub mod kubernetes;
 pub mod telemetry;
 pub mod view;
+pub mod workload;
 pub mod xds;

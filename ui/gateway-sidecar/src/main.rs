@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use gateway_sidecar::config::Config;
-use gateway_sidecar::{api, index, kubernetes, telemetry, xds};
+use gateway_sidecar::{activator, api, credentials, index, kubernetes, telemetry, xds};
 use tokio::sync::watch;
 
 #[tokio::main]
@@ -15,6 +16,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Arc::new(Config::parse());
     install_crypto_provider();
     telemetry::init_logging(config.log_json);
+    config.validate()?;
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
@@ -30,13 +32,39 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(xds::build_snapshots(index.clone(), config.clone(), xds_tx));
     let ads = xds::AdsServer::new(xds_rx, metrics.clone());
 
+    let writer = kubernetes::Writer::new(client.clone(), config.clone());
+    let broker = match config.credentials.credentials_listen {
+        Some(_) => {
+            let key = kubernetes::master_key::load_or_create(
+                client.clone(),
+                &config.namespace,
+                &config.credentials.master_key_secret,
+            )
+            .await
+            .context("loading the credentials master key")?;
+            Some(Arc::new(credentials::Broker::new(
+                credentials::MasterKey::from_bytes(&key).context("the credentials master key")?,
+            )))
+        }
+        None => None,
+    };
+    let activator = activator::Activator::new(
+        config.clone(),
+        index.clone(),
+        ads.envoys(),
+        writer.clone(),
+        broker.clone(),
+        metrics.clone(),
+    );
     let state = api::AppState {
         config: config.clone(),
-        index,
-        writer: kubernetes::Writer::new(client, config.clone()),
+        index: index.clone(),
+        writer,
         metrics,
         envoys: ads.envoys(),
+        activator: activator.clone(),
     };
+    let s3_server = serve_credentials(&config, broker, index).await?;
 
     let http = bind(config.http_listen).await?;
     let ops = bind(config.ops_listen).await?;
@@ -54,13 +82,43 @@ async fn main() -> anyhow::Result<()> {
         axum::serve(http, api::router(state)).with_graceful_shutdown(shutdown_signal());
     let grpc_server = tonic::transport::Server::builder()
         .add_service(AggregatedDiscoveryServiceServer::new(ads))
+        .add_service(AuthorizationServer::new(activator::ExtAuthz::new(
+            activator,
+        )))
         .serve_with_shutdown(config.xds_listen, shutdown_signal());
-    let (http_result, ops_result, grpc_result) = tokio::join!(http_server, ops_server, grpc_server);
+    let (http_result, ops_result, grpc_result, s3_result) =
+        tokio::join!(http_server, ops_server, grpc_server, s3_server);
     http_result.context("HTTP server")?;
     ops_result.context("ops HTTP server")?;
     grpc_result.context("gRPC server")?;
+    s3_result.context("S3 endpoint")?;
     tracing::info!("gateway sidecar stopped");
     Ok(())
+}
+
+/// The views' S3 endpoint, when configured: runs until shutdown.
+async fn serve_credentials(
+    config: &Config,
+    broker: Option<Arc<credentials::Broker>>,
+    index: index::Index,
+) -> anyhow::Result<impl Future<Output = Result<(), credentials::CredentialsError>> + use<>> {
+    let settings = &config.credentials;
+    let (Some(listen), Some(broker)) = (settings.credentials_listen, broker) else {
+        return Ok(futures::future::Either::Left(std::future::ready(Ok(()))));
+    };
+    // validate() made sure these are set along with CREDENTIALS_LISTEN.
+    let upstream = credentials::Upstream {
+        endpoint: settings.lake_endpoint_url.clone().unwrap_or_default(),
+        access_key_id: settings.lake_access_key_id.clone().unwrap_or_default(),
+        secret_access_key: settings.lake_secret_access_key.clone().unwrap_or_default(),
+        region: settings.lake_region.clone(),
+    };
+    let listener = bind(listen).await?;
+    tracing::info!(%listen, lake = upstream.endpoint, "S3 endpoint for views");
+    let endpoint = credentials::Endpoint::new(broker, Arc::new(index), &upstream);
+    Ok(futures::future::Either::Right(
+        endpoint.serve(listener, shutdown_signal()),
+    ))
 }
 
 /// kube's TLS uses ring; with the AWS SDK linked too, rustls cannot pick a

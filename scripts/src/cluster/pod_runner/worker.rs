@@ -380,8 +380,14 @@ impl Worker {
                 }
             }
         }
-        let mut next_probe =
-            Instant::now() + prober.as_ref().map_or(Duration::ZERO, |p| p.initial_delay);
+        // `sim.views.dev/ready-after` means for a process pod what it means
+        // for a kwok-simulated one: not ready before that delay.
+        let simulated = simulated_ready_after(&self.pod);
+        let mut next_probe = Instant::now()
+            + prober
+                .as_ref()
+                .map_or(Duration::ZERO, |p| p.initial_delay)
+                .max(simulated);
         loop {
             let probe_due = async {
                 match &prober {
@@ -802,4 +808,35 @@ mod tests {
         let failed = terminated(Ok(ExitStatus::from_raw(2 << 8)), None);
         assert_eq!(failed.exit_code, 2);
     }
+}
+
+/// The pod's `sim.views.dev/ready-after` annotation (`500ms`, `2s`, `1m`).
+fn simulated_ready_after(pod: &Pod) -> Duration {
+    let Some(text) = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("sim.views.dev/ready-after"))
+    else {
+        return Duration::ZERO;
+    };
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let Ok(number) = number.parse::<f64>() else {
+        tracing::warn!(text, "sim.views.dev/ready-after is not a duration; ignored");
+        return Duration::ZERO;
+    };
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "s" | "" => number,
+        "m" => number * 60.0,
+        _ => {
+            tracing::warn!(text, "sim.views.dev/ready-after: unknown unit; ignored");
+            return Duration::ZERO;
+        }
+    };
+    Duration::try_from_secs_f64(seconds).unwrap_or_default()
 }

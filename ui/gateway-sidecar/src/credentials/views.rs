@@ -81,6 +81,24 @@ impl ViewSubsets for InMemoryViews {
     }
 }
 
+/// The gateway's own source: the view index. Keys are good for the view's
+/// live activation only (the one whose Job uid they were minted for).
+impl ViewSubsets for crate::index::Index {
+    fn subsets(&self, view: &str) -> Option<Vec<Subset>> {
+        let snapshot = self.snapshot();
+        Some(snapshot.views.get(view)?.spec.subsets.clone())
+    }
+
+    fn activation_current(&self, view: &str, nonce: &str) -> bool {
+        let snapshot = self.snapshot();
+        snapshot
+            .views
+            .get(view)
+            .and_then(|v| v.live_activation())
+            .is_some_and(|live| super::key::activation_nonce(view, &live.uid) == nonce)
+    }
+}
+
 impl<T: ViewSubsets + ?Sized> ViewSubsets for std::sync::Arc<T> {
     fn subsets(&self, view: &str) -> Option<Vec<Subset>> {
         (**self).subsets(view)

@@ -1,7 +1,9 @@
-//! Everything the sidecar says to Kubernetes: watching the views (Services
-//! and their EndpointSlices) for the index, and writing views. Writers never
-//! touch the index: their changes come back through the watches.
+//! Everything the sidecar says to Kubernetes: watching the views (Services,
+//! EndpointSlices, Jobs, pods, Job events) for the index, writing views and
+//! their workloads, and the credentials master key. Writers never touch the
+//! index: their changes come back through the watches.
 
+pub mod master_key;
 mod watch;
 mod write;
 

@@ -1,12 +1,16 @@
-//! The watches that feed the index: view Services and their EndpointSlices,
-//! selected by the view label (EndpointSlices inherit their Service's
-//! labels), merged into one stream of changes.
+//! The watches that feed the index, merged into one stream of changes:
+//! view Services and their EndpointSlices (selected by the view label, which
+//! EndpointSlices inherit from their Service), the views' Jobs and pods (same
+//! label, set by the activator), and the Job controller's `FailedCreate`
+//! events (how a quota or admission refusal of a view's pod shows).
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
 
 use crate::view;
 
@@ -14,22 +18,47 @@ use crate::view;
 pub enum Change {
     Service(Box<watcher::Event<Service>>),
     Slice(Box<watcher::Event<EndpointSlice>>),
+    Job(Box<watcher::Event<Job>>),
+    Pod(Box<watcher::Event<Pod>>),
+    Event(Box<watcher::Event<Event>>),
     Failed(watcher::Error),
 }
+
+/// The field selector for the Job controller's pod-creation failures.
+const FAILED_CREATE: &str = "involvedObject.kind=Job,reason=FailedCreate";
 
 pub fn watch_views(
     client: kube::Client,
     namespace: &str,
 ) -> impl Stream<Item = Change> + Send + use<> {
-    let config = watcher::Config::default().labels(view::SELECTOR);
-    let services = watcher(
-        Api::<Service>::namespaced(client.clone(), namespace),
-        config.clone(),
-    )
-    .default_backoff()
-    .map(|event| event.map_or_else(Change::Failed, |e| Change::Service(Box::new(e))));
-    let slices = watcher(Api::<EndpointSlice>::namespaced(client, namespace), config)
+    let labelled = watcher::Config::default().labels(view::SELECTOR);
+    let events = watcher::Config::default().fields(FAILED_CREATE);
+    futures::stream::select_all([
+        watch(&client, namespace, labelled.clone(), Change::Service),
+        watch(&client, namespace, labelled.clone(), Change::Slice),
+        watch(&client, namespace, labelled.clone(), Change::Job),
+        watch(&client, namespace, labelled, Change::Pod),
+        watch(&client, namespace, events, Change::Event),
+    ])
+}
+
+fn watch<K>(
+    client: &kube::Client,
+    namespace: &str,
+    config: watcher::Config,
+    wrap: fn(Box<watcher::Event<K>>) -> Change,
+) -> futures::stream::BoxStream<'static, Change>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+    K::DynamicType: Default,
+{
+    watcher(Api::<K>::namespaced(client.clone(), namespace), config)
         .default_backoff()
-        .map(|event| event.map_or_else(Change::Failed, |e| Change::Slice(Box::new(e))));
-    futures::stream::select(services, slices)
+        .map(move |event| event.map_or_else(Change::Failed, |e| wrap(Box::new(e))))
+        .boxed()
 }

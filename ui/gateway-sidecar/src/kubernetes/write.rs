@@ -1,14 +1,16 @@
-//! Writing views. Every write is idempotent so replicas never coordinate:
-//! the Service name is deterministic, and the API server — not a local
-//! cache — decides who created it first.
+//! Writing views and their workloads. Every write is idempotent so replicas
+//! never coordinate: names are deterministic, and the API server — not a
+//! local cache — decides who created an object first.
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use views_types::ViewRequest;
 
 use crate::config::Config;
 use crate::view;
+use crate::workload::{self, Failure};
 
 const FIELD_MANAGER: &str = "views-gateway";
 
@@ -45,25 +47,92 @@ impl Created {
 #[derive(Clone)]
 pub struct Writer {
     services: Api<Service>,
+    jobs: Api<Job>,
+    secrets: Api<Secret>,
     config: std::sync::Arc<Config>,
 }
 
 impl Writer {
     pub fn new(client: kube::Client, config: std::sync::Arc<Config>) -> Self {
         Self {
-            services: Api::namespaced(client, &config.namespace),
+            services: Api::namespaced(client.clone(), &config.namespace),
+            jobs: Api::namespaced(client.clone(), &config.namespace),
+            secrets: Api::namespaced(client, &config.namespace),
             config,
         }
+    }
+
+    /// The view's Service as the API server has it now (None: deleted).
+    pub async fn service(&self, name: &str) -> Result<Option<Service>, WriteError> {
+        let service = self
+            .services
+            .get_opt(&view::service_name(name))
+            .await
+            .map_err(|e| map(e, name))?;
+        Ok(service.filter(|s| s.metadata.deletion_timestamp.is_none()))
+    }
+
+    /// Create an activation's Job; one that exists already (another replica
+    /// won the race) is returned instead.
+    pub async fn create_job(&self, job: &Job) -> Result<Job, WriteError> {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        match self.jobs.create(&post_params(), job).await {
+            Ok(created) => Ok(created),
+            Err(kube::Error::Api(status)) if status.code == 409 => self
+                .jobs
+                .get_opt(&name)
+                .await
+                .map_err(|e| map(e, &name))?
+                .ok_or(WriteError::BeingDeleted(name)),
+            Err(error) => Err(map(error, &name)),
+        }
+    }
+
+    /// Create an activation's credentials Secret unless it exists (its
+    /// content is deterministic, so whoever wrote it wrote the same).
+    pub async fn ensure_secret(&self, secret: &Secret) -> Result<(), WriteError> {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        match self.secrets.create(&post_params(), secret).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(error) => Err(map(error, &name)),
+        }
+    }
+
+    /// Delete a Job and what it owns; one already gone is success.
+    pub async fn delete_job(&self, name: &str) -> Result<(), WriteError> {
+        match self.jobs.delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => Err(map(error, name)),
+        }
+    }
+
+    /// Record on the view's Service why its last start failed (the API shows
+    /// it after the Job is gone).
+    pub async fn record_failure(
+        &self,
+        view_name: &str,
+        failure: &Failure,
+    ) -> Result<(), WriteError> {
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            workload::FAILURE_ANNOTATION: serde_json::to_string(failure).expect("a Failure serializes"),
+        }}});
+        self.services
+            .patch(
+                &view::service_name(view_name),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| map(e, view_name))
     }
 
     /// Create the view's Service; an existing identical view is success.
     pub async fn create(&self, spec: &ViewRequest) -> Result<Created, WriteError> {
         let service = view::to_service(spec, &self.config);
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PostParams::default()
-        };
-        match self.services.create(&params, &service).await {
+        match self.services.create(&post_params(), &service).await {
             Ok(created) => Ok(Created::New(created)),
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 let name = spec.name.to_string();
@@ -107,8 +176,15 @@ impl Writer {
     }
 }
 
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    }
+}
+
 /// Map a Kubernetes error to what it means for a view write.
-fn map(error: kube::Error, view: &str) -> WriteError {
+pub(super) fn map(error: kube::Error, view: &str) -> WriteError {
     match error {
         kube::Error::Api(status) => match status.code {
             404 => WriteError::NotFound(view.into()),

@@ -2,10 +2,14 @@
 //!
 //! ```text
 //! Listener "gateway" (ENVOY_LISTEN) ── HTTP connection manager ── RDS "gateway"
+//!   http filters: ext_authz (disabled unless a route enables it) → router
 //! RouteConfiguration "gateway"
 //!   vhost "api":        <GATEWAY_HOSTNAME>    /_api/ → cluster sidecar-api (static), else 404
-//!   vhost "view-<name>": <name>.<HOSTNAME>    / → cluster view-<name>   (serving endpoints)
-//!                                              / → 503 "not running"    (none)
+//!   vhost "view-<name>": <name>.<HOSTNAME>    /_gateway/ → sidecar-api (the progress page's status stream)
+//!                                              / → cluster view-<name>, ext_authz off (serving endpoints)
+//!                                              / → cluster view-<name>, ext_authz on  (none: the
+//!                                                  sidecar activates the view and holds the request
+//!                                                  until Envoy has the cluster with a ready endpoint)
 //!   vhost "unknown":    *                     404 "no such view"
 //! Cluster "view-<name>" (EDS over ADS) and its ClusterLoadAssignment — only
 //! for views with serving endpoints, so Envoy holds clusters for active views only.
@@ -21,6 +25,7 @@ use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::endpoint::v3 as endpoint;
 use envoy_types::pb::envoy::config::listener::v3 as listener;
 use envoy_types::pb::envoy::config::route::v3 as route;
+use envoy_types::pb::envoy::extensions::filters::http::ext_authz::v3 as ext_authz;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::google::protobuf::{Any, Duration};
@@ -41,6 +46,10 @@ pub const PUSH_ORDER: [&str; 4] = [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, R
 
 const LISTENER_NAME: &str = "gateway";
 const ROUTE_NAME: &str = "gateway";
+const EXT_AUTHZ_FILTER: &str = "envoy.filters.http.ext_authz";
+/// How much longer than the cold-start budget Envoy waits for the sidecar's
+/// answer: the sidecar answers 503 itself at the budget.
+const EXT_AUTHZ_MARGIN_SECONDS: u64 = 5;
 
 /// One xDS type's resources, by name.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -173,6 +182,28 @@ pub fn build(snapshot: &Snapshot, config: &Config) -> XdsSnapshot {
 }
 
 fn gateway_listener(config: &Config) -> listener::Listener {
+    let budget = config.workload.cold_start_budget_seconds;
+    let check_timeout = budget + EXT_AUTHZ_MARGIN_SECONDS;
+    let authorization = ext_authz::ExtAuthz {
+        services: Some(ext_authz::ext_authz::Services::GrpcService(
+            core::GrpcService {
+                target_specifier: Some(core::grpc_service::TargetSpecifier::EnvoyGrpc(
+                    core::grpc_service::EnvoyGrpc {
+                        cluster_name: config.sidecar_grpc_cluster.clone(),
+                        ..Default::default()
+                    },
+                )),
+                timeout: seconds(check_timeout as i64),
+                ..Default::default()
+            },
+        )),
+        transport_api_version: core::ApiVersion::V3 as i32,
+        // The sidecar unreachable: the view cannot start, say so.
+        status_on_error: Some(envoy_types::pb::envoy::r#type::v3::HttpStatus {
+            code: envoy_types::pb::envoy::r#type::v3::StatusCode::ServiceUnavailable as i32,
+        }),
+        ..Default::default()
+    };
     let manager = hcm::HttpConnectionManager {
         stat_prefix: "gateway".into(),
         codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
@@ -183,14 +214,29 @@ fn gateway_listener(config: &Config) -> listener::Listener {
             },
         )),
         strip_port_mode: Some(hcm::http_connection_manager::StripPortMode::StripAnyHostPort(true)),
-        http_filters: vec![hcm::HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
-                "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
-                &Router::default(),
-            ))),
-            ..Default::default()
-        }],
+        // A held request sends nothing while its view starts.
+        stream_idle_timeout: seconds((check_timeout + 25).max(300) as i64),
+        http_filters: vec![
+            hcm::HttpFilter {
+                name: EXT_AUTHZ_FILTER.into(),
+                config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                    &authorization,
+                ))),
+                // Only routes of cold views turn it on: warm traffic never
+                // reaches the sidecar.
+                disabled: true,
+                ..Default::default()
+            },
+            hcm::HttpFilter {
+                name: "envoy.filters.http.router".into(),
+                config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                    &Router::default(),
+                ))),
+                ..Default::default()
+            },
+        ],
         ..Default::default()
     };
     listener::Listener {
@@ -255,17 +301,22 @@ fn route_configuration(snapshot: &Snapshot, config: &Config) -> route::RouteConf
     }];
     for view in snapshot.views.values() {
         let name = view.spec.name.as_str();
-        let action = if view.serving_endpoints().next().is_some() {
-            // Analysts' queries can run long: no route timeout, idle
-            // streams are still bounded by the connection manager.
-            to_cluster(cluster_name(name), 0)
-        } else {
-            direct(503, &format!("view {name} is not running\n"))
-        };
+        // Analysts' queries can run long: no route timeout, idle streams are
+        // still bounded by the connection manager.
+        let mut to_view = prefix_route("/", to_cluster(cluster_name(name), 0));
+        if view.serving_endpoints().next().is_none() {
+            to_view.typed_per_filter_config = activate_through_sidecar();
+        }
         virtual_hosts.push(route::VirtualHost {
             name: cluster_name(name),
             domains: vec![config.view_hostname(name)],
-            routes: vec![prefix_route("/", action)],
+            routes: vec![
+                prefix_route(
+                    GATEWAY_PREFIX,
+                    to_cluster(config.sidecar_api_cluster.clone(), 0),
+                ),
+                to_view,
+            ],
             ..Default::default()
         });
     }
@@ -280,6 +331,34 @@ fn route_configuration(snapshot: &Snapshot, config: &Config) -> route::RouteConf
         virtual_hosts,
         ..Default::default()
     }
+}
+
+/// The prefix of the gateway's own paths on every view host (the progress
+/// page's status stream).
+const GATEWAY_PREFIX: &str = "/_gateway/";
+
+/// Turn ext_authz on for a route (it is off by default in the listener).
+fn activate_through_sidecar() -> std::collections::HashMap<String, Any> {
+    let per_route = ext_authz::ExtAuthzPerRoute {
+        r#override: Some(ext_authz::ext_authz_per_route::Override::CheckSettings(
+            ext_authz::CheckSettings::default(),
+        )),
+    };
+    let enabled = route::FilterConfig {
+        config: Some(any(
+            "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+            &per_route,
+        )),
+        disabled: false,
+        ..Default::default()
+    };
+    std::collections::HashMap::from([(
+        EXT_AUTHZ_FILTER.to_string(),
+        any(
+            "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+            &enabled,
+        ),
+    )])
 }
 
 fn view_cluster(name: &str) -> cluster::Cluster {

@@ -1,0 +1,345 @@
+//! Scale from zero against the local cluster and real Envoys: the first
+//! requests for a cold view start one Job, are held, and get the view's own
+//! answer; starts that cannot succeed fail fast; the budget ends the wait.
+
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+use futures::future::join_all;
+use googletest::prelude::*;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, ListParams};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use test_support::gateway::Gateway;
+use test_support::{TestNamespace, eventually};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn create_view(gateway: &Gateway, name: &str) {
+    let response = gateway
+        .client()
+        .post(gateway.url("localhost", "/_api/views"))
+        .json(&json!({"name": name, "subsets": [{"bucket": "lake", "prefixes": ["sales/"]}]}))
+        .send()
+        .await
+        .expect("POST /_api/views");
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "creating view {name}"
+    );
+}
+
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<String>,
+    body: String,
+}
+
+async fn get(gateway: &Gateway, host: &str) -> Answer {
+    let response = gateway
+        .client()
+        .get(gateway.url(host, "/"))
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .expect("GET");
+    Answer {
+        status: response.status(),
+        retry_after: response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or_default().to_owned()),
+        body: response.text().await.unwrap_or_default(),
+    }
+}
+
+async fn jobs_of(client: &kube::Client, namespace: &str, view: &str) -> Vec<Job> {
+    Api::<Job>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&format!("views.dev/view={view}")))
+        .await
+        .expect("listing Jobs")
+        .items
+}
+
+async fn view_status(gateway: &Gateway, name: &str) -> Value {
+    gateway
+        .client()
+        .get(gateway.url("localhost", &format!("/_api/views/{name}")))
+        .send()
+        .await
+        .expect("GET view")
+        .json()
+        .await
+        .expect("view JSON")
+}
+
+fn echo_answers(answers: &[Answer]) -> usize {
+    answers
+        .iter()
+        .filter(|a| a.status == StatusCode::OK && a.body.starts_with("pod: "))
+        .count()
+}
+
+#[gtest]
+#[tokio::test]
+async fn two_hundred_requests_to_a_cold_view_start_one_job_and_all_get_the_view() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let gateway = Gateway::start_with(
+        "cold200",
+        namespace.name(),
+        &[("VIEW_POD_ANNOTATIONS", "sim.views.dev/ready-after=2s")],
+    )
+    .await;
+    create_view(&gateway, "burst").await;
+
+    let started = Instant::now();
+    let answers = join_all((0..200).map(|_| get(&gateway, "burst.localhost"))).await;
+    let took = started.elapsed();
+
+    expect_that!(echo_answers(&answers), eq(200));
+    let unavailable = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    expect_that!(unavailable, eq(0));
+    expect_that!(
+        jobs_of(&client, namespace.name(), "burst").await.len(),
+        eq(1)
+    );
+    // Held for the pod's start (2 s), not answered before it.
+    expect_that!(took, ge(Duration::from_secs(2)));
+    expect_that!(
+        gateway
+            .metric("views_gateway_activations_started_total", "")
+            .await,
+        eq(1.0)
+    );
+    let status = view_status(&gateway, "burst").await;
+    expect_that!(status["status"]["phase"].as_str(), some(eq("ready")));
+    expect_that!(status["status"]["deadline"].as_str(), some(anything()));
+}
+
+#[gtest]
+#[tokio::test]
+async fn two_replicas_split_a_burst_and_still_start_one_job() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let env = [("VIEW_POD_ANNOTATIONS", "sim.views.dev/ready-after=2s")];
+    let (first, second) = tokio::join!(
+        Gateway::start_with("replica-a", namespace.name(), &env),
+        Gateway::start_with("replica-b", namespace.name(), &env),
+    );
+    create_view(&first, "split").await;
+    // The second replica has the view once its index does.
+    eventually(WAIT, || async {
+        ensure!(view_status(&second, "split").await["name"] == "split");
+        Ok(())
+    })
+    .await;
+
+    let answers = join_all((0..200).map(|i| {
+        let gateway = if i % 2 == 0 { &first } else { &second };
+        get(gateway, "split.localhost")
+    }))
+    .await;
+
+    expect_that!(echo_answers(&answers), eq(200));
+    expect_that!(
+        jobs_of(&client, namespace.name(), "split").await.len(),
+        eq(1)
+    );
+    let created = first
+        .metric("views_gateway_activations_started_total", "")
+        .await
+        + second
+            .metric("views_gateway_activations_started_total", "")
+            .await;
+    // Both may have tried; the API server let one create the Job.
+    expect_that!(created, ge(1.0));
+}
+
+#[gtest]
+#[tokio::test]
+async fn a_warm_view_is_served_without_asking_the_sidecar() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let gateway = Gateway::start("warm", namespace.name()).await;
+    create_view(&gateway, "warm").await;
+    let first = get(&gateway, "warm.localhost").await;
+    expect_that!(first.status, eq(StatusCode::OK));
+    // Warm once this Envoy has the route without ext_authz.
+    eventually(WAIT, || async {
+        let before = gateway
+            .metric("views_gateway_ext_authz_checks_total", "")
+            .await;
+        get(&gateway, "warm.localhost").await;
+        let after = gateway
+            .metric("views_gateway_ext_authz_checks_total", "")
+            .await;
+        ensure!(before == after, "still checked: {before} → {after}");
+        Ok(())
+    })
+    .await;
+
+    let checks_before = gateway
+        .metric("views_gateway_ext_authz_checks_total", "")
+        .await;
+    let mut answers = Vec::new();
+    for batch in 0..10 {
+        let _ = batch;
+        answers.extend(join_all((0..100).map(|_| get(&gateway, "warm.localhost"))).await);
+    }
+    let checks_after = gateway
+        .metric("views_gateway_ext_authz_checks_total", "")
+        .await;
+
+    expect_that!(echo_answers(&answers), eq(1000));
+    expect_that!(checks_after - checks_before, eq(0.0));
+}
+
+#[gtest]
+#[tokio::test]
+async fn a_view_that_never_becomes_ready_gets_503_with_retry_after_at_the_budget() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let gateway = Gateway::start_with(
+        "never",
+        namespace.name(),
+        &[
+            ("VIEW_RUNTIME_CLASS", ""),
+            ("VIEW_POD_ANNOTATIONS", "sim.views.dev/fail=never-ready"),
+            ("COLD_START_BUDGET_SECONDS", "3"),
+        ],
+    )
+    .await;
+    create_view(&gateway, "never").await;
+
+    let started = Instant::now();
+    let answers = join_all((0..5).map(|_| get(&gateway, "never.localhost"))).await;
+    let took = started.elapsed();
+
+    for answer in &answers {
+        expect_that!(answer.status, eq(StatusCode::SERVICE_UNAVAILABLE));
+        expect_that!(answer.retry_after.as_deref(), some(eq("5")));
+        let body: Value = serde_json::from_str(&answer.body).unwrap_or_default();
+        expect_that!(body["error"].as_str(), some(eq("view_starting")));
+        expect_that!(
+            body["message"].as_str(),
+            some(contains_substring("still starting"))
+        );
+    }
+    expect_that!(took, ge(Duration::from_secs(3)));
+    expect_that!(took, lt(Duration::from_secs(10)));
+    // The start goes on: the view says so.
+    let status = view_status(&gateway, "never").await;
+    expect_that!(status["status"]["phase"].as_str(), some(eq("starting")));
+    expect_that!(
+        jobs_of(&client, namespace.name(), "never").await.len(),
+        eq(1)
+    );
+}
+
+#[gtest]
+#[tokio::test]
+async fn an_image_pull_failure_ends_held_requests_with_the_reason_at_once() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let gateway = Gateway::start_with(
+        "pullfail",
+        namespace.name(),
+        &[
+            ("VIEW_RUNTIME_CLASS", ""),
+            (
+                "VIEW_POD_ANNOTATIONS",
+                "sim.views.dev/fail=image-pull-error",
+            ),
+            ("COLD_START_BUDGET_SECONDS", "60"),
+        ],
+    )
+    .await;
+    create_view(&gateway, "broken").await;
+
+    let started = Instant::now();
+    let answers = join_all((0..10).map(|_| get(&gateway, "broken.localhost"))).await;
+    let took = started.elapsed();
+
+    for answer in &answers {
+        expect_that!(answer.status, eq(StatusCode::BAD_GATEWAY));
+        let body: Value = serde_json::from_str(&answer.body).unwrap_or_default();
+        expect_that!(body["error"].as_str(), some(eq("view_failed")));
+        expect_that!(body["details"]["reason"].as_str(), some(eq("ErrImagePull")));
+    }
+    // Well before the 60 s budget.
+    expect_that!(took, lt(Duration::from_secs(15)));
+    let status = view_status(&gateway, "broken").await;
+    expect_that!(status["status"]["phase"].as_str(), some(eq("failed")));
+    expect_that!(
+        status["status"]["reason"].as_str(),
+        some(eq("ErrImagePull"))
+    );
+    // Nothing keeps pulling: the failed start's Job is deleted.
+    eventually(WAIT, || async {
+        let jobs = jobs_of(&client, namespace.name(), "broken").await;
+        ensure!(jobs.is_empty(), "{} Jobs left", jobs.len());
+        Ok(())
+    })
+    .await;
+}
+
+#[gtest]
+#[tokio::test]
+async fn deleting_a_view_ends_its_held_requests_with_404_and_leaves_no_job() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let gateway = Gateway::start_with(
+        "delheld",
+        namespace.name(),
+        &[
+            ("VIEW_RUNTIME_CLASS", ""),
+            ("VIEW_POD_ANNOTATIONS", "sim.views.dev/fail=never-ready"),
+        ],
+    )
+    .await;
+    create_view(&gateway, "doomed").await;
+
+    let held = tokio::spawn({
+        let gateway_client = gateway.client();
+        let url = gateway.url("doomed.localhost", "/");
+        async move {
+            join_all((0..20).map(|_| async {
+                let response = gateway_client.get(&url).send().await.expect("GET");
+                (response.status(), response.text().await.unwrap_or_default())
+            }))
+            .await
+        }
+    });
+    eventually(WAIT, || async {
+        let held = gateway.metric("views_gateway_held_requests", "").await;
+        ensure!(held >= 20.0, "{held} held");
+        Ok(())
+    })
+    .await;
+    let started = Instant::now();
+    let deleted = gateway
+        .client()
+        .delete(gateway.url("localhost", "/_api/views/doomed"))
+        .send()
+        .await
+        .expect("DELETE");
+    expect_that!(deleted.status(), eq(StatusCode::NO_CONTENT));
+
+    let answers = held.await.expect("held requests");
+    expect_that!(started.elapsed(), lt(Duration::from_secs(10)));
+    for (status, _) in &answers {
+        expect_that!(*status, eq(StatusCode::NOT_FOUND));
+    }
+    eventually(WAIT, || async {
+        let jobs = jobs_of(&client, namespace.name(), "doomed").await;
+        ensure!(jobs.is_empty(), "{} Jobs left", jobs.len());
+        Ok(())
+    })
+    .await;
+}
