@@ -531,3 +531,208 @@ pub fn read_failure(annotations: &BTreeMap<String, String>) -> Option<Failure> {
 pub fn activation_of_job_name(job: &str) -> Option<u32> {
     job.rsplit_once('-')?.1.parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use googletest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        Config::parse_from(std::iter::once("gateway-sidecar").chain(args.iter().copied()))
+    }
+
+    fn spec() -> ViewRequest {
+        serde_json::from_value(json!({
+            "name": "sales", "deadlineSeconds": 600,
+            "subsets": [{"bucket": "lake", "prefixes": ["sales/"]}],
+        }))
+        .expect("spec")
+    }
+
+    fn owner() -> ServiceRef {
+        ServiceRef {
+            name: "view-sales".into(),
+            uid: "uid-1".into(),
+        }
+    }
+
+    fn a_job() -> Job {
+        let mut job = job(&spec(), &owner(), 3, true, &config(&[]));
+        job.metadata.uid = Some("job-uid".into());
+        job.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-01-01T00:00:00Z".parse().unwrap(),
+            ));
+        job
+    }
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "labels": {VIEW_LABEL: "sales", ACTIVATION_LABEL: "3"}},
+            "status": status,
+        }))
+        .expect("pod")
+    }
+
+    #[gtest]
+    fn the_job_is_owned_by_the_view_deadlined_hardened_and_selected_by_the_service() {
+        let job = a_job();
+        expect_that!(job.metadata.name.as_deref(), some(eq("view-sales-3")));
+        let owners = job.metadata.owner_references.clone().unwrap_or_default();
+        expect_that!(owners.len(), eq(1));
+        expect_that!(owners[0].kind, eq("Service"));
+        expect_that!(owners[0].uid, eq("uid-1"));
+        let spec = job.spec.expect("spec");
+        expect_that!(spec.active_deadline_seconds, some(eq(600)));
+        let template = spec.template;
+        let labels = template.metadata.and_then(|m| m.labels).unwrap_or_default();
+        expect_that!(
+            labels.get(VIEW_LABEL).map(String::as_str),
+            some(eq("sales"))
+        );
+        let pod = template.spec.expect("pod spec");
+        let pod_security = pod.security_context.expect("pod security context");
+        expect_that!(pod_security.run_as_non_root, some(eq(true)));
+        expect_that!(
+            pod_security.seccomp_profile.map(|p| p.type_),
+            some(eq("RuntimeDefault"))
+        );
+        expect_that!(pod.automount_service_account_token, some(eq(false)));
+        let container = &pod.containers[0];
+        let security = container
+            .security_context
+            .clone()
+            .expect("security context");
+        expect_that!(security.allow_privilege_escalation, some(eq(false)));
+        expect_that!(security.read_only_root_filesystem, some(eq(true)));
+        expect_that!(
+            security.capabilities.and_then(|c| c.drop),
+            some(elements_are![eq("ALL")])
+        );
+        let resources = container.resources.clone().expect("resources");
+        expect_that!(resources.limits.map(|l| l.len()), some(eq(2)));
+        expect_that!(
+            container.image.as_deref(),
+            some(eq("ghcr.io/views-gateway/duckdb-view:0.1.0"))
+        );
+        // Credentials come from the activation's Secret, never inline.
+        let env = container.env.clone().unwrap_or_default();
+        let key = env
+            .iter()
+            .find(|e| e.name == "AWS_SECRET_ACCESS_KEY")
+            .expect("key env");
+        expect_that!(key.value, none());
+        expect_that!(
+            key.value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .map(|s| s.name.as_str()),
+            some(eq("view-sales-3-s3"))
+        );
+    }
+
+    #[gtest]
+    fn an_unpinned_image_is_refused_at_start_up() {
+        expect_that!(
+            config(&["--view-image", "registry.example/duckdb-view"]).validate(),
+            err(anything())
+        );
+        expect_that!(
+            config(&["--view-image", "registry.example:5000/duckdb-view"]).validate(),
+            err(anything())
+        );
+        expect_that!(
+            config(&["--view-image", "registry.example:5000/duckdb-view:1.2.0"]).validate(),
+            ok(anything())
+        );
+        expect_that!(
+            config(&["--view-image", "duckdb-view@sha256:abc"]).validate(),
+            ok(anything())
+        );
+    }
+
+    #[gtest]
+    fn phases_follow_the_pod_and_hopeless_pods_fail_with_kubernetes_reason() {
+        let job = a_job();
+        let read = |pods: &[Pod]| {
+            let pods: Vec<&Pod> = pods.iter().collect();
+            read_activation(&job, &pods, &[]).expect("activation").phase
+        };
+        expect_that!(read(&[]), eq(&Phase::Pending));
+        expect_that!(
+            read(&[pod(
+                json!({"conditions": [{"type": "PodScheduled", "status": "True"}]})
+            )]),
+            eq(&Phase::Scheduled)
+        );
+        expect_that!(
+            read(&[pod(json!({"phase": "Running", "podIP": "10.0.0.1"}))]),
+            eq(&Phase::Starting)
+        );
+        expect_that!(
+            read(&[pod(
+                json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
+            )]),
+            eq(&Phase::Ready)
+        );
+        let pulling = pod(json!({"containerStatuses": [{
+            "name": "view", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ErrImagePull", "message": "no such image"}},
+        }]}));
+        expect_that!(
+            read(&[pulling]),
+            matches_pattern!(Phase::Failed(matches_pattern!(Failure {
+                reason: eq("ErrImagePull"),
+                message: eq("no such image"),
+                job: eq("view-sales-3"),
+            })))
+        );
+        let unschedulable = pod(json!({"conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/2 nodes are available",
+        }]}));
+        expect_that!(
+            read(&[unschedulable]),
+            matches_pattern!(Phase::Failed(matches_pattern!(Failure {
+                reason: eq("Unschedulable"),
+                ..
+            })))
+        );
+    }
+
+    #[gtest]
+    fn quota_refusals_fail_the_start_and_a_deadline_only_ends_it() {
+        let job = a_job();
+        let event: Event = serde_json::from_value(json!({
+            "metadata": {"name": "e"},
+            "involvedObject": {"kind": "Job", "name": "view-sales-3"},
+            "reason": "FailedCreate",
+            "message": "Error creating: pods \"view-sales-3-x\" is forbidden: exceeded quota: views, requested: pods=1",
+        }))
+        .expect("event");
+        expect_that!(
+            read_activation(&job, &[], &[&event]).map(|a| a.phase),
+            some(matches_pattern!(Phase::Failed(matches_pattern!(Failure {
+                reason: eq("QuotaExceeded"),
+                ..
+            }))))
+        );
+        let mut ended = job.clone();
+        ended.status = Some(
+            serde_json::from_value(json!({"conditions": [{
+                "type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+            }]}))
+            .expect("status"),
+        );
+        let activation = read_activation(&ended, &[], &[]).expect("activation");
+        expect_that!(activation.phase.is_live(), eq(false));
+        expect_that!(activation.phase, matches_pattern!(Phase::Ended { .. }));
+        expect_that!(
+            activation.deadline.map(|d| d.to_string()),
+            some(eq("2026-01-01T00:10:00Z"))
+        );
+    }
+}

@@ -8,7 +8,8 @@ use anyhow::ensure;
 use futures::future::join_all;
 use googletest::prelude::*;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::ResourceQuota;
+use kube::api::{Api, ListParams, PostParams};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use test_support::gateway::Gateway;
@@ -342,4 +343,48 @@ async fn deleting_a_view_ends_its_held_requests_with_404_and_leaves_no_job() {
         Ok(())
     })
     .await;
+}
+
+#[gtest]
+#[tokio::test]
+async fn a_pod_quota_refusal_ends_held_requests_with_the_reason() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), namespace.name());
+    quotas
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "no-pods"},
+                "spec": {"hard": {"pods": "0"}},
+            }))
+            .expect("quota"),
+        )
+        .await
+        .expect("creating the quota");
+    let gateway = Gateway::start_with(
+        "quota",
+        namespace.name(),
+        &[
+            ("VIEW_RUNTIME_CLASS", ""),
+            ("COLD_START_BUDGET_SECONDS", "60"),
+        ],
+    )
+    .await;
+    create_view(&gateway, "capped").await;
+
+    let started = Instant::now();
+    let answer = get(&gateway, "capped.localhost").await;
+
+    expect_that!(answer.status, eq(StatusCode::BAD_GATEWAY));
+    let body: Value = serde_json::from_str(&answer.body).unwrap_or_default();
+    expect_that!(
+        body["details"]["reason"].as_str(),
+        some(eq("QuotaExceeded"))
+    );
+    expect_that!(
+        body["message"].as_str(),
+        some(contains_substring("exceeded quota"))
+    );
+    expect_that!(started.elapsed(), lt(Duration::from_secs(20)));
 }
