@@ -146,6 +146,10 @@ impl Gateway {
             ("OPS_LISTEN".into(), format!("127.0.0.1:{ops_port}")),
             ("XDS_LISTEN".into(), format!("127.0.0.1:{xds_port}")),
             ("LOG_JSON".into(), "false".into()),
+            (
+                "ENVOY_ADMIN_URL".into(),
+                format!("http://127.0.0.1:{admin_port}"),
+            ),
             // Views started by the activator run the echo server as a real
             // process (tests override these for simulated pods).
             ("VIEW_IMAGE".into(), "views.dev/echo-server:latest".into()),

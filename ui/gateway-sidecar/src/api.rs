@@ -429,7 +429,8 @@ pub fn to_api(view: &ViewState, config: &Config) -> View {
             Some(failure.reason),
             Some(failure.message),
         )
-    } else if !endpoints.is_empty() {
+    } else if view.endpoints.iter().any(|e| !e.terminating) {
+        // A pod of no Job the gateway knows (started by hand): starting.
         (ViewPhase::Starting, None, None)
     } else {
         (ViewPhase::Cold, None, None)
@@ -454,7 +455,7 @@ pub fn to_api(view: &ViewState, config: &Config) -> View {
             phase,
             endpoints,
             deadline: live.and_then(|a| a.deadline),
-            last_activity: None,
+            last_activity: crate::idle::recorded_activity(view),
             message,
             reason,
         },

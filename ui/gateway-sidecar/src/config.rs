@@ -119,6 +119,14 @@ pub struct WorkloadConfig {
     #[arg(long, env = "COLD_START_BUDGET_SECONDS", default_value_t = 60)]
     pub cold_start_budget_seconds: u64,
 
+    /// How often Envoy's request counters are read to find idle views (seconds).
+    #[arg(long, env = "IDLE_CHECK_SECONDS", default_value_t = 10)]
+    pub idle_check_seconds: u64,
+
+    /// Envoy's admin interface, for its request counters (idle detection).
+    #[arg(long, env = "ENVOY_ADMIN_URL", default_value = "http://127.0.0.1:9901")]
+    pub envoy_admin_url: String,
+
     /// Finished Jobs (and their pods and Secrets) are kept this long for
     /// inspection, then garbage-collected (seconds).
     #[arg(long, env = "FINISHED_JOB_TTL_SECONDS", default_value_t = 300)]

@@ -21,6 +21,7 @@ pub mod activator;
 pub mod api;
 pub mod config;
 pub mod credentials;
+pub mod idle;
 pub mod index;
 pub mod kubernetes;
 pub mod telemetry;

@@ -8,7 +8,7 @@ use clap::Parser;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use gateway_sidecar::config::Config;
-use gateway_sidecar::{activator, api, credentials, index, kubernetes, telemetry, xds};
+use gateway_sidecar::{activator, api, credentials, idle, index, kubernetes, telemetry, xds};
 use tokio::sync::watch;
 
 #[tokio::main]
@@ -55,6 +55,15 @@ async fn main() -> anyhow::Result<()> {
         writer.clone(),
         broker.clone(),
         metrics.clone(),
+    );
+    tokio::spawn(
+        idle::Reaper::new(
+            config.clone(),
+            index.clone(),
+            writer.clone(),
+            metrics.clone(),
+        )
+        .run(),
     );
     let state = api::AppState {
         config: config.clone(),

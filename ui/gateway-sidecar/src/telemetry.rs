@@ -40,6 +40,8 @@ pub struct Metrics {
     /// Starts followed to the end, by outcome, and how long they took.
     pub activation_seconds: Family<CheckLabel, Histogram, fn() -> Histogram>,
     pub held_requests: Gauge,
+    /// Views stopped for being idle.
+    pub idle_stops: Counter,
 }
 
 impl Default for Metrics {
@@ -59,6 +61,7 @@ impl Default for Metrics {
                 Histogram::new(exponential_buckets(0.05, 2.0, 12))
             }),
             held_requests: Gauge::default(),
+            idle_stops: Counter::default(),
         }
     }
 }
@@ -153,6 +156,11 @@ impl Metrics {
             "activation_seconds",
             "Starts followed to their end by this replica, by outcome",
             self.activation_seconds.clone(),
+        );
+        registry.register(
+            "idle_stops",
+            "Views this replica stopped for being idle",
+            self.idle_stops.clone(),
         );
         registry.register(
             "held_requests",

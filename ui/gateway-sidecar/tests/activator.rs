@@ -388,3 +388,69 @@ async fn a_pod_quota_refusal_ends_held_requests_with_the_reason() {
     );
     expect_that!(started.elapsed(), lt(Duration::from_secs(20)));
 }
+
+#[gtest]
+#[tokio::test]
+async fn an_idle_view_is_stopped_and_one_busy_on_another_replica_is_not() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let env = [("IDLE_CHECK_SECONDS", "2")];
+    let (serving, other) = tokio::join!(
+        Gateway::start_with("idle-a", namespace.name(), &env),
+        Gateway::start_with("idle-b", namespace.name(), &env),
+    );
+    for name in ["busy", "lazy"] {
+        let response = serving
+            .client()
+            .post(serving.url("localhost", "/_api/views"))
+            .json(&json!({"name": name, "idleTimeoutSeconds": 60,
+                          "subsets": [{"bucket": "lake", "prefixes": ["sales/"]}]}))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        expect_that!(
+            get(&serving, &format!("{name}.localhost")).await.status,
+            eq(StatusCode::OK)
+        );
+    }
+    let started = Instant::now();
+
+    // Only replica A carries traffic, and only for `busy`; replica B sees
+    // none and must not stop it.
+    let lazy_stopped = eventually(Duration::from_secs(120), || async {
+        let answer = get(&serving, "busy.localhost").await;
+        ensure!(
+            answer.status == StatusCode::OK,
+            "busy answered {}",
+            answer.status
+        );
+        let lazy = jobs_of(&client, namespace.name(), "lazy").await;
+        ensure!(
+            lazy.is_empty(),
+            "lazy still has its Job after {:?}",
+            started.elapsed()
+        );
+        Ok(started.elapsed())
+    })
+    .await;
+
+    expect_that!(lazy_stopped, ge(Duration::from_secs(60)));
+    // Held past the idle timeout by its traffic.
+    let busy = jobs_of(&client, namespace.name(), "busy").await;
+    expect_that!(busy.len(), eq(1));
+    expect_that!(busy[0].metadata.deletion_timestamp, none());
+    let status = view_status(&other, "busy").await;
+    expect_that!(status["status"]["lastActivity"].as_str(), some(anything()));
+    eventually(WAIT, || async {
+        let lazy = view_status(&other, "lazy").await;
+        ensure!(lazy["status"]["phase"] == "cold", "{lazy}");
+        Ok(())
+    })
+    .await;
+    // A stopped view starts again on the next request.
+    expect_that!(
+        get(&other, "lazy.localhost").await.status,
+        eq(StatusCode::OK)
+    );
+}

@@ -108,16 +108,18 @@ impl Writer {
         }
     }
 
-    /// Record on the view's Service why its last start failed (the API shows
-    /// it after the Job is gone).
-    pub async fn record_failure(
+    /// Record on the view's Service when this replica last saw it used.
+    pub async fn record_activity(
         &self,
         view_name: &str,
-        failure: &Failure,
+        at: jiff::Timestamp,
     ) -> Result<(), WriteError> {
-        let patch = serde_json::json!({"metadata": {"annotations": {
-            workload::FAILURE_ANNOTATION: serde_json::to_string(failure).expect("a Failure serializes"),
-        }}});
+        self.annotate(view_name, crate::idle::ACTIVITY_ANNOTATION, &at.to_string())
+            .await
+    }
+
+    async fn annotate(&self, view_name: &str, key: &str, value: &str) -> Result<(), WriteError> {
+        let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
         self.services
             .patch(
                 &view::service_name(view_name),
@@ -127,6 +129,18 @@ impl Writer {
             .await
             .map(|_| ())
             .map_err(|e| map(e, view_name))
+    }
+
+    /// Record on the view's Service why its last start failed (the API shows
+    /// it after the Job is gone).
+    pub async fn record_failure(
+        &self,
+        view_name: &str,
+        failure: &Failure,
+    ) -> Result<(), WriteError> {
+        let failure = serde_json::to_string(failure).expect("a Failure serializes");
+        self.annotate(view_name, workload::FAILURE_ANNOTATION, &failure)
+            .await
     }
 
     /// Create the view's Service; an existing identical view is success.
