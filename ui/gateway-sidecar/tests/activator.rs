@@ -8,7 +8,7 @@ use anyhow::ensure;
 use futures::future::join_all;
 use googletest::prelude::*;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ResourceQuota;
+use k8s_openapi::api::core::v1::{ResourceQuota, Secret};
 use kube::api::{Api, ListParams, PostParams};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -453,4 +453,110 @@ async fn an_idle_view_is_stopped_and_one_busy_on_another_replica_is_not() {
         get(&other, "lazy.localhost").await.status,
         eq(StatusCode::OK)
     );
+}
+
+/// The lake `cargo xtask lake up` runs (endpoint, root keys), as the
+/// sidecar's upstream.
+fn lake() -> Value {
+    let path = test_support::cache_dir().join("lake/lake.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} is missing: run `cargo xtask lake up`", path.display()));
+    serde_json::from_str(&text).expect("lake.json")
+}
+
+/// Keys listing `prefix` through the sidecar's S3 endpoint: the number of
+/// objects, or the S3 error code.
+async fn list(endpoint: &str, key: &str, secret: &str, prefix: &str) -> Result<usize, String> {
+    let client = gateway_sidecar::credentials::s3_client(&gateway_sidecar::credentials::Upstream {
+        endpoint: endpoint.into(),
+        access_key_id: key.into(),
+        secret_access_key: secret.into(),
+        region: "us-east-1".into(),
+    });
+    let listed = client
+        .list_objects_v2()
+        .bucket("lake")
+        .prefix(prefix)
+        .send()
+        .await;
+    match listed {
+        Ok(output) => Ok(output.contents().len()),
+        Err(error) => Err(aws_sdk_s3::error::ProvideErrorMetadata::code(&error)
+            .unwrap_or("no code")
+            .to_owned()),
+    }
+}
+
+#[gtest]
+#[tokio::test]
+async fn each_activation_gets_scoped_credentials_that_end_with_it() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let lake = lake();
+    let text = |key: &str| lake[key].as_str().expect("lake.json field").to_owned();
+    let s3_port = test_support::gateway::free_port();
+    let endpoint = format!("http://127.0.0.1:{s3_port}");
+    let gateway = Gateway::start_with(
+        "creds",
+        namespace.name(),
+        &[
+            ("CREDENTIALS_LISTEN", &format!("127.0.0.1:{s3_port}")),
+            ("CREDENTIALS_ENDPOINT_URL", &endpoint),
+            ("LAKE_ENDPOINT_URL", &text("endpoint")),
+            ("LAKE_ACCESS_KEY_ID", &text("access_key_id")),
+            ("LAKE_SECRET_ACCESS_KEY", &text("secret_access_key")),
+        ],
+    )
+    .await;
+    let response = gateway
+        .client()
+        .post(gateway.url("localhost", "/_api/views"))
+        .json(&json!({"name": "euro", "subsets": [{"bucket": "lake", "prefixes": ["sales/region=eu/"]}]}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    expect_that!(
+        get(&gateway, "euro.localhost").await.status,
+        eq(StatusCode::OK)
+    );
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace.name());
+    let secret = secrets
+        .get("view-euro-1-s3")
+        .await
+        .expect("the activation's Secret");
+    let owner = secret.metadata.owner_references.clone().unwrap_or_default();
+    expect_that!(owner.first().map(|o| o.kind.as_str()), some(eq("Job")));
+    expect_that!(
+        owner.first().map(|o| o.name.as_str()),
+        some(eq("view-euro-1"))
+    );
+    let data = secret.data.clone().unwrap_or_default();
+    let value = |key: &str| String::from_utf8(data[key].0.clone()).expect("text");
+    let (key, secret_key) = (value("AWS_ACCESS_KEY_ID"), value("AWS_SECRET_ACCESS_KEY"));
+    expect_that!(key, starts_with("vg1_euro_"));
+    // The lake's own keys never reach the view.
+    expect_that!(key, not(eq(&text("access_key_id"))));
+
+    expect_that!(
+        list(&endpoint, &key, &secret_key, "sales/region=eu/").await,
+        ok(gt(&0))
+    );
+    expect_that!(
+        list(&endpoint, &key, &secret_key, "sales/region=us/").await,
+        err(eq("AccessDenied"))
+    );
+
+    // The activation ends (its Job deleted): its keys stop working.
+    Api::<Job>::namespaced(client.clone(), namespace.name())
+        .delete("view-euro-1", &kube::api::DeleteParams::background())
+        .await
+        .expect("deleting the Job");
+    eventually(WAIT, || async {
+        let listed = list(&endpoint, &key, &secret_key, "sales/region=eu/").await;
+        ensure!(listed.is_err(), "still allowed: {listed:?}");
+        Ok(())
+    })
+    .await;
 }

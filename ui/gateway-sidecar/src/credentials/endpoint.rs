@@ -67,7 +67,7 @@ impl Endpoint {
     pub fn new(broker: Arc<Broker>, views: Arc<dyn ViewSubsets>, upstream: &Upstream) -> Self {
         let counters = broker.counters().clone();
         let mut builder = S3ServiceBuilder::new(Forward {
-            proxy: s3s_aws::Proxy::from(lake_client(upstream)),
+            proxy: s3s_aws::Proxy::from(s3_client(upstream)),
         });
         builder.set_auth(Auth {
             broker,
@@ -142,7 +142,10 @@ impl hyper::service::Service<Request<Incoming>> for Endpoint {
 
 /// An aws-sdk-s3 client for the lake: path-style, static credentials,
 /// checksums only where S3 requires them (the lake need not support more).
-fn lake_client(upstream: &Upstream) -> aws_sdk_s3::Client {
+/// An S3 client for `upstream` (path-style, checksums only where S3
+/// requires them): the endpoint's own client for the lake, and a view's
+/// client for the endpoint in tests.
+pub fn s3_client(upstream: &Upstream) -> aws_sdk_s3::Client {
     use aws_sdk_s3::config::{
         BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
         ResponseChecksumValidation,

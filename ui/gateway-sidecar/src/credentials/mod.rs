@@ -28,7 +28,7 @@ mod metrics;
 mod policy;
 mod views;
 
-pub use endpoint::{Endpoint, Upstream};
+pub use endpoint::{Endpoint, Upstream, s3_client};
 pub use error::CredentialsError;
 pub use key::{
     Broker, KEY_ID_PREFIX, KeyId, MAX_LIFETIME, MIN_MASTER_KEY_LEN, MasterKey, ViewCredentials,
