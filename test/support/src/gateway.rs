@@ -196,6 +196,26 @@ impl Gateway {
         }
     }
 
+    /// Send the sidecar SIGTERM (as Kubernetes does on pod deletion) and
+    /// wait up to `limit` for it to exit; its exit status, if it did.
+    pub async fn terminate_sidecar(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.sidecar.as_mut()?;
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait().expect("waiting for the sidecar") {
+                self.sidecar = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
     /// Start the sidecar again (after [`Gateway::kill_sidecar`]) and wait for it.
     pub async fn restart_sidecar(&mut self) {
         self.kill_sidecar();

@@ -40,6 +40,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub envoys: EnvoysWatch,
     pub activator: Activator,
+    pub drain: crate::drain::DrainWatch,
 }
 
 /// `/_api/…`, served on `HTTP_LISTEN` (localhost; reached through Envoy).
@@ -470,7 +471,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "views": snapshot.views.len(),
         "envoys": state.envoys.borrow().len(),
     });
-    let status = if snapshot.synced && snapshot.kubernetes_reachable {
+    let draining = state.drain.is_draining();
+    let body = {
+        let mut body = body;
+        body["draining"] = draining.into();
+        body
+    };
+    let status = if snapshot.synced && snapshot.kubernetes_reachable && !draining {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

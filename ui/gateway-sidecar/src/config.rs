@@ -71,6 +71,11 @@ pub struct Config {
     #[arg(long, env = "INDEX_WAIT_MS", default_value_t = 10_000)]
     pub index_wait_ms: u64,
 
+    /// On SIGTERM, how long held requests may take to finish before the
+    /// servers stop (seconds; keep it below the pod's grace period).
+    #[arg(long, env = "DRAIN_SECONDS", default_value_t = 20)]
+    pub drain_seconds: u64,
+
     /// Log as JSON (the default when stderr is not a terminal).
     #[arg(long, env = "LOG_JSON")]
     pub log_json: Option<bool>,

@@ -23,14 +23,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::config::Config;
+use crate::envoy_admin::{AdminError, EnvoyAdmin};
 use crate::index::{Index, ViewState};
 use crate::kubernetes::Writer;
 use crate::telemetry::Metrics;
@@ -38,12 +34,6 @@ use crate::xds::resources::cluster_name;
 
 /// On the view's Service: when some replica last saw a request for it (RFC 3339).
 pub const ACTIVITY_ANNOTATION: &str = "views.dev/last-activity";
-
-#[derive(Debug, thiserror::Error)]
-pub enum IdleError {
-    #[error("reading Envoy's stats at {url}: {message}")]
-    Stats { url: String, message: String },
-}
 
 /// When some replica last saw activity on the view, as recorded on its Service.
 pub fn recorded_activity(view: &ViewState) -> Option<Timestamp> {
@@ -62,7 +52,7 @@ pub struct Reaper {
     index: Index,
     writer: Writer,
     metrics: Arc<Metrics>,
-    http: Client<HttpConnector, Empty<Bytes>>,
+    admin: EnvoyAdmin,
     /// The last sample of each view's cluster.
     samples: HashMap<String, Sample>,
     /// When this replica last saw activity on each view.
@@ -72,11 +62,11 @@ pub struct Reaper {
 impl Reaper {
     pub fn new(config: Arc<Config>, index: Index, writer: Writer, metrics: Arc<Metrics>) -> Self {
         Self {
+            admin: EnvoyAdmin::new(&config.workload.envoy_admin_url),
             config,
             index,
             writer,
             metrics,
-            http: Client::builder(TokioExecutor::new()).build_http(),
             samples: HashMap::new(),
             seen: HashMap::new(),
         }
@@ -107,32 +97,12 @@ impl Reaper {
     }
 
     /// The request counters of every view cluster Envoy has.
-    async fn stats(&self) -> Result<HashMap<String, Sample>, IdleError> {
-        let url = format!(
-            // ^cluster\.view-[a-z0-9-]+\.upstream_rq_(total|active)$
-            "{}/stats?format=json&filter=%5Ecluster%5C.view-%5Ba-z0-9-%5D%2B%5C.upstream_rq_%28total%7Cactive%29%24",
-            self.config.workload.envoy_admin_url.trim_end_matches('/')
-        );
-        let failed = |message: String| IdleError::Stats {
-            url: url.clone(),
-            message,
-        };
-        let uri: hyper::Uri = url.parse().map_err(|e| failed(format!("{e}")))?;
-        let response = tokio::time::timeout(Duration::from_secs(5), self.http.get(uri))
-            .await
-            .map_err(|_| failed("timed out".into()))?
-            .map_err(|e| failed(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(failed(format!("status {}", response.status())));
-        }
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| failed(e.to_string()))?
-            .to_bytes();
-        let stats: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| failed(e.to_string()))?;
+    async fn stats(&self) -> Result<HashMap<String, Sample>, AdminError> {
+        // ^cluster\.view-[a-z0-9-]+\.upstream_rq_(total|active)$
+        let stats = self
+            .admin
+            .stats("%5Ecluster%5C.view-%5Ba-z0-9-%5D%2B%5C.upstream_rq_%28total%7Cactive%29%24")
+            .await?;
         let mut samples: HashMap<String, Sample> = HashMap::new();
         for stat in stats["stats"].as_array().into_iter().flatten() {
             let (Some(name), Some(value)) = (stat["name"].as_str(), stat["value"].as_u64()) else {

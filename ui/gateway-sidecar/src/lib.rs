@@ -21,6 +21,8 @@ pub mod activator;
 pub mod api;
 pub mod config;
 pub mod credentials;
+pub mod drain;
+pub mod envoy_admin;
 pub mod idle;
 pub mod index;
 pub mod kubernetes;

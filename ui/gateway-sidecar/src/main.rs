@@ -8,7 +8,10 @@ use clap::Parser;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use gateway_sidecar::config::Config;
-use gateway_sidecar::{activator, api, credentials, idle, index, kubernetes, telemetry, xds};
+use gateway_sidecar::envoy_admin::EnvoyAdmin;
+use gateway_sidecar::{
+    activator, api, credentials, drain, idle, index, kubernetes, telemetry, xds,
+};
 use tokio::sync::watch;
 
 #[tokio::main]
@@ -65,7 +68,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .run(),
     );
+    let drain = drain::Drain::default();
+    let stopped = drain.watch();
     let state = api::AppState {
+        drain: drain.watch(),
         config: config.clone(),
         index: index.clone(),
         writer,
@@ -73,7 +79,12 @@ async fn main() -> anyhow::Result<()> {
         envoys: ads.envoys(),
         activator: activator.clone(),
     };
-    let s3_server = serve_credentials(&config, broker, index).await?;
+    let s3_server = serve_credentials(&config, broker, index, stopped.clone().stopped()).await?;
+    tokio::spawn(drain.run(
+        EnvoyAdmin::new(&config.workload.envoy_admin_url),
+        state.metrics.clone(),
+        std::time::Duration::from_secs(config.drain_seconds),
+    ));
 
     let http = bind(config.http_listen).await?;
     let ops = bind(config.ops_listen).await?;
@@ -85,18 +96,30 @@ async fn main() -> anyhow::Result<()> {
         namespace = config.namespace,
         "gateway sidecar starting"
     );
-    let ops_server =
-        axum::serve(ops, api::ops_router(state.clone())).with_graceful_shutdown(shutdown_signal());
+    let ops_server = axum::serve(ops, api::ops_router(state.clone()))
+        .with_graceful_shutdown(stopped.clone().stopped());
     let http_server =
-        axum::serve(http, api::router(state)).with_graceful_shutdown(shutdown_signal());
+        axum::serve(http, api::router(state)).with_graceful_shutdown(stopped.clone().stopped());
     let grpc_server = tonic::transport::Server::builder()
         .add_service(AggregatedDiscoveryServiceServer::new(ads))
         .add_service(AuthorizationServer::new(activator::ExtAuthz::new(
             activator,
         )))
-        .serve_with_shutdown(config.xds_listen, shutdown_signal());
-    let (http_result, ops_result, grpc_result, s3_result) =
-        tokio::join!(http_server, ops_server, grpc_server, s3_server);
+        .serve_with_shutdown(config.xds_listen, stopped.clone().stopped());
+    let servers = async { tokio::join!(http_server, ops_server, grpc_server, s3_server) };
+    // Envoy's ADS stream (and any status stream) lives as long as its peer:
+    // once stopped, give connections a moment to close, then leave anyway.
+    let closing = async {
+        stopped.stopped().await;
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    };
+    let (http_result, ops_result, grpc_result, s3_result) = tokio::select! {
+        results = servers => results,
+        () = closing => {
+            tracing::info!("gateway sidecar stopped (long-lived streams closed)");
+            return Ok(());
+        }
+    };
     http_result.context("HTTP server")?;
     ops_result.context("ops HTTP server")?;
     grpc_result.context("gRPC server")?;
@@ -110,7 +133,8 @@ async fn serve_credentials(
     config: &Config,
     broker: Option<Arc<credentials::Broker>>,
     index: index::Index,
-) -> anyhow::Result<impl Future<Output = Result<(), credentials::CredentialsError>> + use<>> {
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<impl Future<Output = Result<(), credentials::CredentialsError>>> {
     let settings = &config.credentials;
     let (Some(listen), Some(broker)) = (settings.credentials_listen, broker) else {
         return Ok(futures::future::Either::Left(std::future::ready(Ok(()))));
@@ -126,7 +150,7 @@ async fn serve_credentials(
     tracing::info!(%listen, lake = upstream.endpoint, "S3 endpoint for views");
     let endpoint = credentials::Endpoint::new(broker, Arc::new(index), &upstream);
     Ok(futures::future::Either::Right(
-        endpoint.serve(listener, shutdown_signal()),
+        endpoint.serve(listener, shutdown),
     ))
 }
 
@@ -140,14 +164,4 @@ async fn bind(address: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpLi
     tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("binding {address}"))
-}
-
-/// SIGTERM (Kubernetes) or Ctrl-C.
-async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

@@ -560,3 +560,67 @@ async fn each_activation_gets_scoped_credentials_that_end_with_it() {
     })
     .await;
 }
+
+#[gtest]
+#[tokio::test]
+async fn on_sigterm_the_replica_turns_unready_drains_envoy_and_finishes_held_requests() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let mut gateway = Gateway::start_with(
+        "drain",
+        namespace.name(),
+        &[("VIEW_POD_ANNOTATIONS", "sim.views.dev/ready-after=3s")],
+    )
+    .await;
+    create_view(&gateway, "slow").await;
+    let held = tokio::spawn({
+        let http = gateway.client();
+        let url = gateway.url("slow.localhost", "/");
+        async move {
+            join_all((0..20).map(|_| async {
+                let response = http.get(&url).send().await.expect("GET");
+                (response.status(), response.text().await.unwrap_or_default())
+            }))
+            .await
+        }
+    });
+    eventually(WAIT, || async {
+        let held = gateway.metric("views_gateway_held_requests", "").await;
+        ensure!(held >= 20.0, "{held} held");
+        Ok(())
+    })
+    .await;
+
+    let terminating = tokio::spawn({
+        let ops = gateway.ops_url("/readyz");
+        let admin = format!("http://127.0.0.1:{}/ready", gateway.admin_port);
+        let http = gateway.client();
+        async move {
+            // Unready (and Envoy draining) while the held requests finish.
+            eventually(Duration::from_secs(5), || async {
+                let ready = http.get(&ops).send().await?;
+                ensure!(
+                    ready.status() == StatusCode::SERVICE_UNAVAILABLE,
+                    "{}",
+                    ready.status()
+                );
+                let body: Value = ready.json().await?;
+                ensure!(body["draining"] == true, "{body}");
+                let envoy = http.get(&admin).send().await?.text().await?;
+                ensure!(envoy.trim() == "DRAINING", "Envoy says {envoy}");
+                Ok(())
+            })
+            .await
+        }
+    });
+    let exit = gateway.terminate_sidecar(Duration::from_secs(30)).await;
+
+    terminating.await.expect("readiness checks");
+    let answers = held.await.expect("held requests");
+    let served = answers
+        .iter()
+        .filter(|(status, body)| *status == StatusCode::OK && body.starts_with("pod: "))
+        .count();
+    expect_that!(served, eq(20));
+    expect_that!(exit.map(|s| s.success()), some(eq(true)));
+}
