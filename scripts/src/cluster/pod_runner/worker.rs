@@ -746,6 +746,37 @@ fn terminated(exit: std::io::Result<ExitStatus>, started_at: Option<Time>) -> Te
     }
 }
 
+/// The pod's `sim.views.dev/ready-after` annotation (`500ms`, `2s`, `1m`).
+fn simulated_ready_after(pod: &Pod) -> Duration {
+    let Some(text) = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("sim.views.dev/ready-after"))
+    else {
+        return Duration::ZERO;
+    };
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let Ok(number) = number.parse::<f64>() else {
+        tracing::warn!(text, "sim.views.dev/ready-after is not a duration; ignored");
+        return Duration::ZERO;
+    };
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "s" | "" => number,
+        "m" => number * 60.0,
+        _ => {
+            tracing::warn!(text, "sim.views.dev/ready-after: unknown unit; ignored");
+            return Duration::ZERO;
+        }
+    };
+    Duration::try_from_secs_f64(seconds).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::{
@@ -808,35 +839,4 @@ mod tests {
         let failed = terminated(Ok(ExitStatus::from_raw(2 << 8)), None);
         assert_eq!(failed.exit_code, 2);
     }
-}
-
-/// The pod's `sim.views.dev/ready-after` annotation (`500ms`, `2s`, `1m`).
-fn simulated_ready_after(pod: &Pod) -> Duration {
-    let Some(text) = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get("sim.views.dev/ready-after"))
-    else {
-        return Duration::ZERO;
-    };
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let Ok(number) = number.parse::<f64>() else {
-        tracing::warn!(text, "sim.views.dev/ready-after is not a duration; ignored");
-        return Duration::ZERO;
-    };
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "s" | "" => number,
-        "m" => number * 60.0,
-        _ => {
-            tracing::warn!(text, "sim.views.dev/ready-after: unknown unit; ignored");
-            return Duration::ZERO;
-        }
-    };
-    Duration::try_from_secs_f64(seconds).unwrap_or_default()
 }
