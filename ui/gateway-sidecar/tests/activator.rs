@@ -399,6 +399,9 @@ async fn an_idle_view_is_stopped_and_one_busy_on_another_replica_is_not() {
         Gateway::start_with("idle-a", namespace.name(), &env),
         Gateway::start_with("idle-b", namespace.name(), &env),
     );
+    // `lazy` is used once, right after this instant: it may not be stopped
+    // before its idle timeout has passed since.
+    let mut started = Instant::now();
     for name in ["busy", "lazy"] {
         let response = serving
             .client()
@@ -409,12 +412,12 @@ async fn an_idle_view_is_stopped_and_one_busy_on_another_replica_is_not() {
             .await
             .expect("POST");
         assert_eq!(response.status(), StatusCode::CREATED);
+        started = Instant::now();
         expect_that!(
             get(&serving, &format!("{name}.localhost")).await.status,
             eq(StatusCode::OK)
         );
     }
-    let started = Instant::now();
 
     // Only replica A carries traffic, and only for `busy`; replica B sees
     // none and must not stop it.
