@@ -306,6 +306,17 @@ impl Gateway {
             .sum()
     }
 
+    /// What every Envoy connected to the sidecar has ACKed (`/debug/envoys`).
+    pub async fn debug_envoys(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(self
+            .client()
+            .get(self.ops_url("/debug/envoys"))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
     pub fn logs_dir(&self) -> &std::path::Path {
         &self.dir
     }

@@ -76,6 +76,33 @@ async fn view_status(gateway: &Gateway, name: &str) -> Value {
         .expect("view JSON")
 }
 
+/// Send `count` requests to `host` in the background and return once the
+/// sidecar holds them all; their answers come from the task.
+async fn hold(
+    gateway: &Gateway,
+    host: &str,
+    count: usize,
+) -> tokio::task::JoinHandle<Vec<(StatusCode, String)>> {
+    let held = tokio::spawn({
+        let http = gateway.client();
+        let url = gateway.url(host, "/");
+        async move {
+            join_all((0..count).map(|_| async {
+                let response = http.get(&url).send().await.expect("GET");
+                (response.status(), response.text().await.unwrap_or_default())
+            }))
+            .await
+        }
+    });
+    eventually(WAIT, || async {
+        let held = gateway.metric("views_gateway_held_requests", "").await;
+        ensure!(held >= count as f64, "{held} held");
+        Ok(())
+    })
+    .await;
+    held
+}
+
 fn echo_answers(answers: &[Answer]) -> usize {
     answers
         .iter()
@@ -306,23 +333,7 @@ async fn deleting_a_view_ends_its_held_requests_with_404_and_leaves_no_job() {
     .await;
     create_view(&gateway, "doomed").await;
 
-    let held = tokio::spawn({
-        let gateway_client = gateway.client();
-        let url = gateway.url("doomed.localhost", "/");
-        async move {
-            join_all((0..20).map(|_| async {
-                let response = gateway_client.get(&url).send().await.expect("GET");
-                (response.status(), response.text().await.unwrap_or_default())
-            }))
-            .await
-        }
-    });
-    eventually(WAIT, || async {
-        let held = gateway.metric("views_gateway_held_requests", "").await;
-        ensure!(held >= 20.0, "{held} held");
-        Ok(())
-    })
-    .await;
+    let held = hold(&gateway, "doomed.localhost", 20).await;
     let started = Instant::now();
     let deleted = gateway
         .client()
@@ -576,23 +587,7 @@ async fn on_sigterm_the_replica_turns_unready_drains_envoy_and_finishes_held_req
     )
     .await;
     create_view(&gateway, "slow").await;
-    let held = tokio::spawn({
-        let http = gateway.client();
-        let url = gateway.url("slow.localhost", "/");
-        async move {
-            join_all((0..20).map(|_| async {
-                let response = http.get(&url).send().await.expect("GET");
-                (response.status(), response.text().await.unwrap_or_default())
-            }))
-            .await
-        }
-    });
-    eventually(WAIT, || async {
-        let held = gateway.metric("views_gateway_held_requests", "").await;
-        ensure!(held >= 20.0, "{held} held");
-        Ok(())
-    })
-    .await;
+    let held = hold(&gateway, "slow.localhost", 20).await;
 
     let terminating = tokio::spawn({
         let ops = gateway.ops_url("/readyz");

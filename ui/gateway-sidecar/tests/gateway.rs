@@ -65,13 +65,7 @@ async fn post_view(gateway: &Gateway, spec: &Value) -> (StatusCode, Value) {
 async fn wait_routed(gateway: &Gateway, host: &str) -> (StatusCode, String) {
     let cluster = format!("view-{}", host.split('.').next().unwrap_or_default());
     eventually(WAIT, || async {
-        let envoys: Value = gateway
-            .client()
-            .get(gateway.ops_url("/debug/envoys"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let envoys: Value = gateway.debug_envoys().await?;
         let has = envoys[&gateway.name]["clusters_with_endpoints"]
             .as_array()
             .is_some_and(|c| c.iter().any(|c| c == &cluster));
@@ -425,13 +419,7 @@ async fn killing_the_sidecar_under_load_fails_no_request_and_config_converges() 
     .await
     .expect("pod");
     wait_routed(&gateway, "warm.localhost").await;
-    let envoys = gateway
-        .client()
-        .get(gateway.ops_url("/debug/envoys"))
-        .send()
-        .await
-        .expect("debug");
-    let before: Value = envoys.json().await.expect("JSON");
+    let before = gateway.debug_envoys().await.expect("/debug/envoys");
 
     // A client sends requests back to back while the sidecar is SIGKILLed
     // and started again (bounded: at most 20,000 requests).
@@ -457,13 +445,7 @@ async fn killing_the_sidecar_under_load_fails_no_request_and_config_converges() 
     gateway.restart_sidecar().await;
     // The new sidecar's view of Envoy: the same content versions it had ACKed.
     let after = eventually(WAIT, || async {
-        let after: Value = gateway
-            .client()
-            .get(gateway.ops_url("/debug/envoys"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let after: Value = gateway.debug_envoys().await?;
         ensure!(
             after["kill9"]["acked_versions"] == before["kill9"]["acked_versions"],
             "not converged: {after}"
