@@ -45,9 +45,11 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
             .context("loading the credentials master key")?;
-            Some(Arc::new(credentials::Broker::new(
+            let broker = credentials::Broker::new(
                 credentials::MasterKey::from_bytes(&key).context("the credentials master key")?,
-            )))
+            );
+            let _ = metrics.credentials.set(broker.counters().clone());
+            Some(Arc::new(broker))
         }
         None => None,
     };

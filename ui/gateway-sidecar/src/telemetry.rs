@@ -42,6 +42,8 @@ pub struct Metrics {
     pub held_requests: Gauge,
     /// Views stopped for being idle.
     pub idle_stops: Counter,
+    /// The credential broker's counters, when it runs.
+    pub credentials: std::sync::OnceLock<std::sync::Arc<crate::credentials::Counters>>,
 }
 
 impl Default for Metrics {
@@ -62,6 +64,7 @@ impl Default for Metrics {
             }),
             held_requests: Gauge::default(),
             idle_stops: Counter::default(),
+            credentials: std::sync::OnceLock::new(),
         }
     }
 }
@@ -157,6 +160,11 @@ impl Metrics {
             "Starts followed to their end by this replica, by outcome",
             self.activation_seconds.clone(),
         );
+        if let Some(counters) = self.credentials.get() {
+            registry.register_collector(Box::new(crate::credentials::CountersCollector(
+                counters.clone(),
+            )));
+        }
         registry.register(
             "idle_stops",
             "Views this replica stopped for being idle",

@@ -562,6 +562,19 @@ async fn each_activation_gets_scoped_credentials_that_end_with_it() {
         err(eq("AccessDenied"))
     );
 
+    expect_that!(
+        gateway
+            .metric("views_gateway_credentials_minted_total", "")
+            .await,
+        ge(1.0)
+    );
+    expect_that!(
+        gateway
+            .metric("views_gateway_s3_requests_total", "outcome=\"denied\"")
+            .await,
+        eq(1.0)
+    );
+
     // The activation ends (its Job deleted): its keys stop working.
     Api::<Job>::namespaced(client.clone(), namespace.name())
         .delete("view-euro-1", &kube::api::DeleteParams::background())

@@ -92,3 +92,63 @@ pub(crate) enum Outcome {
     BadSignature,
     OtherRefused,
 }
+
+/// Exports the counters on each scrape (`views_gateway_credentials_minted`,
+/// `views_gateway_s3_requests{outcome}`, `views_gateway_s3_upstream_errors`).
+#[derive(Debug)]
+pub struct CountersCollector(pub std::sync::Arc<Counters>);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+impl prometheus_client::collector::Collector for CountersCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        let now = self.0.snapshot();
+        let single = |encoder: &mut prometheus_client::encoding::DescriptorEncoder,
+                      name: &str,
+                      help: &str,
+                      value: u64| {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)
+        };
+        single(
+            &mut encoder,
+            "credentials_minted",
+            "View credentials minted",
+            now.minted,
+        )?;
+        single(
+            &mut encoder,
+            "s3_upstream_errors",
+            "Allowed S3 requests the lake failed",
+            now.upstream_errors,
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "s3_requests",
+            "Requests to the views' S3 endpoint, by outcome",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (outcome, value) in [
+            ("allowed", now.allowed),
+            ("denied", now.denied),
+            ("invalid_key", now.invalid_key),
+            ("expired_key", now.expired_key),
+            ("view_deleted", now.view_deleted),
+            ("bad_signature", now.bad_signature),
+            ("other_refused", now.other_refused),
+        ] {
+            let label = OutcomeLabel { outcome };
+            ConstCounter::new(value).encode(family.encode_family(&label)?)?;
+        }
+        Ok(())
+    }
+}

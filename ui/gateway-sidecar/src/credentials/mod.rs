@@ -34,6 +34,6 @@ pub use key::{
     Broker, KEY_ID_PREFIX, KeyId, MAX_LIFETIME, MIN_MASTER_KEY_LEN, MasterKey, ViewCredentials,
     activation_nonce,
 };
-pub use metrics::{Counters, CountersSnapshot};
+pub use metrics::{Counters, CountersCollector, CountersSnapshot};
 pub use policy::Denial;
 pub use views::{InMemoryViews, ViewSubsets};
