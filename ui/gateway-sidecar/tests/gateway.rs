@@ -7,7 +7,7 @@ use anyhow::ensure;
 use futures::StreamExt;
 use futures::future::join_all;
 use googletest::prelude::*;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, ResourceQuota, Service};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -537,4 +537,57 @@ async fn churn_of_200_views_is_never_rejected_by_envoy_and_ends_consistent() {
         gateway.metric("views_gateway_xds_nacks_total", "").await,
         eq(0.0)
     );
+}
+
+#[gtest]
+#[tokio::test]
+async fn a_namespace_quota_on_services_caps_the_number_of_views() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    // The operator's limit on views is Kubernetes' own object-count quota.
+    Api::<ResourceQuota>::namespaced(client.clone(), namespace.name())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "views"},
+                "spec": {"hard": {"services": "1"}},
+            }))
+            .expect("quota"),
+        )
+        .await
+        .expect("creating the quota");
+    let gateway = Gateway::start("quota", namespace.name()).await;
+    // The quota controller fills in the quota's usage asynchronously.
+    eventually(WAIT, || async {
+        let quota = Api::<ResourceQuota>::namespaced(client.clone(), namespace.name())
+            .get("views")
+            .await?;
+        ensure!(
+            quota.status.and_then(|s| s.used).is_some(),
+            "quota not calculated yet"
+        );
+        Ok(())
+    })
+    .await;
+
+    let (first, _) = post_view(&gateway, &view_spec("first", "a/")).await;
+    let (second, body) = post_view(&gateway, &view_spec("second", "b/")).await;
+
+    expect_that!(first, eq(StatusCode::CREATED));
+    expect_that!(second, eq(StatusCode::TOO_MANY_REQUESTS));
+    expect_that!(body["error"].as_str(), some(eq("quota_exceeded")));
+    expect_that!(
+        body["message"].as_str(),
+        some(contains_substring("exceeded quota"))
+    );
+    let listed: Value = gateway
+        .client()
+        .get(gateway.url("localhost", "/_api/views"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    expect_that!(listed["views"].as_array().map(Vec::len), some(eq(1)));
 }
