@@ -7,21 +7,40 @@ use anyhow::{Context, bail};
 
 use crate::paths;
 
-/// Run `program args…` in the repository root and fail if it fails.
-pub fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let status = Command::new(program)
-        .args(args)
-        .current_dir(paths::repo_root())
-        .status()
-        .with_context(|| format!("starting `{program}`"))?;
-    if !status.success() {
-        bail!("`{program} {}` failed ({status})", args.join(" "));
-    }
-    Ok(())
-}
-
-/// Run cargo (the same cargo that runs this task).
+/// Run cargo (the one running this task) in the repository root, in the
+/// environment a shell would give it.
+///
+/// `cargo xtask` runs the tasks through `cargo run`, which sets
+/// `CARGO_MANIFEST_DIR`, `CARGO_PKG_*` and friends for them. Build scripts
+/// that declare `rerun-if-env-changed` on those (ring does) see them change
+/// between a build started here and every plain `cargo build`/`cargo test`,
+/// including the `cargo run` that builds xtask itself, and rebuild ring and
+/// everything above it (kube, the sidecar…: minutes on two cores) each time.
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(&cargo, args)
+    let mut command = Command::new(&cargo);
+    command.args(args).current_dir(paths::repo_root());
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_MANIFEST_LINKS",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&name.as_ref())
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let status = command
+        .status()
+        .with_context(|| format!("starting `{cargo}`"))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
 }

@@ -1,20 +1,43 @@
-//! `cargo xtask dev`: the gateway on this machine. The local cluster, then
-//! Envoy 1.37 on `localhost:8080` (`VIEWS_GATEWAY_PORT` to change it) and
-//! the sidecar, which talks to the cluster as the `gateway` ServiceAccount
-//! with `ui/gateway`'s RBAC — the same rights it has in a real cluster.
-//! Views live in the namespace `views`.
+//! `cargo xtask dev`: the whole product on this machine, from nothing.
+//!
+//! ```text
+//!  local cluster (cluster::up)      namespace `views`: ServiceAccount `gateway` + ui/gateway's RBAC
+//!  lake (lake::ensure_running)      s3s-fs on 10.233.0.1:32900 with the sample data
+//!  gateway-sidecar (target/debug)   as the `gateway` ServiceAccount (a token kubeconfig);
+//!                                   API 127.0.0.1:8081, xDS 127.0.0.1:18000, ops 127.0.0.1:9090,
+//!                                   the views' S3 endpoint on 10.233.0.1:32901 → the lake
+//!  Envoy 1.37 (ui/gateway/envoy.yaml, node `dev`) on localhost:8080 (`VIEWS_GATEWAY_PORT`)
+//!  view pods                        the real duckdb-view (target/debug), run by the pod
+//!                                   runner (RuntimeClass `process`), reading the lake
+//!                                   through the sidecar's S3 endpoint
+//!  view `demo`                      over `sales/` (table `sales`), created if absent
+//! ```
+//!
+//! Everything already running is reused, except the gateway replica (Envoy
+//! and the sidecar): it restarts, so a dev loop runs the code just built.
+//! `down` stops it all.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::cluster::network::HOST_IP;
 use crate::cluster::{self, Component, Layout};
-use crate::{cmd, envoy, paths, progress};
+use crate::{cmd, envoy, lake, paths, progress};
 
 const NAMESPACE: &str = "views";
+/// The view workload's image; `scripts/cluster/process-images.toml` maps it
+/// to `target/debug/duckdb-view` for pods of RuntimeClass `process`.
+const VIEW_IMAGE: &str = "ghcr.io/views-gateway/duckdb-view:0.1.0";
+/// Where the sidecar serves S3 to view pods: the host's address on the pod
+/// network, so pods (in netns `views-pods`) reach it. Next to the lake's 32900.
+const CREDENTIALS_PORT: u16 = 32901;
+/// The demo view: the sales sample (Parquet, partitioned by region), not its
+/// sibling `sales-private/` nor TPC-H.
+const DEMO_VIEW: &str = r#"{"name":"demo","subsets":[{"bucket":"lake","prefixes":["sales/"],"tables":{"sales":{"path":"sales/**/*.parquet","format":"parquet"}}}]}"#;
 
 fn layout() -> Layout {
     let root = paths::cache_dir().join("dev");
@@ -26,7 +49,8 @@ fn layout() -> Layout {
     }
 }
 
-fn gateway_port() -> anyhow::Result<u16> {
+/// Envoy's gateway port: `VIEWS_GATEWAY_PORT`, else 8080.
+pub fn gateway_port() -> anyhow::Result<u16> {
     match std::env::var("VIEWS_GATEWAY_PORT") {
         Ok(port) => port
             .parse()
@@ -66,58 +90,10 @@ fn components() -> anyhow::Result<[Component; 2]> {
 }
 
 pub fn run(detach: bool) -> anyhow::Result<()> {
-    let port = gateway_port()?;
-    cluster::up()?;
-    // duckdb-view links DuckDB's prebuilt library: fetch it before cargo builds.
-    crate::duckdb_runtime::ensure()?;
-
-    let step = progress::step("building gateway-sidecar");
-    cmd::cargo(&["build", "--quiet", "-p", "gateway-sidecar"])?;
-    step.done();
-
-    let layout = layout();
-    for dir in [&layout.logs, &layout.run] {
-        std::fs::create_dir_all(dir)?;
-    }
-    let step = progress::step(format!(
-        "namespace {NAMESPACE}: the gateway's ServiceAccount and RBAC"
-    ));
-    let kubeconfig = service_account_kubeconfig(&layout.root)?;
-    step.done();
-
-    let [sidecar, envoy] = components()?;
-    let step = progress::step(format!(
-        "starting the sidecar and Envoy on localhost:{port}"
-    ));
-    // The sidecar always restarts so a dev loop runs the code just built.
-    sidecar.stop(&layout)?;
-    let sidecar_env = [
-        ("KUBECONFIG", kubeconfig.display().to_string()),
-        ("GATEWAY_HOSTNAME", "localhost".to_string()),
-        ("VIEWS_NAMESPACE", NAMESPACE.to_string()),
-        ("ENVOY_LISTEN", format!("127.0.0.1:{port}")),
-        ("LOG_JSON", "false".to_string()),
-    ];
-    sidecar.start_with_env(&layout, &sidecar_env)?;
-    if envoy.running(&layout).is_none() {
-        envoy.start(&layout)?;
-    }
-    wait_until_routed(port, &[&sidecar, &envoy], &layout)?;
-    step.done();
-
-    println!();
-    println!("The views gateway is running: http://localhost:{port}/_api/views");
-    println!(
-        "  create a view:  curl -H 'content-type: application/json' http://localhost:{port}/_api/views \\"
-    );
-    println!(
-        "                    -d '{{\"name\":\"demo\",\"subsets\":[{{\"bucket\":\"lake\",\"prefixes\":[\"sales/\"]}}]}}'"
-    );
-    println!("  open it:        http://demo.localhost:{port}/");
-    println!("  logs:           {}", layout.logs.display());
-    println!(
-        "  cluster:        eval \"$(cargo xtask cluster env)\" && kubectl -n {NAMESPACE} get services,pods"
-    );
+    let started = Instant::now();
+    let port = up()?;
+    print_usage(port);
+    progress::info(format!("ready in {:.1}s", started.elapsed().as_secs_f64()));
     if detach {
         println!("Left running; `cargo xtask down` stops it.");
         return Ok(());
@@ -129,28 +105,168 @@ pub fn run(detach: bool) -> anyhow::Result<()> {
     down()
 }
 
+/// Bring the whole stack up (reusing what runs; the gateway replica
+/// restarts) and make sure the demo view exists. Returns Envoy's port.
+pub fn up() -> anyhow::Result<u16> {
+    let port = gateway_port()?;
+    cluster::up()?;
+    let step = progress::step("S3 lake with sample data");
+    let lake = lake::ensure_running()?;
+    step.done();
+    // duckdb-view links DuckDB's prebuilt library: fetch it before cargo builds.
+    crate::duckdb_runtime::ensure()?;
+
+    let step = progress::step("building gateway-sidecar and duckdb-view (debug)");
+    cmd::cargo(&[
+        "build",
+        "--quiet",
+        "-p",
+        "gateway-sidecar",
+        "-p",
+        "duckdb-view",
+    ])?;
+    step.done();
+
+    let layout = layout();
+    for dir in [&layout.logs, &layout.run] {
+        std::fs::create_dir_all(dir)?;
+    }
+    let step = progress::step(format!(
+        "namespace {NAMESPACE}: the gateway's ServiceAccount and RBAC"
+    ));
+    let kubeconfig = gateway_kubeconfig(&layout.root)?;
+    step.done();
+
+    let [sidecar, envoy] = components()?;
+    let step = progress::step(format!(
+        "starting the sidecar and Envoy on localhost:{port}"
+    ));
+    // The replica restarts as a whole, so a dev loop runs the code and the
+    // bootstrap just built. Envoy goes first: a sidecar that is told to stop
+    // drains its Envoy (which then must not be reused) and waits for it.
+    stop_gateway()?;
+    sidecar.start_with_env(&layout, &sidecar_env(port, &kubeconfig, &lake))?;
+    envoy.start(&layout)?;
+    wait_until_routed(port, &[&sidecar, &envoy], &layout)?;
+    step.done();
+
+    let step = progress::step("the demo view");
+    create_demo(port)?;
+    step.done();
+    Ok(port)
+}
+
+/// The sidecar's settings: views in `views`, view pods running the real
+/// duckdb-view as processes, their lake credentials served by the sidecar's
+/// S3 endpoint on the pod network and re-signed to the local lake.
+fn sidecar_env(port: u16, kubeconfig: &Path, lake: &lake::Lake) -> Vec<(&'static str, String)> {
+    vec![
+        ("KUBECONFIG", kubeconfig.display().to_string()),
+        ("GATEWAY_HOSTNAME", "localhost".into()),
+        ("VIEWS_NAMESPACE", NAMESPACE.into()),
+        ("ENVOY_LISTEN", format!("127.0.0.1:{port}")),
+        ("LOG_JSON", "false".into()),
+        ("VIEW_IMAGE", VIEW_IMAGE.into()),
+        ("VIEW_RUNTIME_CLASS", "process".into()),
+        (
+            "CREDENTIALS_LISTEN",
+            format!("{HOST_IP}:{CREDENTIALS_PORT}"),
+        ),
+        (
+            "CREDENTIALS_ENDPOINT_URL",
+            format!("http://{HOST_IP}:{CREDENTIALS_PORT}"),
+        ),
+        ("LAKE_ENDPOINT_URL", lake.endpoint.clone()),
+        ("LAKE_REGION", lake.region.clone()),
+        ("LAKE_ACCESS_KEY_ID", lake.access_key_id.clone()),
+        ("LAKE_SECRET_ACCESS_KEY", lake.secret_access_key.clone()),
+    ]
+}
+
+fn print_usage(port: u16) {
+    let layout = layout();
+    let cache = paths::cache_dir();
+    println!();
+    println!("The views gateway is running. Open the demo view (DuckDB over s3://lake/sales/):");
+    println!();
+    println!("  http://demo.localhost:{port}/");
+    println!();
+    println!("Create another view (here over TPC-H orders; names are 3-8 characters):");
+    println!("  curl -H 'content-type: application/json' http://localhost:{port}/_api/views \\");
+    println!(
+        "       -d '{{\"name\":\"orders\",\"subsets\":[{{\"bucket\":\"lake\",\"prefixes\":[\"tpch/sf0.01/orders/\"],\"tables\":{{\"orders\":{{\"path\":\"tpch/sf0.01/orders/*.parquet\",\"format\":\"parquet\"}}}}}}]}}'"
+    );
+    println!(
+        "  then open http://orders.localhost:{port}/   (list: curl localhost:{port}/_api/views)"
+    );
+    println!();
+    println!("Logs:");
+    println!("  gateway (sidecar, Envoy)  {}", layout.logs.display());
+    println!(
+        "  view pods                 {}",
+        cache.join("cluster/logs/pods").display()
+    );
+    println!(
+        "  cluster                   {}",
+        cache.join("cluster/logs").display()
+    );
+    println!(
+        "  lake (s3s-fs)             {}",
+        cache.join("lake/logs").display()
+    );
+    println!(
+        "  kubectl:  eval \"$(cargo xtask cluster env)\" && kubectl -n {NAMESPACE} get services,jobs,pods"
+    );
+}
+
 /// Stop everything `dev` and `test` started: Envoy, the sidecar, the lake,
 /// the cluster.
 pub fn down() -> anyhow::Result<()> {
+    stop_gateway()?;
+    if lake::stop()? {
+        progress::info("stopped the lake (s3s-fs)");
+    }
+    cluster::run(cluster::Command::Down { purge: false })
+}
+
+/// Stop only the gateway (Envoy and the sidecar); the cluster, the lake and
+/// the views stay.
+pub fn stop_gateway() -> anyhow::Result<()> {
     let layout = layout();
     for component in components()?.iter().rev() {
         if component.stop(&layout)? {
             progress::info(format!("stopped {}", component.name));
         }
     }
-    if crate::lake::stop()? {
-        progress::info("stopped the lake (s3s-fs)");
-    }
-    cluster::run(cluster::Command::Down { purge: false })
+    Ok(())
 }
 
-fn kubectl(args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new(cluster::kubectl()?)
+/// Whether a gateway answers `GET /_api/readyz` with 200 on `port`.
+pub fn ready(port: u16) -> bool {
+    request(port, "GET", "/_api/readyz", None).is_ok_and(|(status, _)| status == 200)
+}
+
+/// Run the local cluster's kubectl as admin, in the repository root, with
+/// `stdin` piped in; its stdout.
+fn kubectl(args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+    let mut child = Command::new(cluster::kubectl()?)
         .arg("--kubeconfig")
         .arg(cluster::kubeconfig())
         .args(args)
         .current_dir(paths::repo_root())
-        .output()?;
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting kubectl")?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())?;
+    }
+    let output = child.wait_with_output()?;
     if !output.status.success() {
         bail!(
             "kubectl {}: {}",
@@ -161,37 +277,47 @@ fn kubectl(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Apply `ui/gateway`'s ServiceAccount and RBAC to the views namespace and
-/// write a kubeconfig that authenticates as that ServiceAccount.
-fn service_account_kubeconfig(dir: &Path) -> anyhow::Result<PathBuf> {
-    let namespace = kubectl(&[
-        "create",
-        "namespace",
-        NAMESPACE,
-        "--dry-run=client",
-        "-o",
-        "json",
-    ])?;
-    let manifest = dir.join("namespace.json");
-    std::fs::write(&manifest, namespace)?;
-    kubectl(&["apply", "-f", &manifest.display().to_string()])?;
-    kubectl(&[
-        "apply",
-        "--namespace",
-        NAMESPACE,
-        "-f",
-        "ui/gateway/serviceaccount.yaml",
-        "-f",
-        "ui/gateway/rbac.yaml",
-    ])?;
-    let token = kubectl(&[
-        "create",
-        "token",
-        "gateway",
-        "--namespace",
-        NAMESPACE,
-        "--duration=24h",
-    ])?;
+/// Apply the views namespace and `ui/gateway`'s ServiceAccount and RBAC, and
+/// write `<dir>/sidecar.kubeconfig`, which authenticates as that
+/// ServiceAccount (a fresh token: the sidecar has exactly the rights it has
+/// in a real cluster).
+fn gateway_kubeconfig(dir: &Path) -> anyhow::Result<PathBuf> {
+    let namespace = kubectl(
+        &[
+            "create",
+            "namespace",
+            NAMESPACE,
+            "--dry-run=client",
+            "-o",
+            "json",
+        ],
+        None,
+    )?;
+    kubectl(&["apply", "-f", "-"], Some(&namespace))?;
+    kubectl(
+        &[
+            "apply",
+            "--namespace",
+            NAMESPACE,
+            "-f",
+            "ui/gateway/serviceaccount.yaml",
+            "-f",
+            "ui/gateway/rbac.yaml",
+        ],
+        None,
+    )?;
+    // A week: `dev` writes a new one every time it starts the sidecar.
+    let token = kubectl(
+        &[
+            "create",
+            "token",
+            "gateway",
+            "--namespace",
+            NAMESPACE,
+            "--duration=168h",
+        ],
+        None,
+    )?;
     let admin: serde_json::Value = serde_json::from_slice(&std::fs::read(cluster::kubeconfig())?)?;
     let kubeconfig = serde_json::json!({
         "apiVersion": "v1", "kind": "Config",
@@ -209,7 +335,7 @@ fn service_account_kubeconfig(dir: &Path) -> anyhow::Result<PathBuf> {
 fn wait_until_routed(port: u16, components: &[&Component], layout: &Layout) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if readyz(port).is_ok_and(|status| status == 200) {
+        if ready(port) {
             return Ok(());
         }
         for component in components {
@@ -231,14 +357,59 @@ fn wait_until_routed(port: u16, components: &[&Component], layout: &Layout) -> a
     }
 }
 
-/// `GET /_api/readyz` through Envoy; the HTTP status.
-fn readyz(port: u16) -> anyhow::Result<u16> {
+/// Create the demo view. The same spec again is fine (201); a `demo` with
+/// another spec is somebody's and stays as it is.
+fn create_demo(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = request(port, "POST", "/_api/views", Some(DEMO_VIEW))?;
+        match status {
+            201 => return Ok(()),
+            409 => {
+                progress::info(format!(
+                    "a view `demo` with another spec exists; left as it is: {body}"
+                ));
+                return Ok(());
+            }
+            // The sidecar's index or Envoy lagging behind: retry.
+            503 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(500)),
+            _ => bail!("creating the demo view: HTTP {status}: {body}"),
+        }
+    }
+}
+
+/// One HTTP/1.1 request to the gateway on `127.0.0.1:port` (Host
+/// `localhost`): the status and the body.
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream
-        .write_all(b"GET /_api/readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head)?;
-    let status = std::str::from_utf8(&head[9..12])?.parse()?;
-    Ok(status)
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = json.unwrap_or("");
+    let content_type = if json.is_some() {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response);
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("not an HTTP response: {response:.80}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .trim()
+        .to_string();
+    Ok((status, body))
 }

@@ -8,6 +8,7 @@ mod cmd;
 mod compile;
 mod dev;
 mod duckdb_runtime;
+mod e2e;
 mod envoy;
 mod lake;
 mod lint;
@@ -57,6 +58,8 @@ enum Task {
     },
     /// Stop everything `dev` started.
     Down,
+    /// The end-to-end suite (test/e2e) in Chromium against the `dev` stack (reused when running).
+    E2e,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,5 +87,6 @@ fn main() -> anyhow::Result<()> {
         Task::Lake { command } => lake::run(command),
         Task::Dev { detach } => dev::run(detach),
         Task::Down => dev::down(),
+        Task::E2e => e2e::run(),
     }
 }

@@ -1,8 +1,10 @@
 //! `cargo xtask test`: everything CI runs. Lint, build the workspace (tests
 //! run real binaries from it as pod processes), bring up (or reuse) the local
-//! cluster and the S3 lake, then every Rust test.
+//! cluster and the S3 lake, every Rust test, then the end-to-end suite in
+//! Chromium against the whole stack (`cargo xtask e2e`: reuses a running
+//! `dev` gateway, or starts one and stops it again afterwards).
 
-use crate::{browser, cluster, cmd, lake, lint, progress};
+use crate::{browser, cluster, cmd, e2e, lake, lint, progress};
 
 pub fn run() -> anyhow::Result<()> {
     lint::run()?;
@@ -23,5 +25,6 @@ pub fn run() -> anyhow::Result<()> {
     let step = progress::step("cargo test --workspace");
     cmd::cargo(&["test", "--workspace", "--no-fail-fast"])?;
     step.done();
-    Ok(())
+
+    e2e::run()
 }

@@ -1,0 +1,95 @@
+//! `cargo xtask e2e`: the end-to-end suite in `test/e2e` (vitest, Chromium
+//! through playwright-core) against the whole local stack of `cargo xtask dev`.
+//!
+//! A gateway already answering on localhost:8080 (`VIEWS_GATEWAY_PORT`) is
+//! reused as it is: the fast loop while `cargo xtask dev` runs. Otherwise this
+//! brings the stack up, runs the suite and stops the gateway it started
+//! (Envoy and the sidecar) again, so nothing of it outlives the run; the
+//! cluster and the lake stay up for the next run, as after `cargo xtask test`
+//! (`cargo xtask down` stops them).
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
+
+use crate::{browser, cluster, dev, paths, progress};
+
+pub fn run() -> anyhow::Result<()> {
+    browser::ensure()?;
+    let dir = paths::repo_root().join("test/e2e");
+    npm_ci(&dir)?;
+
+    let port = dev::gateway_port()?;
+    let started = if dev::ready(port) {
+        progress::info(format!(
+            "a gateway answers on localhost:{port}: running the suite against it"
+        ));
+        false
+    } else {
+        dev::up()?;
+        true
+    };
+    let step = progress::step("end-to-end suite (test/e2e, vitest + Chromium)");
+    let result = vitest(&dir, port);
+    if result.is_ok() {
+        step.done();
+    }
+    if started {
+        progress::info("stopping the gateway this run started (the cluster and the lake stay)");
+        dev::stop_gateway()?;
+    }
+    result
+}
+
+/// `npm ci` when `package-lock.json` changed since the last install, with
+/// npm's cache under `<cache>/npm` (CI keeps it between runs).
+fn npm_ci(dir: &Path) -> anyhow::Result<()> {
+    let lock = std::fs::read(dir.join("package-lock.json"))
+        .with_context(|| format!("reading {}/package-lock.json", dir.display()))?;
+    let digest: String = Sha256::digest(&lock)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let stamp = dir.join("node_modules/.installed-lock.sha256");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == digest) {
+        return Ok(());
+    }
+    let step = progress::step("npm ci (test/e2e)");
+    let cache = paths::cache_dir().join("npm");
+    let status = Command::new("npm")
+        .args(["ci", "--prefer-offline", "--no-audit", "--no-fund"])
+        .arg("--cache")
+        .arg(&cache)
+        .current_dir(dir)
+        .status()
+        .context("running npm (Node.js and npm are needed)")?;
+    if !status.success() {
+        bail!("npm ci in {} failed ({status})", dir.display());
+    }
+    std::fs::write(&stamp, digest)?;
+    step.done();
+    Ok(())
+}
+
+fn vitest(dir: &Path, port: u16) -> anyhow::Result<()> {
+    let status = Command::new(dir.join("node_modules/.bin/vitest"))
+        .arg("run")
+        .current_dir(dir)
+        .env("VIEWS_GATEWAY_PORT", port.to_string())
+        .env("VIEWS_KUBECTL", cluster::kubectl()?)
+        .env("KUBECONFIG", cluster::kubeconfig())
+        .env("VIEWS_HOME", paths::cache_dir())
+        // The stack is up: the suite's global setup only checks it.
+        .env("VIEWS_E2E_STACK", "managed")
+        .status()
+        .context("running vitest")?;
+    if !status.success() {
+        bail!(
+            "the end-to-end suite failed ({status}); screenshots in {}",
+            dir.join("artifacts").display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,103 @@
+// A person's first visit: a view created through the API, opened in
+// Chromium while it is cold → the progress page → the DuckDB workspace by
+// itself → a query over the view's table shows the right rows; a query
+// outside the view's subset is refused with a clear message.
+
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+
+import { launch, offlineContext, runQuery, screenshot } from '../support/browser.js';
+import { api, uniqueName, viewUrl, Views } from '../support/gateway.js';
+import { countRows, generatedRows } from '../support/lake.js';
+
+describe('a view in the browser', () => {
+  const views = new Views();
+  let browser;
+
+  beforeAll(async () => {
+    browser = await launch();
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await views.deleteAll();
+  });
+
+  test('progress page, then the workspace; queries see the subset and only it', async () => {
+    const name = uniqueName();
+    // The whole sales sample, by region: one table over one prefix.
+    const view = await views.create({
+      name,
+      subsets: [
+        { bucket: 'lake', prefixes: ['sales/'], tables: { sales: { path: 'sales/**/*.parquet', format: 'parquet' } } },
+      ],
+    });
+    expect(view.name).toBe(name);
+    expect(view.status.phase).toBe('cold');
+
+    // What the page must show, counted without the gateway: DuckDB on the
+    // lake's files, cross-checked with the generator's own counts.
+    const expectedAll = await countRows('sales/**/*.parquet');
+    const expectedEu = await countRows('sales/region=eu/*.parquet');
+    expect(expectedAll).toBe(generatedRows('sales/region='));
+    expect(expectedEu).toBe(generatedRows('sales/region=eu/'));
+    expect(expectedEu).toBeLessThan(10_000); // the page shows up to 10,000 rows
+
+    const context = await offlineContext(browser);
+    const page = await context.newPage();
+    const pageErrors = [];
+    page.on('pageerror', (error) => pageErrors.push(String(error)));
+    const documents = [];
+    page.on('response', (response) => {
+      if (response.request().resourceType() === 'document') documents.push(response.status());
+    });
+
+    // Cold: the browser gets the progress page at once (503 + HTML).
+    const opened = Date.now();
+    const response = await page.goto(viewUrl(name), { waitUntil: 'domcontentloaded' });
+    expect(response.status()).toBe(503);
+    expect(response.headers()['content-type']).toMatch(/^text\/html/);
+    const progress = page.locator('main#page');
+    await progress.waitFor({ timeout: 10_000 });
+    expect(await progress.getAttribute('data-phase')).toBe('starting');
+    await expect(page.title()).resolves.toContain(name);
+    await screenshot(page, 'progress-page.png');
+
+    // The page follows the start and reloads into the view by itself.
+    await page.locator('#connection[data-state="ready"]').waitFor({ timeout: 120_000 });
+    console.log(`[e2e] ${name}: progress page to workspace in ${((Date.now() - opened) / 1000).toFixed(1)} s`);
+    expect(page.url()).toBe(viewUrl(name));
+    expect(documents).toEqual([503, 200]);
+    await expect(page.locator('#view-name').textContent()).resolves.toBe(name);
+    await page.locator('#catalog details[data-table="sales"]').waitFor();
+
+    // A query over the subset's table: every row of one region.
+    const eu = await runQuery(page, "SELECT * FROM sales WHERE region = 'eu' ORDER BY order_key");
+    expect(eu.error).toBeUndefined();
+    expect(eu.rows).toHaveLength(expectedEu);
+    expect(eu.status).toMatch(new RegExp(`^${expectedEu} rows`));
+    expect(new Set(eu.rows.map((row) => row[6]))).toEqual(new Set(['eu']));
+    await screenshot(page, 'workspace.png');
+
+    // And a count over the whole table.
+    const all = await runQuery(page, 'SELECT count(*) AS n FROM sales');
+    expect(all.rows).toEqual([[String(expectedAll)]]);
+
+    // Outside the subset: the sibling prefix next to sales/ is refused, with
+    // the reason in the page.
+    const refused = await runQuery(page, "SELECT count(*) FROM read_parquet('s3://lake/sales-private/customers.parquet')");
+    expect(refused.error?.title).toBe('Not allowed in this view');
+    expect(refused.error?.message).toMatch(/Permission Error/);
+    expect(refused.error?.message).toContain('s3://lake/sales-private/customers.parquet');
+    expect(refused.error?.message).toContain('s3://lake/sales/'); // what the view may read
+    await screenshot(page, 'refused.png');
+
+    // So is another part of the lake.
+    const tpch = await runQuery(page, "SELECT count(*) FROM read_parquet('s3://lake/tpch/sf0.01/orders/*.parquet')");
+    expect(tpch.error?.title).toBe('Not allowed in this view');
+
+    expect((await api.get(name)).view.status.phase).toBe('ready');
+    expect(context.externalRequests).toEqual([]);
+    expect(pageErrors).toEqual([]);
+    await context.close();
+  });
+});
