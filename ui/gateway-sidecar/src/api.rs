@@ -21,6 +21,7 @@ use views_types::{
 };
 
 use crate::activator::{Activator, page};
+use crate::auth::{Auth, Caller};
 use crate::config::Config;
 use crate::index::{Index, ViewState};
 use crate::kubernetes::{WriteError, Writer};
@@ -41,14 +42,21 @@ pub struct AppState {
     pub envoys: EnvoysWatch,
     pub activator: Activator,
     pub drain: crate::drain::DrainWatch,
+    pub auth: Auth,
 }
 
 /// `/_api/…`, served on `HTTP_LISTEN` (localhost; reached through Envoy).
 /// `/_api/readyz` lets Envoy's readiness probe check the whole path.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let views = Router::new()
         .route("/_api/views", get(list).post(create))
         .route("/_api/views/{name}", get(show).delete(remove))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ));
+    Router::new()
+        .merge(views)
         .route("/_api/readyz", get(readyz))
         .route(page::STATUS_PATH, get(status_stream))
         .method_not_allowed_fallback(|| async {
@@ -137,6 +145,46 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
         })
         .inc();
     response
+}
+
+/// Who calls (401 without a valid token when tokens are on); writes are
+/// logged with their caller under the `audit` target.
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let caller = match state.auth.caller(request.headers()) {
+        Ok(caller) => caller,
+        Err(refused) => {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                ApiErrorCode::Unauthenticated,
+                refused.to_string(),
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return response;
+        }
+    };
+    request.extensions_mut().insert(caller.clone());
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let response = next.run(request).await;
+    if method != axum::http::Method::GET {
+        tracing::info!(
+            target: "audit",
+            user = caller.name(),
+            %method,
+            path,
+            status = response.status().as_u16(),
+            "views API write"
+        );
+    }
+    response
+}
+
+/// A view another user owns is, to this caller, a view that does not exist.
+fn visible(caller: &Caller, view: &ViewState) -> bool {
+    caller.may_use(view.spec.owner.as_deref().map(String::as_str))
 }
 
 static REQUEST_SCHEMA: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
@@ -264,10 +312,32 @@ fn index_lagging(what: &str) -> Failure {
 
 async fn create(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
-    let request = parse_request(&headers, body)?;
+    let mut request = parse_request(&headers, body)?;
+    if let Caller::User { name, admin } = &caller {
+        match request.owner.as_deref().map(String::as_str) {
+            Some(owner) if owner != name && !admin => {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    ApiErrorCode::Forbidden,
+                    format!("`{name}` may not create views for `{owner}`"),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                request.owner = Some(name.as_str().try_into().map_err(|_| {
+                    error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        ApiErrorCode::Unprocessable,
+                        "the user name cannot be a view owner",
+                    )
+                })?);
+            }
+        }
+    }
     let spec = view::normalize(request, &state.config).map_err(|invalid| {
         let code = match invalid {
             Invalid::ReservedName(_) => ApiErrorCode::ReservedName,
@@ -316,11 +386,15 @@ async fn status_stream(State(state): State<AppState>, headers: HeaderMap) -> Res
     }
 }
 
-async fn list(State(state): State<AppState>) -> Response {
+async fn list(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Response {
     let snapshot = state.index.snapshot();
     let views: Vec<View> = snapshot
         .views
         .values()
+        .filter(|v| visible(&caller, v))
         .map(|v| to_api(v, &state.config))
         .collect();
     Json(serde_json::json!({"views": views})).into_response()
@@ -338,26 +412,38 @@ fn parse_name(name: &str) -> Result<ViewName, Failure> {
 
 async fn show(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Response, Failure> {
     parse_name(&name)?;
     let snapshot = state.index.snapshot();
-    let view = snapshot.views.get(&name).ok_or_else(|| {
-        error(
-            StatusCode::NOT_FOUND,
-            ApiErrorCode::NotFound,
-            format!("view `{name}` does not exist"),
-        )
-    })?;
+    let view = snapshot
+        .views
+        .get(&name)
+        .filter(|v| visible(&caller, v))
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                ApiErrorCode::NotFound,
+                format!("view `{name}` does not exist"),
+            )
+        })?;
     Ok(Json(to_api(view, &state.config)).into_response())
 }
 
 async fn remove(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Response, Failure> {
     parse_name(&name)?;
-    let uid = state.writer.delete(&name).await.map_err(write_error)?;
+    let uid = state
+        .writer
+        .delete(&name, |spec| {
+            caller.may_use(spec.owner.as_deref().map(String::as_str))
+        })
+        .await
+        .map_err(write_error)?;
     let wait = Duration::from_millis(state.config.index_wait_ms);
     let gone = state
         .index
@@ -477,11 +563,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
         body["draining"] = draining.into();
         body
     };
-    let status = if snapshot.synced && snapshot.kubernetes_reachable && !draining {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status =
+        if snapshot.synced && snapshot.kubernetes_reachable && !draining && state.auth.ready() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
     (status, Json(body)).into_response()
 }
 

@@ -71,6 +71,15 @@ pub struct Config {
     #[arg(long, env = "INDEX_WAIT_MS", default_value_t = 10_000)]
     pub index_wait_ms: u64,
 
+    /// The Secret of API tokens (entries: user name → token). Unset: the
+    /// views API is open to anyone who reaches it (local development).
+    #[arg(long, env = "API_TOKENS_SECRET")]
+    pub api_tokens_secret: Option<String>,
+
+    /// Users (from the tokens Secret) who may see and delete every view.
+    #[arg(long, env = "API_ADMINS", value_delimiter = ',', default_value = "")]
+    pub api_admins: Vec<String>,
+
     /// On SIGTERM, how long held requests may take to finish before the
     /// servers stop (seconds; keep it below the pod's grace period).
     #[arg(long, env = "DRAIN_SECONDS", default_value_t = 20)]

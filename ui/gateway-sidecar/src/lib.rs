@@ -19,6 +19,7 @@
 
 pub mod activator;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod credentials;
 pub mod drain;

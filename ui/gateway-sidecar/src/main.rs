@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use gateway_sidecar::config::Config;
 use gateway_sidecar::envoy_admin::EnvoyAdmin;
 use gateway_sidecar::{
-    activator, api, credentials, drain, idle, index, kubernetes, telemetry, xds,
+    activator, api, auth, credentials, drain, idle, index, kubernetes, telemetry, xds,
 };
 use tokio::sync::watch;
 
@@ -72,7 +72,27 @@ async fn main() -> anyhow::Result<()> {
     );
     let drain = drain::Drain::default();
     let stopped = drain.watch();
+    let auth = match &config.api_tokens_secret {
+        Some(secret) => auth::Auth::from_secret(
+            client.clone(),
+            &config.namespace,
+            secret,
+            config
+                .api_admins
+                .iter()
+                .filter(|a| !a.is_empty())
+                .cloned()
+                .collect(),
+        ),
+        None => {
+            tracing::warn!(
+                "API_TOKENS_SECRET is not set: the views API is open to anyone who reaches it"
+            );
+            auth::Auth::open()
+        }
+    };
     let state = api::AppState {
+        auth,
         drain: drain.watch(),
         config: config.clone(),
         index: index.clone(),

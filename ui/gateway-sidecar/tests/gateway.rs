@@ -591,3 +591,139 @@ async fn a_namespace_quota_on_services_caps_the_number_of_views() {
         .expect("JSON");
     expect_that!(listed["views"].as_array().map(Vec::len), some(eq(1)));
 }
+
+#[gtest]
+#[tokio::test]
+async fn with_api_tokens_users_see_and_delete_only_their_own_views() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), namespace.name());
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "views-gateway-api-tokens"},
+                "stringData": {"ana": "token-ana", "bo": "token-bo", "root": "token-root"},
+            }))
+            .expect("secret"),
+        )
+        .await
+        .expect("creating the tokens Secret");
+    let gateway = Gateway::start_with(
+        "tokens",
+        namespace.name(),
+        &[
+            ("API_TOKENS_SECRET", "views-gateway-api-tokens"),
+            ("API_ADMINS", "root"),
+        ],
+    )
+    .await;
+    let http = gateway.client();
+    let views = gateway.url("localhost", "/_api/views");
+    let call =
+        |method: reqwest::Method, url: String, token: Option<&'static str>, body: Option<Value>| {
+            let mut request = http.request(method, url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            async move {
+                let response = request.send().await.expect("request");
+                let status = response.status();
+                let challenge = response.headers().get("www-authenticate").cloned();
+                (
+                    status,
+                    response.json::<Value>().await.unwrap_or(Value::Null),
+                    challenge,
+                )
+            }
+        };
+    let one = |name: &str| gateway.url("localhost", &format!("/_api/views/{name}"));
+
+    let (status, body, challenge) = call(reqwest::Method::GET, views.clone(), None, None).await;
+    expect_that!(status, eq(StatusCode::UNAUTHORIZED));
+    expect_that!(body["error"].as_str(), some(eq("unauthenticated")));
+    expect_that!(
+        challenge.as_ref().and_then(|c| c.to_str().ok()),
+        some(eq("Bearer"))
+    );
+    let (status, ..) = call(
+        reqwest::Method::GET,
+        views.clone(),
+        Some("token-nobody"),
+        None,
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::UNAUTHORIZED));
+    // The readiness path stays open for probes.
+    expect_that!(
+        get(&gateway, "localhost", "/_api/readyz").await.0,
+        eq(StatusCode::OK)
+    );
+
+    let (status, body, _) = call(
+        reqwest::Method::POST,
+        views.clone(),
+        Some("token-ana"),
+        Some(view_spec("anas", "a/")),
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::CREATED));
+    expect_that!(body["owner"].as_str(), some(eq("ana")));
+    let mut for_ana = view_spec("bos", "b/");
+    for_ana["owner"] = json!("ana");
+    let (status, body, _) = call(
+        reqwest::Method::POST,
+        views.clone(),
+        Some("token-bo"),
+        Some(for_ana),
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::FORBIDDEN));
+    expect_that!(body["error"].as_str(), some(eq("forbidden")));
+
+    let (_, listed, _) = call(reqwest::Method::GET, views.clone(), Some("token-bo"), None).await;
+    expect_that!(listed["views"].as_array().map(Vec::len), some(eq(0)));
+    let (status, ..) = call(reqwest::Method::GET, one("anas"), Some("token-bo"), None).await;
+    expect_that!(status, eq(StatusCode::NOT_FOUND));
+    let (status, ..) = call(reqwest::Method::DELETE, one("anas"), Some("token-bo"), None).await;
+    expect_that!(status, eq(StatusCode::NOT_FOUND));
+    let (status, ..) = call(reqwest::Method::GET, one("anas"), Some("token-ana"), None).await;
+    expect_that!(status, eq(StatusCode::OK));
+
+    let (_, listed, _) = call(
+        reqwest::Method::GET,
+        views.clone(),
+        Some("token-root"),
+        None,
+    )
+    .await;
+    expect_that!(listed["views"].as_array().map(Vec::len), some(eq(1)));
+    let (status, ..) = call(
+        reqwest::Method::DELETE,
+        one("anas"),
+        Some("token-root"),
+        None,
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::NO_CONTENT));
+
+    // Revoking a token takes effect without a restart.
+    secrets
+        .patch(
+            "views-gateway-api-tokens",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"data": {"bo": null}})),
+        )
+        .await
+        .expect("revoking bo");
+    eventually(Duration::from_secs(40), || async {
+        let (status, ..) = call(reqwest::Method::GET, views.clone(), Some("token-bo"), None).await;
+        ensure!(status == StatusCode::UNAUTHORIZED, "bo still gets {status}");
+        Ok(())
+    })
+    .await;
+}

@@ -49,6 +49,8 @@ export default {
         'invalid_request (400): the body is not valid JSON or does not match the schema; ' +
         'invalid_name (400): the view name is not a valid name; ' +
         'reserved_name (400): the view name is reserved by the gateway; ' +
+        'unauthenticated (401): no valid API token (Authorization: Bearer <token>); ' +
+        'forbidden (403): the token\'s user may not do this to this view (it belongs to someone else); ' +
         'not_found (404): no such view or route; ' +
         'method_not_allowed (405): the route does not take this method; ' +
         'conflict (409): a view with that name already exists; ' +
@@ -65,6 +67,8 @@ export default {
         'invalid_request',
         'invalid_name',
         'reserved_name',
+        'unauthenticated',
+        'forbidden',
         'not_found',
         'method_not_allowed',
         'conflict',

@@ -29,7 +29,7 @@ export default {
       items: { $ref: Subset.$id },
     },
     owner: {
-      description: 'Who the view belongs to, for people and audit; not used for authorization.',
+      description: 'Who the view belongs to. With API tokens on, the gateway sets it to the calling user, who alone (besides admins) may see and delete the view; otherwise free text for people and audit.',
       $ref: '#/$defs/Owner',
     },
     deadlineSeconds: {

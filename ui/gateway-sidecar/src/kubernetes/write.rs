@@ -169,21 +169,35 @@ impl Writer {
         }
     }
 
-    /// Delete the view's Service; Kubernetes' garbage collector removes what
-    /// it owns (Jobs, pods, Secrets). Returns the deleted Service's uid.
-    pub async fn delete(&self, name: &str) -> Result<Option<String>, WriteError> {
+    /// Delete the view's Service if `allowed` says so of its spec (a view the
+    /// caller may not delete is, to them, one that does not exist);
+    /// Kubernetes' garbage collector removes what it owns (Jobs, pods,
+    /// Secrets). Returns the deleted Service's uid. The delete is
+    /// preconditioned on that uid, so a view re-created meanwhile is kept.
+    pub async fn delete(
+        &self,
+        name: &str,
+        allowed: impl Fn(&ViewRequest) -> bool,
+    ) -> Result<Option<String>, WriteError> {
         let service_name = view::service_name(name);
         let uid = self
             .services
             .get_opt(&service_name)
             .await
             .map_err(|e| map(e, name))?
-            .filter(|s| view::from_service(s).is_ok())
+            .filter(|s| view::from_service(s).is_ok_and(|spec| allowed(&spec)))
             .ok_or_else(|| WriteError::NotFound(name.into()))?
             .metadata
             .uid;
+        let params = DeleteParams {
+            preconditions: uid.clone().map(|uid| kube::api::Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
         self.services
-            .delete(&service_name, &DeleteParams::background())
+            .delete(&service_name, &params)
             .await
             .map_err(|e| map(e, name))?;
         Ok(uid)

@@ -13,7 +13,7 @@ pub struct ApiError {
     ///What went wrong, for people.
     pub message: ::std::string::String,
 }
-///invalid_request (400): the body is not valid JSON or does not match the schema; invalid_name (400): the view name is not a valid name; reserved_name (400): the view name is reserved by the gateway; not_found (404): no such view or route; method_not_allowed (405): the route does not take this method; conflict (409): a view with that name already exists; payload_too_large (413): the request body is too large; unsupported_media_type (415): the body is not application/json; unprocessable (422): the request is well-formed but cannot be carried out (for example a table path outside its subset's prefixes); quota_exceeded (429): the gateway's limit on views or running workloads is reached; internal (500): a bug or an unexpected failure; view_failed (502): the view's workload cannot start (image pull failure, unschedulable, quota); kubernetes_unavailable (503): the Kubernetes API cannot be reached; view_starting (503): the view did not become ready in time, try again.
+///invalid_request (400): the body is not valid JSON or does not match the schema; invalid_name (400): the view name is not a valid name; reserved_name (400): the view name is reserved by the gateway; unauthenticated (401): no valid API token (Authorization: Bearer <token>); forbidden (403): the token's user may not do this to this view (it belongs to someone else); not_found (404): no such view or route; method_not_allowed (405): the route does not take this method; conflict (409): a view with that name already exists; payload_too_large (413): the request body is too large; unsupported_media_type (415): the body is not application/json; unprocessable (422): the request is well-formed but cannot be carried out (for example a table path outside its subset's prefixes); quota_exceeded (429): the gateway's limit on views or running workloads is reached; internal (500): a bug or an unexpected failure; view_failed (502): the view's workload cannot start (image pull failure, unschedulable, quota); kubernetes_unavailable (503): the Kubernetes API cannot be reached; view_starting (503): the view did not become ready in time, try again.
 #[derive(
     ::serde::Deserialize,
     ::serde::Serialize,
@@ -33,6 +33,10 @@ pub enum ApiErrorCode {
     InvalidName,
     #[serde(rename = "reserved_name")]
     ReservedName,
+    #[serde(rename = "unauthenticated")]
+    Unauthenticated,
+    #[serde(rename = "forbidden")]
+    Forbidden,
     #[serde(rename = "not_found")]
     NotFound,
     #[serde(rename = "method_not_allowed")]
@@ -62,6 +66,8 @@ impl ::std::fmt::Display for ApiErrorCode {
             Self::InvalidRequest => f.write_str("invalid_request"),
             Self::InvalidName => f.write_str("invalid_name"),
             Self::ReservedName => f.write_str("reserved_name"),
+            Self::Unauthenticated => f.write_str("unauthenticated"),
+            Self::Forbidden => f.write_str("forbidden"),
             Self::NotFound => f.write_str("not_found"),
             Self::MethodNotAllowed => f.write_str("method_not_allowed"),
             Self::Conflict => f.write_str("conflict"),
@@ -85,6 +91,8 @@ impl ::std::str::FromStr for ApiErrorCode {
             "invalid_request" => Ok(Self::InvalidRequest),
             "invalid_name" => Ok(Self::InvalidName),
             "reserved_name" => Ok(Self::ReservedName),
+            "unauthenticated" => Ok(Self::Unauthenticated),
+            "forbidden" => Ok(Self::Forbidden),
             "not_found" => Ok(Self::NotFound),
             "method_not_allowed" => Ok(Self::MethodNotAllowed),
             "conflict" => Ok(Self::Conflict),
@@ -877,7 +885,7 @@ pub struct ViewRequest {
     pub idle_timeout_seconds: ::std::option::Option<IdleTimeoutSeconds>,
     ///The view's name; the view is served at `<name>.<gateway hostname>`.
     pub name: ViewName,
-    ///Who the view belongs to, for people and audit; not used for authorization.
+    ///Who the view belongs to. With API tokens on, the gateway sets it to the calling user, who alone (besides admins) may see and delete the view; otherwise free text for people and audit.
     #[serde(skip_serializing_if = "::std::option::Option::is_none")]
     pub owner: ::std::option::Option<Owner>,
     ///The parts of the data lake the view may access.
