@@ -358,7 +358,7 @@ pub fn spawn_envoy(dir: &std::path::Path, node: &str) -> Child {
             "--log-level",
             "warning",
         ])
-        .stdout(Stdio::null())
+        .stdout(log_file(dir, "envoy-access.log"))
         .stderr(log_file(dir, "envoy.log"))
         .spawn()
         .expect("starting envoy")

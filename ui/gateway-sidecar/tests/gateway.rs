@@ -109,6 +109,21 @@ async fn a_view_created_through_the_api_routes_to_its_pod_and_is_gone_after_dele
     let (status, body) = wait_routed(&gateway, "sales.localhost").await;
     expect_that!(status, eq(StatusCode::OK));
     expect_that!(body, contains_substring("pod: sales-1"));
+    // Envoy logs every request as one JSON line (its access log).
+    let logged = eventually(WAIT, || async {
+        let log = std::fs::read_to_string(gateway.logs_dir().join("envoy-access.log"))?;
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|entry| entry["cluster"] == "view-sales")
+            .ok_or_else(|| anyhow::anyhow!("no access log line for view-sales yet"))
+    })
+    .await;
+    expect_that!(logged["status"].as_u64(), some(eq(200)));
+    expect_that!(logged["method"].as_str(), some(eq("GET")));
+    expect_that!(
+        logged["authority"].as_str(),
+        some(starts_with("sales.localhost"))
+    );
     // Exact host match only: a port is fine, another suffix is not.
     expect_that!(
         get(&gateway, "sales.localhost.evil.example", "/").await.0,

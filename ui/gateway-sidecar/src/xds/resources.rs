@@ -216,6 +216,7 @@ fn gateway_listener(config: &Config) -> listener::Listener {
         strip_port_mode: Some(hcm::http_connection_manager::StripPortMode::StripAnyHostPort(true)),
         // A held request sends nothing while its view starts.
         stream_idle_timeout: seconds((check_timeout + 25).max(300) as i64),
+        access_log: vec![access_log()],
         http_filters: vec![
             hcm::HttpFilter {
                 name: EXT_AUTHZ_FILTER.into(),
@@ -255,6 +256,58 @@ fn gateway_listener(config: &Config) -> listener::Listener {
             }],
             ..Default::default()
         }],
+        ..Default::default()
+    }
+}
+
+/// One JSON line per request on Envoy's stdout: who asked for which view,
+/// what came back, how long it took and where it went.
+fn access_log() -> envoy_types::pb::envoy::config::accesslog::v3::AccessLog {
+    use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
+    use envoy_types::pb::envoy::extensions::access_loggers::stream::v3 as stream;
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    let fields = [
+        ("time", "%START_TIME%"),
+        ("authority", "%REQ(:AUTHORITY)%"),
+        ("method", "%REQ(:METHOD)%"),
+        ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
+        ("status", "%RESPONSE_CODE%"),
+        ("flags", "%RESPONSE_FLAGS%"),
+        ("details", "%RESPONSE_CODE_DETAILS%"),
+        ("duration_ms", "%DURATION%"),
+        ("bytes_sent", "%BYTES_SENT%"),
+        ("upstream", "%UPSTREAM_HOST%"),
+        ("cluster", "%UPSTREAM_CLUSTER%"),
+        ("request_id", "%REQ(X-REQUEST-ID)%"),
+        ("client", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
+    ];
+    let format = Struct {
+        fields: fields
+            .iter()
+            .map(|(name, operator)| {
+                (
+                    name.to_string(),
+                    Value {
+                        kind: Some(Kind::StringValue(operator.to_string())),
+                    },
+                )
+            })
+            .collect(),
+    };
+    let stdout = stream::StdoutAccessLog {
+        access_log_format: Some(stream::stdout_access_log::AccessLogFormat::LogFormat(
+            core::SubstitutionFormatString {
+                format: Some(core::substitution_format_string::Format::JsonFormat(format)),
+                ..Default::default()
+            },
+        )),
+    };
+    accesslog::AccessLog {
+        name: "envoy.access_loggers.stdout".into(),
+        config_type: Some(accesslog::access_log::ConfigType::TypedConfig(any(
+            "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+            &stdout,
+        ))),
         ..Default::default()
     }
 }
