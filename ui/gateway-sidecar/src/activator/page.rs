@@ -116,6 +116,13 @@ const PAGE: &str = r#"<!doctype html>
   const steps = ["scheduled", "starting", "ready"];
   // Stages of the start, mapped onto the three steps people see.
   const stepOf = { creating: -1, pending: -1, scheduled: 0, starting: 1, routing: 2 };
+  const says = {
+    creating: "Creating the workload…",
+    pending: "Waiting for a place to run…",
+    scheduled: "Scheduled; starting the workload…",
+    starting: "The workload is starting…",
+    routing: "Almost there…",
+  };
   const page = document.getElementById("page");
   const message = document.getElementById("message");
   const show = (reached, text) => {
@@ -130,7 +137,7 @@ const PAGE: &str = r#"<!doctype html>
     const status = JSON.parse(e.data);
     page.dataset.phase = status.phase;
     if (status.phase === "starting") {
-      show(stepOf[status.stage] ?? -1, status.stage === "routing" ? "Almost there…" : "Starting (" + status.stage + ")…");
+      show(stepOf[status.stage] ?? -1, says[status.stage] ?? "Starting…");
     } else if (status.phase === "ready") {
       show(3, "Ready: opening the view…");
       source.close();
