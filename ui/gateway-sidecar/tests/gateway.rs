@@ -473,11 +473,12 @@ async fn killing_the_sidecar_under_load_fails_no_request_and_config_converges() 
 
     expect_that!(failed, eq(0), "of {sent} requests");
     expect_that!(sent, gt(10));
+    // Listeners, scoped routes, routes, clusters and endpoints.
     expect_that!(
         after["kill9"]["acked_versions"]
             .as_object()
             .map(|o| o.len()),
-        some(eq(4))
+        some(eq(5))
     );
     expect_that!(
         envoy_view_hosts(&gateway).await,

@@ -1,20 +1,30 @@
-//! The ADS server judged by Envoy itself: a resource Envoy rejects is NACKed,
-//! logged and counted, and not pushed again; the next good configuration is
-//! ACKed. No Kubernetes here: snapshots are fed to the server directly.
+//! The incremental ADS server, judged by Envoy itself (a resource Envoy
+//! rejects is NACKed, logged and counted, and not pushed again; the next good
+//! one is ACKed) and by a scripted client (deltas only, make-before-break, a
+//! reconnect listing what it holds gets nothing again). No Kubernetes here:
+//! snapshots are fed to the server directly.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::ensure;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
+};
 use envoy_types::pb::google::protobuf::Any;
 use gateway_sidecar::config::Config;
-use gateway_sidecar::index::Snapshot;
+use gateway_sidecar::index::{Endpoint, Snapshot, ViewState};
 use gateway_sidecar::telemetry::{Metrics, TypeLabel};
 use gateway_sidecar::xds::AdsServer;
-use gateway_sidecar::xds::resources::{self, LISTENER_TYPE, XdsSnapshot};
+use gateway_sidecar::xds::resources::{
+    self, Builder, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, Resource,
+    SCOPED_ROUTE_TYPE, XdsSnapshot,
+};
 use googletest::prelude::*;
 use prost::Message;
 use test_support::eventually;
@@ -31,9 +41,9 @@ fn listener_type() -> TypeLabel {
 /// cannot parse.
 fn with_broken_listener(good: &XdsSnapshot) -> XdsSnapshot {
     let mut bad = good.clone();
-    let listeners = bad.by_type.get_mut(LISTENER_TYPE).expect("listeners");
-    let (_, any) = listeners.0.iter_mut().next().expect("the gateway listener");
-    let mut listener = Listener::decode(any.value.as_slice()).expect("a listener");
+    let listeners = Arc::make_mut(bad.by_type.get_mut(LISTENER_TYPE).expect("listeners"));
+    let (_, resource) = listeners.iter_mut().next().expect("the gateway listener");
+    let mut listener = Listener::decode(resource.body.value.as_slice()).expect("a listener");
     listener.address = Some(core::Address {
         address: Some(core::address::Address::SocketAddress(core::SocketAddress {
             address: "not-an-ip".into(),
@@ -41,10 +51,15 @@ fn with_broken_listener(good: &XdsSnapshot) -> XdsSnapshot {
             ..Default::default()
         })),
     });
-    *any = Any {
-        type_url: LISTENER_TYPE.into(),
-        value: listener.encode_to_vec(),
-    };
+    *resource = Arc::new(Resource {
+        name: resource.name.clone(),
+        version: "broken".into(),
+        body: Any {
+            type_url: LISTENER_TYPE.into(),
+            value: listener.encode_to_vec(),
+        },
+        refs: Default::default(),
+    });
     bad
 }
 
@@ -95,10 +110,15 @@ async fn a_nacked_listener_is_counted_not_repushed_and_the_next_good_one_is_acke
     expect_that!(status.nacks, eq(1));
     expect_that!(status.acked_versions.get(LISTENER_TYPE), none());
 
-    // A good configuration arrives: Envoy ACKs it. Exactly two listener
-    // responses were ever sent — the bad one was not pushed again.
+    // A good configuration arrives: Envoy ACKs it (its ACKed listener
+    // version is the good one's). Exactly two listener responses were ever
+    // sent — the bad one was not pushed again.
     snapshots.send_replace(Arc::new(good.clone()));
-    let good_version = good.resources(LISTENER_TYPE).version();
+    let good_version = resources::set_version(
+        good.resources(LISTENER_TYPE)
+            .values()
+            .map(|r| (&*r.name, &*r.version)),
+    );
     eventually(Duration::from_secs(30), || async {
         let acked = envoys
             .borrow()
@@ -138,4 +158,288 @@ async fn a_nacked_listener_is_counted_not_repushed_and_the_next_good_one_is_acke
     expect_that!(status, eq(404));
     let _ = envoy.kill();
     let _ = envoy.wait();
+}
+
+/// A scripted Envoy: one incremental ADS stream to the server.
+struct Client {
+    requests: tokio::sync::mpsc::Sender<DeltaDiscoveryRequest>,
+    responses: tonic::Streaming<DeltaDiscoveryResponse>,
+}
+
+impl Client {
+    async fn connect(port: u16) -> Client {
+        let mut client = eventually(Duration::from_secs(10), || async {
+            Ok(
+                AggregatedDiscoveryServiceClient::connect(format!("http://127.0.0.1:{port}"))
+                    .await?,
+            )
+        })
+        .await;
+        let (requests, rx) = tokio::sync::mpsc::channel(16);
+        let responses = client
+            .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("a delta ADS stream")
+            .into_inner();
+        Client {
+            requests,
+            responses,
+        }
+    }
+
+    async fn send(&self, request: DeltaDiscoveryRequest) {
+        self.requests.send(request).await.expect("stream open");
+    }
+
+    /// The first request of a type: a wildcard (no names) or these names,
+    /// with the versions already held.
+    async fn subscribe(&self, type_url: &str, names: &[&str], held: &[(String, String)]) {
+        self.send(DeltaDiscoveryRequest {
+            node: Some(core::Node {
+                id: "scripted".into(),
+                ..Default::default()
+            }),
+            type_url: type_url.into(),
+            resource_names_subscribe: names.iter().map(|n| n.to_string()).collect(),
+            initial_resource_versions: held.iter().cloned().collect(),
+            ..Default::default()
+        })
+        .await;
+    }
+
+    async fn ack(&self, response: &DeltaDiscoveryResponse) {
+        self.send(DeltaDiscoveryRequest {
+            type_url: response.type_url.clone(),
+            response_nonce: response.nonce.clone(),
+            ..Default::default()
+        })
+        .await;
+    }
+
+    async fn next(&mut self) -> DeltaDiscoveryResponse {
+        tokio::time::timeout(Duration::from_secs(10), self.responses.message())
+            .await
+            .expect("a response within 10 s")
+            .expect("a healthy stream")
+            .expect("an open stream")
+    }
+
+    /// Nothing more arrives for a while.
+    async fn quiet(&mut self) -> bool {
+        tokio::time::timeout(Duration::from_millis(300), self.responses.message())
+            .await
+            .is_err()
+    }
+}
+
+fn names(response: &DeltaDiscoveryResponse) -> Vec<String> {
+    response.resources.iter().map(|r| r.name.clone()).collect()
+}
+
+fn view(name: &str, serving: bool) -> Arc<ViewState> {
+    Arc::new(ViewState {
+        spec: serde_json::from_value(serde_json::json!({
+            "name": name, "subsets": [{"bucket": "lake", "prefixes": ["p/"]}],
+        }))
+        .expect("spec"),
+        uid: format!("uid-{name}"),
+        created_at: None,
+        annotations: BTreeMap::new(),
+        endpoints: if serving {
+            vec![Endpoint {
+                ip: [10, 233, 0, 42].into(),
+                port: 8080,
+                serving: true,
+                terminating: false,
+            }]
+        } else {
+            Vec::new()
+        },
+        activations: BTreeMap::new(),
+    })
+}
+
+fn index_snapshot(views: &[Arc<ViewState>]) -> Snapshot {
+    Snapshot {
+        views: views
+            .iter()
+            .map(|v| (v.spec.name.to_string(), v.clone()))
+            .collect(),
+        synced: true,
+        ..Snapshot::default()
+    }
+}
+
+#[gtest]
+#[tokio::test]
+async fn deltas_only_clusters_go_after_the_routes_and_a_reconnect_resends_nothing() {
+    use clap::Parser;
+    let port = free_port();
+    let config = Arc::new(Config::parse_from(["gateway-sidecar"]));
+    let mut builder = Builder::new(config);
+    let warm = builder
+        .update(&index_snapshot(&[view("shop", true), view("idle", false)]))
+        .expect("a snapshot");
+    let (snapshots, receiver) = watch::channel(Arc::new(warm));
+    let ads = AdsServer::new(receiver, Arc::new(Metrics::default()));
+    let envoys = ads.envoys();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AggregatedDiscoveryServiceServer::new(ads))
+            .serve(([127, 0, 0, 1], port).into()),
+    );
+
+    // Envoy's start: clusters, their endpoints, the listener, its scopes,
+    // their routes; each first request answered once, each response ACKed.
+    let mut envoy = Client::connect(port).await;
+    let mut held: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+    for (type_url, subscribe, expected) in [
+        (CLUSTER_TYPE, vec![], vec!["view-shop"]),
+        (ENDPOINT_TYPE, vec!["view-shop"], vec!["view-shop"]),
+        (LISTENER_TYPE, vec![], vec!["gateway"]),
+        (
+            SCOPED_ROUTE_TYPE,
+            vec![],
+            vec!["gateway", "view-idle", "view-shop"],
+        ),
+        (
+            ROUTE_TYPE,
+            vec!["gateway", "view-idle", "view-shop"],
+            vec!["gateway", "view-idle", "view-shop"],
+        ),
+    ] {
+        envoy.subscribe(type_url, &subscribe, &[]).await;
+        let response = envoy.next().await;
+        expect_that!(response.type_url.as_str(), eq(type_url));
+        let mut got = names(&response);
+        got.sort();
+        expect_that!(got, eq(&expected), "{type_url}");
+        held.insert(
+            type_url,
+            response
+                .resources
+                .iter()
+                .map(|r| (r.name.clone(), r.version.clone()))
+                .collect(),
+        );
+        envoy.ack(&response).await;
+    }
+    let status = eventually(Duration::from_secs(10), || async {
+        let status = envoys.borrow().get("scripted").cloned().unwrap_or_default();
+        ensure!(
+            status.acked_versions.len() == 5,
+            "not all ACKed yet: {status:?}"
+        );
+        Ok(status)
+    })
+    .await;
+    expect_that!(
+        status
+            .routed_hosts
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        elements_are![eq(&"api"), eq(&"view-idle"), eq(&"view-shop")]
+    );
+    expect_that!(
+        status
+            .clusters_with_endpoints
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        elements_are![eq(&"view-shop")]
+    );
+
+    // `shop` goes cold: only its routes change (ext_authz on); its cluster
+    // stays until Envoy has ACKed those routes, then goes.
+    let cold = builder
+        .update(&index_snapshot(&[view("shop", false), view("idle", false)]))
+        .expect("a change");
+    snapshots.send_replace(Arc::new(cold));
+    let routes = envoy.next().await;
+    expect_that!(routes.type_url.as_str(), eq(ROUTE_TYPE));
+    expect_that!(names(&routes), elements_are![eq("view-shop")]);
+    expect_that!(envoy.quiet().await, eq(true), "nothing else before the ACK");
+    envoy.ack(&routes).await;
+    let clusters = envoy.next().await;
+    expect_that!(clusters.type_url.as_str(), eq(CLUSTER_TYPE));
+    expect_that!(clusters.resources, is_empty());
+    expect_that!(clusters.removed_resources, elements_are![eq("view-shop")]);
+    envoy.ack(&clusters).await;
+    // Envoy drops the cluster's endpoints with it.
+    envoy
+        .send(DeltaDiscoveryRequest {
+            type_url: ENDPOINT_TYPE.into(),
+            resource_names_unsubscribe: vec!["view-shop".into()],
+            ..Default::default()
+        })
+        .await;
+    let before = eventually(Duration::from_secs(10), || async {
+        let status = envoys.borrow().get("scripted").cloned().unwrap_or_default();
+        ensure!(
+            status.clusters_with_endpoints.is_empty(),
+            "endpoints still counted: {status:?}"
+        );
+        Ok(status)
+    })
+    .await;
+    expect_that!(envoy.quiet().await, eq(true));
+
+    // The sidecar restarts (a new server, the same content) and Envoy
+    // reconnects listing what it has: every type is answered, with nothing.
+    let port = free_port();
+    let (_restarted, receiver) = watch::channel(Arc::new(resources::build(
+        &index_snapshot(&[view("shop", false), view("idle", false)]),
+        &Config::parse_from(["gateway-sidecar"]),
+    )));
+    let ads = AdsServer::new(receiver, Arc::new(Metrics::default()));
+    let envoys = ads.envoys();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AggregatedDiscoveryServiceServer::new(ads))
+            .serve(([127, 0, 0, 1], port).into()),
+    );
+    drop(envoy);
+    let mut envoy = Client::connect(port).await;
+    // What Envoy holds now: its first responses with the later changes applied.
+    let routes_now: Vec<(String, String)> = held[ROUTE_TYPE]
+        .iter()
+        .map(|(name, version)| {
+            let version = routes
+                .resources
+                .iter()
+                .find(|r| &r.name == name)
+                .map_or(version.clone(), |r| r.version.clone());
+            (name.clone(), version)
+        })
+        .collect();
+    for (type_url, subscribe, held) in [
+        (CLUSTER_TYPE, vec![], vec![]),
+        (LISTENER_TYPE, vec![], held[LISTENER_TYPE].clone()),
+        (SCOPED_ROUTE_TYPE, vec![], held[SCOPED_ROUTE_TYPE].clone()),
+        (
+            ROUTE_TYPE,
+            vec!["gateway", "view-idle", "view-shop"],
+            routes_now,
+        ),
+    ] {
+        envoy.subscribe(type_url, &subscribe, &held).await;
+        let response = envoy.next().await;
+        expect_that!(response.type_url.as_str(), eq(type_url));
+        expect_that!(response.resources, is_empty(), "{type_url}");
+        expect_that!(response.removed_resources, is_empty(), "{type_url}");
+        envoy.ack(&response).await;
+    }
+    let after = eventually(Duration::from_secs(10), || async {
+        let status = envoys.borrow().get("scripted").cloned().unwrap_or_default();
+        ensure!(
+            status.acked_versions.len() == 4,
+            "not all ACKed yet: {status:?}"
+        );
+        Ok(status)
+    })
+    .await;
+    let mut expected = before.clone();
+    expected.acked_versions.remove(ENDPOINT_TYPE);
+    expect_that!(after, eq(&expected));
 }

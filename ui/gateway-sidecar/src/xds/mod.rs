@@ -1,10 +1,11 @@
-//! xDS: Envoy's configuration, served over ADS (state of the world).
+//! xDS: Envoy's configuration, served over incremental ADS.
 //!
 //! ```text
-//! index snapshots ──► resources::build ──► watch<XdsSnapshot> ──► one task per Envoy stream
-//!                                                                   │  per-type version, nonce,
-//!                                                                   │  ACK/NACK, subscriptions
-//!                                             EnvoyStatus (what each Envoy ACKed) ◄──┘
+//! index snapshots ──► resources::Builder ──► watch<XdsSnapshot> ──► one task per Envoy stream
+//!   (rebuilds only views      (per type: resources by name,          │  per-resource versions,
+//!    whose state changed)      names changed in recent snapshots)     │  subscriptions, nonces,
+//!                                                                     │  ACK/NACK, deltas only
+//!                                       EnvoyStatus (what each Envoy holds) ◄──┘
 //! ```
 
 pub mod resources;
@@ -19,23 +20,29 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::index::Index;
 
-/// Turn every index snapshot into an xDS snapshot (only publishing when the
-/// resources actually change).
+/// Turn every index snapshot into an xDS snapshot (only publishing when a
+/// resource actually changes).
 pub async fn build_snapshots(
     index: Index,
     config: Arc<Config>,
     tx: watch::Sender<Arc<resources::XdsSnapshot>>,
 ) {
     let mut snapshots = index.subscribe();
+    let mut builder = resources::Builder::new(config);
     loop {
-        let built = resources::build(&snapshots.borrow_and_update(), &config);
-        tx.send_if_modified(|current| {
-            if **current == built {
-                return false;
-            }
-            *current = Arc::new(built);
-            true
-        });
+        let built = builder.update(&snapshots.borrow_and_update());
+        if let Some(built) = built {
+            tracing::debug!(
+                generation = built.generation,
+                changed = built
+                    .recent
+                    .back()
+                    .map_or(0, |(_, c)| c.values().map(|n| n.len()).sum::<usize>()),
+                complete = built.complete,
+                "xDS snapshot"
+            );
+            tx.send_replace(Arc::new(built));
+        }
         if snapshots.changed().await.is_err() {
             return;
         }

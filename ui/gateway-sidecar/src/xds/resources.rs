@@ -1,25 +1,46 @@
-//! Envoy's configuration as a pure function of the index snapshot.
+//! Envoy's configuration as a function of the index snapshot, one small
+//! resource per view so that one view's change is one small update.
 //!
 //! ```text
-//! Listener "gateway" (ENVOY_LISTEN) ── HTTP connection manager ── RDS "gateway"
+//! Listener "gateway" (ENVOY_LISTEN) ── HTTP connection manager, scoped routes "gateway":
+//!   scope key = the first label of the Host (port stripped first: strip_any_host_port)
 //!   http filters: ext_authz (disabled unless a route enables it) → router
+//!   a request no route matches (no scope, or no virtual host in it): 404 "no such view"
+//! ScopedRouteConfiguration "gateway"      key <first label of GATEWAY_HOSTNAME> → RDS "gateway"
+//! ScopedRouteConfiguration "view-<name>"  key <name>                             → RDS "view-<name>"
 //! RouteConfiguration "gateway"
-//!   vhost "api":        <GATEWAY_HOSTNAME>    /_api/ → cluster sidecar-api (static), else 404
-//!   vhost "view-<name>": <name>.<HOSTNAME>    /_gateway/ → sidecar-api (the progress page's status stream)
-//!                                              / → cluster view-<name>, ext_authz off (serving endpoints)
-//!                                              / → cluster view-<name>, ext_authz on  (none: the
-//!                                                  sidecar activates the view and holds the request
-//!                                                  until Envoy has the cluster with a ready endpoint)
-//!   vhost "unknown":    *                     404 "no such view"
+//!   vhost "api":         <GATEWAY_HOSTNAME>  /_api/ → cluster sidecar-api (static), else 404
+//! RouteConfiguration "view-<name>"
+//!   vhost "view-<name>": <name>.<HOSTNAME>   /_gateway/ → sidecar-api (the progress page's status stream)
+//!                                            / → cluster view-<name>, ext_authz off (serving endpoints)
+//!                                            / → cluster view-<name>, ext_authz on  (none: the
+//!                                                sidecar activates the view and holds the request
+//!                                                until Envoy has the cluster with a ready endpoint)
 //! Cluster "view-<name>" (EDS over ADS) and its ClusterLoadAssignment — only
 //! for views with serving endpoints, so Envoy holds clusters for active views only.
 //! ```
-//! Ports in the Host header are ignored (`strip_any_host_port`), so
-//! `demo.localhost:8080` matches `demo.localhost` exactly; nothing else does.
+//!
+//! Hosts match exactly: `demo.localhost:8080` is `demo.localhost` (the port is
+//! stripped before routing), `demo.localhost.evil.example` falls in scope
+//! `demo` but matches no virtual host there, so it gets the same 404 as an
+//! unknown view. The scope key is case-sensitive (view names are lower case;
+//! browsers send lower-case hosts). A view named like the first label of
+//! `GATEWAY_HOSTNAME` cannot have a scope of its own: its virtual host goes
+//! into the gateway's route configuration instead.
+//!
+//! [`Builder`] keeps every view's resources and rebuilds only views whose
+//! state changed (the index hands out the same `Arc` for an unchanged view),
+//! so a change costs work in proportion to what changed, not to the number of
+//! views; each snapshot lists the names that changed in each of the last
+//! [`RECENT`] snapshots, so a stream that fell a few snapshots behind still
+//! compares only what changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::Arc;
 
+use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
 use envoy_types::pb::envoy::config::cluster::v3 as cluster;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::endpoint::v3 as endpoint;
@@ -28,51 +49,104 @@ use envoy_types::pb::envoy::config::route::v3 as route;
 use envoy_types::pb::envoy::extensions::filters::http::ext_authz::v3 as ext_authz;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
-use envoy_types::pb::google::protobuf::{Any, Duration};
+use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
 use prost::Message;
 
 use crate::config::Config;
 use crate::index::{Snapshot, ViewState};
 
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const SCOPED_ROUTE_TYPE: &str =
+    "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration";
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT_TYPE: &str =
     "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
 /// The order in which a change is pushed: clusters before the endpoints that
-/// warm them, listeners before the routes they load.
-pub const PUSH_ORDER: [&str; 4] = [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE];
+/// warm them, listeners before the scopes they load, scopes before the routes
+/// they name.
+pub const PUSH_ORDER: [&str; 5] = [
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    SCOPED_ROUTE_TYPE,
+    ROUTE_TYPE,
+];
 
-const LISTENER_NAME: &str = "gateway";
-const ROUTE_NAME: &str = "gateway";
+/// The name of the listener, of its scoped routes, and of the scope and
+/// route configuration of the gateway's own host.
+pub const GATEWAY: &str = "gateway";
 const EXT_AUTHZ_FILTER: &str = "envoy.filters.http.ext_authz";
 /// How much longer than the cold-start budget Envoy waits for the sidecar's
 /// answer: the sidecar answers 503 itself at the budget.
 const EXT_AUTHZ_MARGIN_SECONDS: u64 = 5;
+/// What a host no virtual host matches gets.
+pub const NO_SUCH_VIEW: &str = "no such view\n";
 
-/// One xDS type's resources, by name.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Resources(pub BTreeMap<String, Any>);
+/// One xDS resource, encoded once, with its content version.
+#[derive(Debug, PartialEq)]
+pub struct Resource {
+    pub name: Arc<str>,
+    /// A content version: equal resources give equal versions in any process
+    /// (a restarted sidecar recognises what Envoy already has).
+    pub version: Arc<str>,
+    pub body: Any,
+    pub refs: Refs,
+}
 
-impl Resources {
-    /// A content version: equal resources give equal versions in any process.
-    pub fn version(&self) -> String {
-        let mut hasher = std::hash::DefaultHasher::new();
-        for (name, any) in &self.0 {
-            name.hash(&mut hasher);
-            any.value.hash(&mut hasher);
-        }
-        format!("{:016x}", hasher.finish())
+/// What a resource means for the protocol and for [`super::EnvoyStatus`].
+#[derive(Debug, Default, PartialEq)]
+pub struct Refs {
+    /// A scope: the route configuration it loads.
+    pub route: Option<Arc<str>>,
+    /// A route configuration: its virtual hosts.
+    pub virtual_hosts: Vec<String>,
+    /// A route configuration: the clusters it sends requests to directly
+    /// (ext_authz off). Such a cluster stays in Envoy until routes that no
+    /// longer use it are ACKed (make-before-break).
+    pub direct_clusters: Vec<Arc<str>>,
+    /// An endpoint assignment with at least one endpoint.
+    pub has_endpoints: bool,
+}
+
+impl Resource {
+    fn new<M: Message>(type_url: &str, name: &str, message: &M, refs: Refs) -> Arc<Resource> {
+        let body = any(type_url, message);
+        let version = content_version(&body.value);
+        Arc::new(Resource {
+            name: name.into(),
+            version,
+            body,
+            refs,
+        })
     }
 }
 
+fn content_version(bytes: &[u8]) -> Arc<str> {
+    let mut hasher = std::hash::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    format!("{:016x}", hasher.finish()).into()
+}
+
+/// One type's resources, by name.
+pub type Resources = BTreeMap<Arc<str>, Arc<Resource>>;
+
+/// Per type, the names whose resource changed (or went).
+pub type Changes = BTreeMap<&'static str, BTreeSet<Arc<str>>>;
+
+/// How many snapshots back [`XdsSnapshot::changed_since`] can tell.
+pub const RECENT: usize = 64;
+
 /// Everything Envoy should have, per type.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct XdsSnapshot {
-    pub by_type: BTreeMap<&'static str, Resources>,
-    /// Clusters each route resource refers to (for make-before-break).
-    pub route_clusters: BTreeMap<String, Vec<String>>,
+    pub by_type: BTreeMap<&'static str, Arc<Resources>>,
+    /// Increases with every published snapshot.
+    pub generation: u64,
+    /// What changed in each of the last snapshots (generation, changes),
+    /// oldest first, this one last.
+    pub recent: std::collections::VecDeque<(u64, Arc<Changes>)>,
     /// Built from a synced index. Until then nothing is pushed: an Envoy
     /// reconnecting to a restarted sidecar keeps what it has rather than
     /// receiving an empty configuration.
@@ -80,13 +154,282 @@ pub struct XdsSnapshot {
 }
 
 impl XdsSnapshot {
-    pub fn resources(&self, type_url: &str) -> Resources {
+    pub fn get(&self, type_url: &str, name: &str) -> Option<&Arc<Resource>> {
+        self.by_type.get(type_url)?.get(name)
+    }
+
+    pub fn resources(&self, type_url: &str) -> Arc<Resources> {
         self.by_type.get(type_url).cloned().unwrap_or_default()
     }
+
+    /// Per type, the names that changed after snapshot `generation` up to
+    /// this one; None when that is too far back (or not from this builder)
+    /// to tell.
+    pub fn changed_since(&self, generation: u64) -> Option<Changes> {
+        if generation == self.generation {
+            return Some(Changes::new());
+        }
+        let first = self.recent.front()?.0;
+        if generation + 1 < first || generation > self.generation {
+            return None;
+        }
+        let mut changes = Changes::new();
+        for (_, changed) in self.recent.iter().filter(|(g, _)| *g > generation) {
+            for (type_url, names) in changed.iter() {
+                changes
+                    .entry(type_url)
+                    .or_default()
+                    .extend(names.iter().cloned());
+            }
+        }
+        Some(changes)
+    }
+}
+
+/// The version of a set of resources as a whole (what [`super::EnvoyStatus`]
+/// reports per type): a sum of one hash per (name, version), so it can be
+/// kept up to date one resource at a time and equal sets give equal versions
+/// in any process.
+pub fn set_version<'a>(items: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    format_set_version(items.into_iter().fold(0u64, |sum, (name, version)| {
+        sum.wrapping_add(item_hash(name, version))
+    }))
+}
+
+pub(crate) fn item_hash(name: &str, version: &str) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    name.hash(&mut hasher);
+    version.hash(&mut hasher);
+    hasher.finish()
+}
+
+pub(crate) fn format_set_version(sum: u64) -> String {
+    format!("{sum:016x}")
 }
 
 pub fn cluster_name(view: &str) -> String {
     format!("view-{view}")
+}
+
+/// What a route configuration Envoy has but whose content this process does
+/// not know (a version from before a restart) may mean, by construction of
+/// the names: `view-<name>` has that virtual host and may send requests
+/// straight to that cluster.
+pub fn assumed_route_refs(name: &str) -> (Vec<String>, Vec<Arc<str>>) {
+    if name.starts_with("view-") {
+        (vec![name.to_string()], vec![name.into()])
+    } else {
+        (Vec::new(), Vec::new())
+    }
+}
+
+/// Build every resource from one index snapshot (what [`Builder`] does
+/// incrementally).
+pub fn build(snapshot: &Snapshot, config: &Config) -> XdsSnapshot {
+    Builder::new(Arc::new(config.clone()))
+        .update(snapshot)
+        .unwrap_or_default()
+}
+
+/// One view as last built.
+struct Built {
+    state: Arc<ViewState>,
+    serving: Vec<(IpAddr, u16)>,
+}
+
+/// Keeps every resource and rebuilds only what a new index snapshot changes.
+pub struct Builder {
+    config: Arc<Config>,
+    /// The scope key of the gateway's own host.
+    gateway_label: String,
+    views: BTreeMap<String, Built>,
+    by_type: BTreeMap<&'static str, Arc<Resources>>,
+    changed: Changes,
+    recent: std::collections::VecDeque<(u64, Arc<Changes>)>,
+    generation: u64,
+    complete: bool,
+    started: bool,
+}
+
+impl Builder {
+    pub fn new(config: Arc<Config>) -> Self {
+        let gateway_label = scope_key_of(&config.gateway_hostname).to_string();
+        Self {
+            config,
+            gateway_label,
+            views: BTreeMap::new(),
+            by_type: PUSH_ORDER
+                .iter()
+                .map(|t| (*t, Arc::new(Resources::new())))
+                .collect(),
+            changed: Changes::new(),
+            recent: std::collections::VecDeque::new(),
+            generation: 0,
+            complete: false,
+            started: false,
+        }
+    }
+
+    /// Apply one index snapshot; the new xDS snapshot if anything changed.
+    pub fn update(&mut self, snapshot: &Snapshot) -> Option<XdsSnapshot> {
+        if !self.started {
+            self.started = true;
+            self.set(LISTENER_TYPE, gateway_listener(&self.config));
+            self.set(SCOPED_ROUTE_TYPE, scope(GATEWAY, &self.gateway_label));
+            self.rebuild_gateway_routes();
+        }
+        let mut gone = Vec::new();
+        let mut touched = Vec::new();
+        {
+            let mut old = self.views.iter().peekable();
+            for (name, state) in &snapshot.views {
+                while let Some((before, _)) = old.next_if(|(before, _)| *before < name) {
+                    gone.push(before.clone());
+                }
+                match old.next_if(|(before, _)| *before == name) {
+                    Some((_, built)) if Arc::ptr_eq(&built.state, state) => {}
+                    Some((_, built)) if built.serving == serving(state) => {
+                        touched.push((name.clone(), state.clone(), false));
+                    }
+                    _ => touched.push((name.clone(), state.clone(), true)),
+                }
+            }
+            gone.extend(old.map(|(name, _)| name.clone()));
+        }
+        for name in gone {
+            self.views.remove(&name);
+            self.remove_view(&name);
+        }
+        for (name, state, rebuild) in touched {
+            let built = Built {
+                serving: serving(&state),
+                state,
+            };
+            self.views.insert(name.clone(), built);
+            if rebuild {
+                self.build_view(&name);
+            }
+        }
+        let complete_changed = self.complete != snapshot.synced;
+        self.complete = snapshot.synced;
+        if self.changed.is_empty() && !complete_changed && self.generation > 0 {
+            return None;
+        }
+        self.generation += 1;
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent
+            .push_back((self.generation, Arc::new(std::mem::take(&mut self.changed))));
+        Some(XdsSnapshot {
+            by_type: self.by_type.clone(),
+            generation: self.generation,
+            recent: self.recent.clone(),
+            complete: self.complete,
+        })
+    }
+
+    fn set(&mut self, type_url: &'static str, resource: Arc<Resource>) {
+        let resources = self.by_type.entry(type_url).or_default();
+        if resources
+            .get(&resource.name)
+            .is_some_and(|r| r.version == resource.version && r.refs == resource.refs)
+        {
+            return;
+        }
+        self.changed
+            .entry(type_url)
+            .or_default()
+            .insert(resource.name.clone());
+        Arc::make_mut(resources).insert(resource.name.clone(), resource);
+    }
+
+    fn unset(&mut self, type_url: &'static str, name: &str) {
+        let resources = self.by_type.entry(type_url).or_default();
+        if !resources.contains_key(name) {
+            return;
+        }
+        if let Some((name, _)) = Arc::make_mut(resources).remove_entry(name) {
+            self.changed.entry(type_url).or_default().insert(name);
+        }
+    }
+
+    fn build_view(&mut self, name: &str) {
+        let view = self.views.get(name).map(|b| b.state.clone());
+        let Some(view) = view else { return };
+        let cluster = cluster_name(name);
+        if view.serving_endpoints().next().is_some() {
+            self.set(
+                CLUSTER_TYPE,
+                Resource::new(
+                    CLUSTER_TYPE,
+                    &cluster,
+                    &view_cluster(&cluster),
+                    Refs::default(),
+                ),
+            );
+            let assignment = load_assignment(&cluster, &view);
+            let has_endpoints = assignment
+                .endpoints
+                .iter()
+                .any(|l| !l.lb_endpoints.is_empty());
+            self.set(
+                ENDPOINT_TYPE,
+                Resource::new(
+                    ENDPOINT_TYPE,
+                    &cluster,
+                    &assignment,
+                    Refs {
+                        has_endpoints,
+                        ..Refs::default()
+                    },
+                ),
+            );
+        } else {
+            self.unset(CLUSTER_TYPE, &cluster);
+            self.unset(ENDPOINT_TYPE, &cluster);
+        }
+        if name == self.gateway_label {
+            self.rebuild_gateway_routes();
+        } else {
+            self.set(SCOPED_ROUTE_TYPE, scope(&cluster, name));
+            self.set(ROUTE_TYPE, view_routes(&self.config, &cluster, &[&view]));
+        }
+    }
+
+    fn remove_view(&mut self, name: &str) {
+        let cluster = cluster_name(name);
+        self.unset(CLUSTER_TYPE, &cluster);
+        self.unset(ENDPOINT_TYPE, &cluster);
+        if name == self.gateway_label {
+            self.rebuild_gateway_routes();
+        } else {
+            self.unset(SCOPED_ROUTE_TYPE, &cluster);
+            self.unset(ROUTE_TYPE, &cluster);
+        }
+    }
+
+    /// The gateway's route configuration: the API, and the view named like
+    /// the gateway's first label, if there is one.
+    fn rebuild_gateway_routes(&mut self) {
+        let view = self.views.get(&self.gateway_label).map(|b| b.state.clone());
+        let views: Vec<&ViewState> = view.iter().map(|v| v.as_ref()).collect();
+        let routes = view_routes(&self.config, GATEWAY, &views);
+        self.set(ROUTE_TYPE, routes);
+    }
+}
+
+/// A view's serving endpoints, in a stable order: what its resources depend on.
+fn serving(view: &ViewState) -> Vec<(IpAddr, u16)> {
+    let mut serving: Vec<_> = view.serving_endpoints().map(|e| (e.ip, e.port)).collect();
+    serving.sort();
+    serving
+}
+
+/// The scope key of a host: its first label (what the listener's key builder
+/// takes from the Host header).
+fn scope_key_of(host: &str) -> &str {
+    host.split('.').next().unwrap_or(host)
 }
 
 fn any<M: Message>(type_url: &str, message: &M) -> Any {
@@ -112,7 +455,7 @@ fn ads() -> core::ConfigSource {
     }
 }
 
-fn socket_address(ip: std::net::IpAddr, port: u16) -> core::Address {
+fn socket_address(ip: IpAddr, port: u16) -> core::Address {
     core::Address {
         address: Some(core::address::Address::SocketAddress(core::SocketAddress {
             address: ip.to_string(),
@@ -131,57 +474,15 @@ fn seconds(s: i64) -> Option<Duration> {
     })
 }
 
-/// Build every resource from the index snapshot.
-pub fn build(snapshot: &Snapshot, config: &Config) -> XdsSnapshot {
-    let active: Vec<&ViewState> = snapshot
-        .views
-        .values()
-        .map(|v| v.as_ref())
-        .filter(|v| v.serving_endpoints().next().is_some())
-        .collect();
-
-    let mut clusters = Resources::default();
-    let mut endpoints = Resources::default();
-    for view in &active {
-        let name = cluster_name(view.spec.name.as_str());
-        clusters
-            .0
-            .insert(name.clone(), any(CLUSTER_TYPE, &view_cluster(&name)));
-        endpoints.0.insert(
-            name.clone(),
-            any(ENDPOINT_TYPE, &load_assignment(&name, view)),
-        );
-    }
-
-    let routes = route_configuration(snapshot, config);
-    let referenced = active
-        .iter()
-        .map(|v| cluster_name(v.spec.name.as_str()))
-        .collect();
-
-    let mut listeners = Resources::default();
-    listeners.0.insert(
-        LISTENER_NAME.into(),
-        any(LISTENER_TYPE, &gateway_listener(config)),
-    );
-    let mut route_resources = Resources::default();
-    route_resources
-        .0
-        .insert(ROUTE_NAME.into(), any(ROUTE_TYPE, &routes));
-
-    XdsSnapshot {
-        by_type: BTreeMap::from([
-            (LISTENER_TYPE, listeners),
-            (ROUTE_TYPE, route_resources),
-            (CLUSTER_TYPE, clusters),
-            (ENDPOINT_TYPE, endpoints),
-        ]),
-        route_clusters: BTreeMap::from([(ROUTE_NAME.to_string(), referenced)]),
-        complete: snapshot.synced,
-    }
+fn inline(body: &str) -> Option<core::DataSource> {
+    Some(core::DataSource {
+        specifier: Some(core::data_source::Specifier::InlineString(body.into())),
+        ..Default::default()
+    })
 }
 
-fn gateway_listener(config: &Config) -> listener::Listener {
+fn gateway_listener(config: &Config) -> Arc<Resource> {
+    use hcm::scoped_routes::scope_key_builder::{FragmentBuilder, fragment_builder};
     let budget = config.workload.cold_start_budget_seconds;
     let check_timeout = budget + EXT_AUTHZ_MARGIN_SECONDS;
     let authorization = ext_authz::ExtAuthz {
@@ -204,16 +505,54 @@ fn gateway_listener(config: &Config) -> listener::Listener {
         }),
         ..Default::default()
     };
+    // The scope is the Host's first label: `<name>` of `<name>.<hostname>`.
+    let first_label = FragmentBuilder {
+        r#type: Some(fragment_builder::Type::HeaderValueExtractor(
+            fragment_builder::HeaderValueExtractor {
+                name: ":authority".into(),
+                element_separator: ".".into(),
+                extract_type: Some(fragment_builder::header_value_extractor::ExtractType::Index(0)),
+            },
+        )),
+    };
     let manager = hcm::HttpConnectionManager {
-        stat_prefix: "gateway".into(),
+        stat_prefix: GATEWAY.into(),
         codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
-        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
-            hcm::Rds {
-                config_source: Some(ads()),
-                route_config_name: ROUTE_NAME.into(),
+        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::ScopedRoutes(
+            hcm::ScopedRoutes {
+                name: GATEWAY.into(),
+                scope_key_builder: Some(hcm::scoped_routes::ScopeKeyBuilder {
+                    fragments: vec![first_label],
+                }),
+                rds_config_source: Some(ads()),
+                config_specifier: Some(hcm::scoped_routes::ConfigSpecifier::ScopedRds(
+                    hcm::ScopedRds {
+                        scoped_rds_config_source: Some(ads()),
+                        ..Default::default()
+                    },
+                )),
             },
         )),
         strip_port_mode: Some(hcm::http_connection_manager::StripPortMode::StripAnyHostPort(true)),
+        // No scope for the host, or no virtual host in its scope: Envoy's
+        // "no route" (NR), answered like an unknown view.
+        local_reply_config: Some(hcm::LocalReplyConfig {
+            mappers: vec![hcm::ResponseMapper {
+                filter: Some(accesslog::AccessLogFilter {
+                    filter_specifier: Some(
+                        accesslog::access_log_filter::FilterSpecifier::ResponseFlagFilter(
+                            accesslog::ResponseFlagFilter {
+                                flags: vec!["NR".into()],
+                            },
+                        ),
+                    ),
+                }),
+                status_code: Some(UInt32Value { value: 404 }),
+                body: inline(NO_SUCH_VIEW),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
         // A held request sends nothing while its view starts.
         stream_idle_timeout: seconds((check_timeout + 25).max(300) as i64),
         access_log: vec![access_log()],
@@ -240,8 +579,8 @@ fn gateway_listener(config: &Config) -> listener::Listener {
         ],
         ..Default::default()
     };
-    listener::Listener {
-        name: LISTENER_NAME.into(),
+    let listener = listener::Listener {
+        name: GATEWAY.into(),
         address: Some(socket_address(
             config.envoy_listen.ip(),
             config.envoy_listen.port(),
@@ -257,15 +596,15 @@ fn gateway_listener(config: &Config) -> listener::Listener {
             ..Default::default()
         }],
         ..Default::default()
-    }
+    };
+    Resource::new(LISTENER_TYPE, GATEWAY, &listener, Refs::default())
 }
 
 /// One JSON line per request on Envoy's stdout: who asked for which view,
 /// what came back, how long it took and where it went.
 fn access_log() -> envoy_types::pb::envoy::config::accesslog::v3::AccessLog {
     use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
-    use envoy_types::pb::envoy::extensions::access_loggers::stream::v3 as stream;
-    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    use envoy_types::pb::google::protobuf::{Value, value::Kind};
     let fields = [
         ("time", "%START_TIME%"),
         ("authority", "%REQ(:AUTHORITY)%"),
@@ -281,26 +620,20 @@ fn access_log() -> envoy_types::pb::envoy::config::accesslog::v3::AccessLog {
         ("request_id", "%REQ(X-REQUEST-ID)%"),
         ("client", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
     ];
-    let format = Struct {
-        fields: fields
-            .iter()
-            .map(|(name, operator)| {
-                (
-                    name.to_string(),
-                    Value {
-                        kind: Some(Kind::StringValue(operator.to_string())),
-                    },
-                )
-            })
-            .collect(),
-    };
-    let stdout = stream::StdoutAccessLog {
-        access_log_format: Some(stream::stdout_access_log::AccessLogFormat::LogFormat(
-            core::SubstitutionFormatString {
-                format: Some(core::substitution_format_string::Format::JsonFormat(format)),
-                ..Default::default()
-            },
-        )),
+    let mut entries: Vec<sorted::StructEntry> = fields
+        .iter()
+        .map(|(name, operator)| sorted::StructEntry {
+            key: name.to_string(),
+            value: Some(Value {
+                kind: Some(Kind::StringValue(operator.to_string())),
+            }),
+        })
+        .collect();
+    entries.sort_by(|a, b| a.key.cmp(&b.key));
+    let stdout = sorted::StdoutAccessLog {
+        log_format: Some(sorted::SubstitutionFormatString {
+            json_format: Some(sorted::Struct { fields: entries }),
+        }),
     };
     accesslog::AccessLog {
         name: "envoy.access_loggers.stdout".into(),
@@ -312,13 +645,74 @@ fn access_log() -> envoy_types::pb::envoy::config::accesslog::v3::AccessLog {
     }
 }
 
+/// Wire-compatible stand-ins for messages holding a protobuf map, encoding
+/// its entries in a fixed order. (prost encodes a map in its `HashMap`'s
+/// order, which differs between instances: equal configuration would get
+/// different bytes, hence a different version, and be sent again, after
+/// every restart.)
+mod sorted {
+    use envoy_types::pb::google::protobuf::Value;
+
+    /// `envoy.extensions.access_loggers.stream.v3.StdoutAccessLog` (log_format only).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StdoutAccessLog {
+        #[prost(message, optional, tag = "1")]
+        pub log_format: Option<SubstitutionFormatString>,
+    }
+
+    /// `envoy.config.core.v3.SubstitutionFormatString` (json_format only).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SubstitutionFormatString {
+        #[prost(message, optional, tag = "2")]
+        pub json_format: Option<Struct>,
+    }
+
+    /// `google.protobuf.Struct`: its map as repeated entries, in order.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Struct {
+        #[prost(message, repeated, tag = "1")]
+        pub fields: Vec<StructEntry>,
+    }
+
+    /// One entry of a `map<string, Value>`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StructEntry {
+        #[prost(string, tag = "1")]
+        pub key: String,
+        #[prost(message, optional, tag = "2")]
+        pub value: Option<Value>,
+    }
+}
+
+/// The scope `name` for hosts whose first label is `key`, loading the route
+/// configuration of the same name.
+fn scope(name: &str, key: &str) -> Arc<Resource> {
+    use route::scoped_route_configuration::{Key, key::Fragment, key::fragment};
+    let scope = route::ScopedRouteConfiguration {
+        name: name.into(),
+        route_configuration_name: name.into(),
+        key: Some(Key {
+            fragments: vec![Fragment {
+                r#type: Some(fragment::Type::StringKey(key.into())),
+            }],
+        }),
+        ..Default::default()
+    };
+    Resource::new(
+        SCOPED_ROUTE_TYPE,
+        name,
+        &scope,
+        Refs {
+            route: Some(name.into()),
+            ..Refs::default()
+        },
+    )
+}
+
 fn direct(status: u32, body: &str) -> route::route::Action {
     route::route::Action::DirectResponse(route::DirectResponseAction {
         status,
-        body: Some(core::DataSource {
-            specifier: Some(core::data_source::Specifier::InlineString(body.into())),
-            ..Default::default()
-        }),
+        body: inline(body),
         ..Default::default()
     })
 }
@@ -342,27 +736,35 @@ fn to_cluster(cluster: String, timeout: i64) -> route::route::Action {
     })
 }
 
-fn route_configuration(snapshot: &Snapshot, config: &Config) -> route::RouteConfiguration {
-    let mut virtual_hosts = vec![route::VirtualHost {
-        name: "api".into(),
-        domains: vec![config.gateway_hostname.clone()],
-        routes: vec![
-            prefix_route("/_api/", to_cluster(config.sidecar_api_cluster.clone(), 30)),
-            prefix_route("/", direct(404, "not found\n")),
-        ],
-        ..Default::default()
-    }];
-    for view in snapshot.views.values() {
-        let name = view.spec.name.as_str();
+/// The route configuration `name`: the API's virtual host for the gateway's
+/// own, and one virtual host per view in `views`.
+fn view_routes(config: &Config, name: &str, views: &[&ViewState]) -> Arc<Resource> {
+    let mut virtual_hosts = Vec::new();
+    let mut direct_clusters: Vec<Arc<str>> = Vec::new();
+    if name == GATEWAY {
+        virtual_hosts.push(route::VirtualHost {
+            name: "api".into(),
+            domains: vec![config.gateway_hostname.clone()],
+            routes: vec![
+                prefix_route("/_api/", to_cluster(config.sidecar_api_cluster.clone(), 30)),
+                prefix_route("/", direct(404, "not found\n")),
+            ],
+            ..Default::default()
+        });
+    }
+    for view in views {
+        let view_name = view.spec.name.as_str();
         // Analysts' queries can run long: no route timeout, idle streams are
         // still bounded by the connection manager.
-        let mut to_view = prefix_route("/", to_cluster(cluster_name(name), 0));
-        if view.serving_endpoints().next().is_none() {
+        let mut to_view = prefix_route("/", to_cluster(cluster_name(view_name), 0));
+        if view.serving_endpoints().next().is_some() {
+            direct_clusters.push(cluster_name(view_name).into());
+        } else {
             to_view.typed_per_filter_config = activate_through_sidecar();
         }
         virtual_hosts.push(route::VirtualHost {
-            name: cluster_name(name),
-            domains: vec![config.view_hostname(name)],
+            name: cluster_name(view_name),
+            domains: vec![config.view_hostname(view_name)],
             routes: vec![
                 prefix_route(
                     GATEWAY_PREFIX,
@@ -373,17 +775,17 @@ fn route_configuration(snapshot: &Snapshot, config: &Config) -> route::RouteConf
             ..Default::default()
         });
     }
-    virtual_hosts.push(route::VirtualHost {
-        name: "unknown".into(),
-        domains: vec!["*".into()],
-        routes: vec![prefix_route("/", direct(404, "no such view\n"))],
-        ..Default::default()
-    });
-    route::RouteConfiguration {
-        name: ROUTE_NAME.into(),
+    let refs = Refs {
+        virtual_hosts: virtual_hosts.iter().map(|v| v.name.clone()).collect(),
+        direct_clusters,
+        ..Refs::default()
+    };
+    let routes = route::RouteConfiguration {
+        name: name.into(),
         virtual_hosts,
         ..Default::default()
-    }
+    };
+    Resource::new(ROUTE_TYPE, name, &routes, refs)
 }
 
 /// The prefix of the gateway's own paths on every view host (the progress
@@ -430,17 +832,15 @@ fn view_cluster(name: &str) -> cluster::Cluster {
 }
 
 fn load_assignment(name: &str, view: &ViewState) -> endpoint::ClusterLoadAssignment {
-    let mut serving: Vec<_> = view.serving_endpoints().collect();
-    serving.sort_by_key(|e| (e.ip, e.port));
     endpoint::ClusterLoadAssignment {
         cluster_name: name.into(),
         endpoints: vec![endpoint::LocalityLbEndpoints {
-            lb_endpoints: serving
+            lb_endpoints: serving(view)
                 .into_iter()
-                .map(|e| endpoint::LbEndpoint {
+                .map(|(ip, port)| endpoint::LbEndpoint {
                     host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(
                         endpoint::Endpoint {
-                            address: Some(socket_address(e.ip, e.port)),
+                            address: Some(socket_address(ip, port)),
                             ..Default::default()
                         },
                     )),
@@ -451,5 +851,242 @@ fn load_assignment(name: &str, view: &ViewState) -> endpoint::ClusterLoadAssignm
             ..Default::default()
         }],
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use googletest::prelude::*;
+
+    use super::*;
+    use crate::index::Endpoint;
+
+    fn config() -> Config {
+        Config::parse_from(["gateway-sidecar"])
+    }
+
+    fn view(name: &str, serving: &[[u8; 4]]) -> Arc<ViewState> {
+        Arc::new(ViewState {
+            spec: serde_json::from_value(serde_json::json!({
+                "name": name, "subsets": [{"bucket": "lake", "prefixes": ["p/"]}],
+            }))
+            .expect("spec"),
+            uid: format!("uid-{name}"),
+            created_at: None,
+            annotations: BTreeMap::new(),
+            endpoints: serving
+                .iter()
+                .map(|ip| Endpoint {
+                    ip: IpAddr::from(*ip),
+                    port: 8080,
+                    serving: true,
+                    terminating: false,
+                })
+                .collect(),
+            activations: BTreeMap::new(),
+        })
+    }
+
+    fn snapshot(views: &[Arc<ViewState>]) -> Snapshot {
+        Snapshot {
+            views: views
+                .iter()
+                .map(|v| (v.spec.name.to_string(), v.clone()))
+                .collect(),
+            synced: true,
+            ..Snapshot::default()
+        }
+    }
+
+    fn names(snapshot: &XdsSnapshot, type_url: &str) -> Vec<String> {
+        snapshot
+            .resources(type_url)
+            .keys()
+            .map(|k| k.to_string())
+            .collect()
+    }
+
+    #[gtest]
+    fn one_scope_and_route_configuration_per_view_and_clusters_for_active_views_only() {
+        let built = build(
+            &snapshot(&[view("cold", &[]), view("warm", &[[10, 233, 0, 5]])]),
+            &config(),
+        );
+        expect_that!(
+            names(&built, SCOPED_ROUTE_TYPE),
+            elements_are![eq("gateway"), eq("view-cold"), eq("view-warm")]
+        );
+        expect_that!(
+            names(&built, ROUTE_TYPE),
+            elements_are![eq("gateway"), eq("view-cold"), eq("view-warm")]
+        );
+        expect_that!(names(&built, CLUSTER_TYPE), elements_are![eq("view-warm")]);
+        expect_that!(names(&built, ENDPOINT_TYPE), elements_are![eq("view-warm")]);
+        let warm = built.get(ROUTE_TYPE, "view-warm").expect("warm routes");
+        expect_that!(warm.refs.direct_clusters.len(), eq(1));
+        expect_that!(warm.refs.virtual_hosts, elements_are![eq("view-warm")]);
+        let cold = built.get(ROUTE_TYPE, "view-cold").expect("cold routes");
+        expect_that!(cold.refs.direct_clusters, is_empty());
+    }
+
+    #[gtest]
+    fn an_unchanged_view_is_not_rebuilt_and_a_change_lists_only_its_names() {
+        let config = Arc::new(config());
+        let mut builder = Builder::new(config);
+        let (a, b) = (view("aaa", &[]), view("bbb", &[]));
+        let first = builder
+            .update(&snapshot(&[a.clone(), b.clone()]))
+            .expect("first");
+        expect_that!(first.complete, eq(true));
+        // The same Arcs again: nothing to publish.
+        expect_that!(
+            builder.update(&snapshot(&[a.clone(), b.clone()])).is_none(),
+            eq(true)
+        );
+        // An equal state in a new Arc: still nothing.
+        let b_again = Arc::new((*b).clone());
+        expect_that!(
+            builder
+                .update(&snapshot(&[a.clone(), b_again.clone()]))
+                .is_none(),
+            eq(true)
+        );
+        // b gets an endpoint: its resources only.
+        let next = builder
+            .update(&snapshot(&[a.clone(), view("bbb", &[[10, 233, 0, 9]])]))
+            .expect("a change");
+        let changed: BTreeMap<&str, Vec<String>> = next
+            .changed_since(first.generation)
+            .expect("recent")
+            .iter()
+            .map(|(t, n)| (*t, n.iter().map(|n| n.to_string()).collect()))
+            .collect();
+        expect_that!(
+            changed,
+            eq(&BTreeMap::from([
+                (CLUSTER_TYPE, vec!["view-bbb".to_string()]),
+                (ENDPOINT_TYPE, vec!["view-bbb".to_string()]),
+                (ROUTE_TYPE, vec!["view-bbb".to_string()]),
+            ]))
+        );
+        // a goes away.
+        let gone = builder
+            .update(&snapshot(&[view("bbb", &[[10, 233, 0, 9]])]))
+            .expect("a removal");
+        expect_that!(
+            names(&gone, SCOPED_ROUTE_TYPE),
+            elements_are![eq("gateway"), eq("view-bbb")]
+        );
+        expect_that!(
+            gone.changed_since(next.generation)
+                .expect("recent")
+                .get(SCOPED_ROUTE_TYPE)
+                .map(|n| n.len()),
+            some(eq(1))
+        );
+    }
+
+    #[gtest]
+    fn changes_since_an_older_snapshot_are_the_union_of_the_recent_ones() {
+        let mut builder = Builder::new(Arc::new(config()));
+        let first = builder.update(&snapshot(&[])).expect("first");
+        let mut last = first.clone();
+        for i in 0..3 {
+            last = builder
+                .update(&snapshot(&[view(&format!("v{i:02}"), &[])]))
+                .expect("a change");
+        }
+        let changes = last.changed_since(first.generation).expect("recent");
+        let scopes: Vec<&str> = changes[SCOPED_ROUTE_TYPE].iter().map(|n| &**n).collect();
+        // v00 and v01 came and went; v02 is there.
+        expect_that!(
+            scopes,
+            elements_are![eq(&"view-v00"), eq(&"view-v01"), eq(&"view-v02")]
+        );
+        expect_that!(
+            last.changed_since(last.generation),
+            some(eq(&Changes::new()))
+        );
+        for i in 0..RECENT {
+            last = builder
+                .update(&snapshot(&[view(&format!("w{i:03}"), &[])]))
+                .expect("a change");
+        }
+        expect_that!(last.changed_since(first.generation), none());
+        expect_that!(
+            last.changed_since(last.generation - 1).map(|c| c.len()),
+            some(eq(2))
+        );
+    }
+
+    #[gtest]
+    fn a_view_named_like_the_gateway_label_shares_the_gateway_scope() {
+        let config =
+            Config::parse_from(["gateway-sidecar", "--gateway-hostname", "views.example.com"]);
+        let built = build(
+            &snapshot(&[view("views", &[]), view("other", &[])]),
+            &config,
+        );
+        expect_that!(
+            names(&built, SCOPED_ROUTE_TYPE),
+            elements_are![eq("gateway"), eq("view-other")]
+        );
+        let gateway = built.get(ROUTE_TYPE, GATEWAY).expect("gateway routes");
+        expect_that!(
+            gateway.refs.virtual_hosts,
+            elements_are![eq("api"), eq("view-views")]
+        );
+    }
+
+    #[gtest]
+    fn the_access_log_format_reads_as_envoy_s_message() {
+        use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
+            StdoutAccessLog, stdout_access_log::AccessLogFormat,
+        };
+        let log = access_log();
+        let Some(
+            envoy_types::pb::envoy::config::accesslog::v3::access_log::ConfigType::TypedConfig(
+                typed,
+            ),
+        ) = log.config_type
+        else {
+            panic!("a typed config");
+        };
+        let decoded = StdoutAccessLog::decode(typed.value.as_slice()).expect("a StdoutAccessLog");
+        let Some(AccessLogFormat::LogFormat(format)) = decoded.access_log_format else {
+            panic!("a log format");
+        };
+        let Some(core::substitution_format_string::Format::JsonFormat(json)) = format.format else {
+            panic!("a JSON format");
+        };
+        expect_that!(json.fields.len(), eq(13));
+        expect_that!(
+            json.fields.get("cluster").and_then(|v| v.kind.clone()),
+            some(eq(
+                &envoy_types::pb::google::protobuf::value::Kind::StringValue(
+                    "%UPSTREAM_CLUSTER%".into()
+                )
+            ))
+        );
+    }
+
+    #[gtest]
+    fn versions_depend_on_content_only() {
+        let one = build(&snapshot(&[view("same", &[[10, 233, 0, 7]])]), &config());
+        let two = build(&snapshot(&[view("same", &[[10, 233, 0, 7]])]), &config());
+        for type_url in PUSH_ORDER {
+            let versions = |s: &XdsSnapshot| {
+                s.resources(type_url)
+                    .values()
+                    .map(|r| r.version.to_string())
+                    .collect::<Vec<_>>()
+            };
+            expect_that!(versions(&one), eq(&versions(&two)));
+        }
+        expect_that!(
+            set_version([("a", "1"), ("b", "2")]),
+            eq(&set_version([("b", "2"), ("a", "1")]))
+        );
     }
 }
