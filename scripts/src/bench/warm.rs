@@ -1,0 +1,399 @@
+//! `bench warm`: the warm path against its baselines, same run, same backend.
+//!
+//! One echo-server pod (a real process at its pod IP) serves three paths:
+//!
+//! ```text
+//! direct   wrk ──────────────────────────────────────► pod IP:8080
+//! static   wrk ──► Envoy, scripts/bench/envoy-static.yaml ──► pod
+//! gateway  wrk ──► the gateway's Envoy (Host bench.localhost, view warm) ──► pod
+//! ```
+//!
+//! Each round runs every path once, the order rotating from round to round,
+//! so drifts of a noisy machine spread over all three; a path's figure is
+//! the median over the rounds. Two loads: one connection (latency without
+//! queueing) and many (throughput).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use serde::{Deserialize, Serialize};
+use test_support::TestNamespace;
+use test_support::gateway::Gateway;
+
+use super::gateway::{self as gw, poll};
+use super::{objects, wrk};
+use crate::{paths, progress};
+
+const VIEW: &str = "bench";
+/// The gateway replica's name: its Envoy's node id.
+const NODE: &str = "bench-warm";
+
+pub struct Options {
+    pub rounds: u32,
+    pub seconds: u64,
+    pub connections: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    /// Which echo-server binary served (the pod runner maps the image).
+    pub backend: String,
+    pub rounds: u32,
+    pub seconds_per_run: u64,
+    pub levels: Vec<Level>,
+    pub ext_authz: ExtAuthz,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Level {
+    pub connections: u32,
+    pub paths: Vec<PathRuns>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PathRuns {
+    pub path: String,
+    pub runs: Vec<wrk::Run>,
+}
+
+/// ext_authz calls during the gateway's runs. `sidecar_checks` None: the
+/// sidecar's counter has no sample (a labelled counter appears with its
+/// first increment, so: no check since the sidecar started, or a sidecar
+/// without the counter); `envoy_checks` None: Envoy has no ext_authz stats
+/// (no such filter).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExtAuthz {
+    pub sidecar_checks: Option<f64>,
+    pub envoy_checks: Option<u64>,
+    /// Requests the gateway path served meanwhile.
+    pub gateway_requests: u64,
+}
+
+pub const PATHS: [&str; 3] = ["direct", "static", "gateway"];
+/// The sidecar's counter of ext_authz checks (name per the lead's plan).
+const EXT_AUTHZ_METRIC: &str = "gateway_ext_authz_checks";
+
+impl PathRuns {
+    pub fn median(&self, value: impl Fn(&wrk::Run) -> f64) -> f64 {
+        median(&self.runs.iter().map(value).collect::<Vec<_>>())
+    }
+
+    pub fn rps(&self) -> f64 {
+        self.median(wrk::Run::requests_per_second)
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.runs.iter().map(wrk::Run::errors).sum()
+    }
+}
+
+impl Level {
+    pub fn path(&self, name: &str) -> Option<&PathRuns> {
+        self.paths.iter().find(|p| p.path == name)
+    }
+
+    /// `value(a) / value(b)` of the two paths' runs in the same round:
+    /// runs close in time share the machine's load of the moment, so these
+    /// paired ratios are much steadier than ratios of medians.
+    pub fn paired_ratios(&self, a: &str, b: &str, value: impl Fn(&wrk::Run) -> f64) -> Vec<f64> {
+        let (Some(a), Some(b)) = (self.path(a), self.path(b)) else {
+            return Vec::new();
+        };
+        a.runs
+            .iter()
+            .zip(&b.runs)
+            .map(|(a, b)| value(a) / value(b))
+            .filter(|r| r.is_finite())
+            .collect()
+    }
+}
+
+/// The median of `values` (NaN when empty).
+pub fn median(values: &[f64]) -> f64 {
+    let mut values = values.to_vec();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// A target of the load.
+struct Target {
+    address: IpAddr,
+    port: u16,
+    host: Option<String>,
+}
+
+pub async fn run(options: &Options) -> anyhow::Result<Results> {
+    let client = objects::client().await?;
+    let namespace = TestNamespace::create(&client).await;
+    let step = progress::step(format!(
+        "gateway (release sidecar + Envoy) for namespace {}",
+        namespace.name()
+    ));
+    let gateway = gw::start(NODE, namespace.name()).await?;
+    step.done();
+
+    let step = progress::step("view `bench` through the API, and its echo-server pod");
+    let response = gateway
+        .client()
+        .post(gateway.url("localhost", "/_api/views"))
+        .json(&objects::view_spec(VIEW))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!(
+            "POST /_api/views: {} {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace.name());
+    let pod = pods
+        .create(&PostParams::default(), &objects::echo_pod(VIEW))
+        .await?;
+    let pod_name = pod.metadata.name.unwrap_or_default();
+    let pod_ip: IpAddr = objects::wait_ready(&pods, &pod_name, Duration::from_secs(60))
+        .await?
+        .parse()?;
+    // No request to the view before Envoy has its cluster with the ready
+    // endpoint: a request to a cold view would make the activator start one.
+    let http = gateway.client();
+    poll(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let envoys = gw::envoys(&http, gateway.ops_port).await.ok()?;
+            let clusters = envoys[NODE]["clusters_with_endpoints"].as_array()?.clone();
+            clusters
+                .iter()
+                .any(|c| c.as_str() == Some(&format!("view-{VIEW}")))
+                .then_some(())
+        },
+    )
+    .await
+    .context("Envoy did not get the view's ready endpoint within 30 s")?;
+    let (status, body) = gw::get(&gateway, &gateway.url(&format!("{VIEW}.localhost"), "/")).await?;
+    if status != 200 || !body.contains("bench") {
+        bail!("the warm view answered {status}: {body}");
+    }
+    progress::info(format!("pod {pod_name} at {pod_ip}: warm"));
+    step.done();
+
+    let static_envoy = StaticEnvoy::start(&gateway, pod_ip).await?;
+    let targets = [
+        Target {
+            address: pod_ip,
+            port: 8080,
+            host: None,
+        },
+        Target {
+            address: [127, 0, 0, 1].into(),
+            port: static_envoy.port,
+            host: None,
+        },
+        Target {
+            address: [127, 0, 0, 1].into(),
+            port: gateway.port,
+            host: Some(format!("{VIEW}.localhost")),
+        },
+    ];
+
+    let step = progress::step("warm-up: 1 s per path");
+    for target in &targets {
+        load(target, 8, Duration::from_secs(1)).await?;
+    }
+    step.done();
+
+    let metrics_before = gw::metrics(&gateway).await?;
+    let envoy_authz_before = ext_authz_stats(&gateway).await?;
+
+    let mut levels = Vec::new();
+    for &connections in &options.connections {
+        let step = progress::step(format!(
+            "{} rounds × 3 paths × {} s, {connections} connection(s)",
+            options.rounds, options.seconds
+        ));
+        let mut paths: Vec<PathRuns> = PATHS
+            .iter()
+            .map(|p| PathRuns {
+                path: p.to_string(),
+                runs: Vec::new(),
+            })
+            .collect();
+        for round in 0..options.rounds as usize {
+            for i in 0..PATHS.len() {
+                let index = (round + i) % PATHS.len();
+                let run = load(
+                    &targets[index],
+                    connections,
+                    Duration::from_secs(options.seconds),
+                )
+                .await?;
+                progress::info(format!(
+                    "round {} {:8} {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs{}",
+                    round + 1,
+                    PATHS[index],
+                    run.requests_per_second(),
+                    run.p50_us,
+                    run.p99_us,
+                    run.p999_us,
+                    match run.errors() {
+                        0 => String::new(),
+                        n => format!("  ({n} errors)"),
+                    }
+                ));
+                paths[index].runs.push(run);
+            }
+        }
+        levels.push(Level { connections, paths });
+        step.done();
+    }
+
+    let metrics_after = gw::metrics(&gateway).await?;
+    let envoy_authz_after = ext_authz_stats(&gateway).await?;
+    let sidecar_checks = match (
+        gw::metric_sum(&metrics_before, EXT_AUTHZ_METRIC)
+            .or_else(|| gw::metric_sum(&metrics_before, &format!("views_{EXT_AUTHZ_METRIC}"))),
+        gw::metric_sum(&metrics_after, EXT_AUTHZ_METRIC)
+            .or_else(|| gw::metric_sum(&metrics_after, &format!("views_{EXT_AUTHZ_METRIC}"))),
+    ) {
+        // A labelled counter has no sample until its first increment.
+        (before, Some(after)) => Some(after - before.unwrap_or(0.0)),
+        (_, None) => None,
+    };
+    let ext_authz = ExtAuthz {
+        sidecar_checks,
+        envoy_checks: envoy_authz_after.map(|after| after - envoy_authz_before.unwrap_or(0)),
+        gateway_requests: levels
+            .iter()
+            .filter_map(|l| l.path("gateway"))
+            .flat_map(|p| &p.runs)
+            .map(|r| r.requests)
+            .sum(),
+    };
+
+    drop(static_envoy);
+    drop(gateway);
+    drop(namespace);
+    Ok(Results {
+        backend: backend_binary(),
+        rounds: options.rounds,
+        seconds_per_run: options.seconds,
+        levels,
+        ext_authz,
+    })
+}
+
+async fn load(target: &Target, connections: u32, duration: Duration) -> anyhow::Result<wrk::Run> {
+    wrk::run(&wrk::Load {
+        address: target.address,
+        port: target.port,
+        host: target.host.as_deref(),
+        connections,
+        duration,
+    })
+    .await
+}
+
+/// The sum of the gateway Envoy's ext_authz counters, or None when it has
+/// none (no ext_authz filter configured).
+async fn ext_authz_stats(gateway: &Gateway) -> anyhow::Result<Option<u64>> {
+    let stats = gw::envoy_stats(&gateway.client(), gateway.admin_port, "ext_authz").await?;
+    Ok((!stats.is_empty()).then(|| {
+        stats
+            .iter()
+            .filter(|(name, _)| {
+                // Calls made, whatever their outcome.
+                ["ok", "denied", "error", "failure_mode_allowed"]
+                    .iter()
+                    .any(|outcome| name.ends_with(&format!("ext_authz.{outcome}")))
+            })
+            .map(|(_, v)| v)
+            .sum()
+    }))
+}
+
+/// The binary behind `views.dev/echo-server:latest`, as the pod runner
+/// resolves it (see `scripts/cluster/process-images.toml`).
+fn backend_binary() -> String {
+    let mapping =
+        std::fs::read_to_string(paths::repo_root().join("scripts/cluster/process-images.toml"))
+            .unwrap_or_default();
+    let binary = mapping
+        .split("[images.\"views.dev/echo-server:latest\"]")
+        .nth(1)
+        .and_then(|section| {
+            section
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("binary = "))
+                .map(|b| b.trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let profile = if binary.contains("/release/") {
+        "release build"
+    } else if binary.contains("/debug/") {
+        "debug build"
+    } else {
+        "build unknown"
+    };
+    format!("echo-server, {binary} ({profile}: the pod runner's image mapping)")
+}
+
+/// Envoy with the static baseline config, on free loopback ports.
+struct StaticEnvoy {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl StaticEnvoy {
+    async fn start(gateway: &Gateway, backend: IpAddr) -> anyhow::Result<Self> {
+        let step = progress::step("static Envoy (scripts/bench/envoy-static.yaml)");
+        let dir = std::env::temp_dir().join(format!("views-bench-static-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let port = test_support::gateway::free_port();
+        let admin_port = test_support::gateway::free_port();
+        let template =
+            std::fs::read_to_string(paths::repo_root().join("scripts/bench/envoy-static.yaml"))?;
+        let config = template
+            .replace("{{LISTEN_PORT}}", &port.to_string())
+            .replace("{{ADMIN_PORT}}", &admin_port.to_string())
+            .replace("{{BACKEND_IP}}", &backend.to_string())
+            .replace("{{BACKEND_PORT}}", "8080");
+        std::fs::write(dir.join("envoy.yaml"), config)?;
+        let child = test_support::gateway::spawn_envoy(&dir, "bench-static");
+        let mut envoy = StaticEnvoy { port, child };
+        let url = format!("http://127.0.0.1:{port}/");
+        let ready = poll(
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            || async {
+                let (status, body) = gw::get(gateway, &url).await.ok()?;
+                (status == 200 && body.contains("bench")).then_some(())
+            },
+        )
+        .await;
+        if ready.is_none() {
+            let exited = envoy.child.try_wait().ok().flatten();
+            bail!(
+                "static Envoy not serving within 20 s ({}); log: {}",
+                exited.map_or("running".into(), |s| s.to_string()),
+                dir.join("envoy.log").display()
+            );
+        }
+        step.done();
+        Ok(envoy)
+    }
+}
+
+impl Drop for StaticEnvoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
