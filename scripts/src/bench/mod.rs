@@ -3,9 +3,8 @@
 //! prints the tables and writes `BENCHMARKS.md` (and `docs/bench-scale.svg`).
 //!
 //! - [`warm`]: the warm path — direct to the pod, a static Envoy, the gateway.
-//! - cold: not yet. It needs the activator (issue 4); it will live in
-//!   `cold.rs` beside the others, return its own `Results`, and get its
-//!   section in [`report`] (the goals table already has its rows).
+//! - [`cold`]: what the activator adds to a start (printed; not yet part of
+//!   `BENCHMARKS.md`, whose goals table already has its rows).
 //! - [`scale`]: 100 … 10,000 views.
 //!
 //! Shared: [`wrk`] (the load generator), [`gateway`] (test-support's gateway
@@ -19,6 +18,7 @@
 //! which.
 
 mod chart;
+mod cold;
 mod gateway;
 mod objects;
 mod procs;
@@ -29,7 +29,6 @@ mod wrk;
 
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use clap::ValueEnum;
 
 use crate::{cmd, envoy, progress};
@@ -37,10 +36,10 @@ use crate::{cmd, envoy, progress};
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Which {
     Warm,
-    /// Not yet: needs the activator (issue 4).
+    /// Cold starts through the activator (printed only).
     Cold,
     Scale,
-    /// Every benchmark that exists (warm, scale).
+    /// warm and scale (written to BENCHMARKS.md).
     All,
 }
 
@@ -73,6 +72,12 @@ pub struct Args {
     /// scale: Service creations in flight at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// cold: activations one at a time.
+    #[arg(long, default_value_t = 50)]
+    activations: usize,
+    /// cold: views activated at once afterwards.
+    #[arg(long, default_value_t = 20)]
+    concurrent: usize,
     /// Print the tables but leave BENCHMARKS.md and the chart alone.
     #[arg(long)]
     no_write: bool,
@@ -104,12 +109,6 @@ fn build() -> anyhow::Result<()> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.which == Which::Cold {
-        bail!(
-            "the cold-start benchmark is not written yet (it measures the activator, issue 4); \
-             `cargo xtask bench warm` and `cargo xtask bench scale` work"
-        );
-    }
     if args.report_only {
         return report::write(report::Sections::default(), &report::machine());
     }
@@ -134,6 +133,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if args.which == Which::Cold {
+        return runtime.block_on(cold::run(&cold::Options {
+            activations: args.activations,
+            concurrent: args.concurrent,
+        }));
+    }
     let mut sections = report::Sections::default();
     if warm {
         let started = Instant::now();
