@@ -8,9 +8,8 @@
 # Usage: python generate.py <out dir> <scale factor>; prints the row count of
 # each table, by key prefix, as JSON on its last line.
 #
-# Everything below this comment is the generator of `cargo xtask lake up`
-# (GENERATE in scripts/src/lake.rs), verbatim, so the example's lake and the
-# local one hold the same data; `cargo xtask lint` fails when they differ.
+# `cargo xtask lake up` runs this same file (GENERATE in scripts/src/lake.rs
+# includes it), so the example's lake and the local one hold the same data.
 import json, os, sys
 import duckdb, duckdb_extension_tpch
 out, sf = sys.argv[1], sys.argv[2]

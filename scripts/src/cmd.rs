@@ -44,3 +44,27 @@ pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Make sure `binary` exists, installing Debian's `package` if it does not
+/// (root and the package registry are needed), with progress output.
+pub fn ensure_debian_package(binary: &str, package: &str) -> anyhow::Result<()> {
+    if std::path::Path::new(binary).exists() {
+        return Ok(());
+    }
+    let step = crate::progress::step(format!("installing {package} (apt-get install {package})"));
+    for args in [&["update", "-qq"][..], &["install", "-y", "-qq", package]] {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("running apt-get")?;
+        if !status.success() {
+            bail!(
+                "apt-get {} failed (root and Debian's package registry are needed)",
+                args.join(" ")
+            );
+        }
+    }
+    step.done();
+    Ok(())
+}

@@ -53,26 +53,7 @@ pub fn view_service(name: &str) -> Service {
 
 /// A real pod process for `view`: the echo server at its pod IP.
 pub fn echo_pod(view: &str) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {"name": format!("{view}-echo"), "labels": {"views.dev/view": view}},
-        "spec": {
-            "runtimeClassName": "process",
-            "terminationGracePeriodSeconds": 2,
-            "containers": [{
-                "name": "view",
-                "image": "views.dev/echo-server:latest",
-                "args": ["--listen", "$(POD_IP):8080"],
-                "env": [
-                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                    {"name": "ECHO_MESSAGE", "value": "bench"},
-                ],
-                "ports": [{"name": "http", "containerPort": 8080}],
-                "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
-            }],
-        },
-    }))
-    .expect("a Pod")
+    test_support::echo_view_pod(&format!("{view}-echo"), view, "bench", true)
 }
 
 /// A pod kwok simulates (Running with an IP, Ready at once): makes `view`

@@ -8,38 +8,19 @@
 //! counts responses halves wrk's throughput (see the script).
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::{paths, progress};
+use crate::paths;
 
 const WRK: &str = "/usr/bin/wrk";
 
 /// Install `wrk` from Debian's packages if it is missing.
 pub fn ensure() -> anyhow::Result<()> {
-    if Path::new(WRK).exists() {
-        return Ok(());
-    }
-    let step = progress::step("installing wrk (apt-get install wrk)");
-    for args in [&["update", "-qq"][..], &["install", "-y", "-qq", "wrk"]] {
-        let status = std::process::Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .context("running apt-get")?;
-        if !status.success() {
-            bail!(
-                "apt-get {} failed (root and Debian's package registry are needed)",
-                args.join(" ")
-            );
-        }
-    }
-    step.done();
-    Ok(())
+    crate::cmd::ensure_debian_package(WRK, "wrk")
 }
 
 /// `wrk -v` (its first line), for the report.

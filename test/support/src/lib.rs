@@ -194,3 +194,37 @@ where
         }
     }
 }
+
+/// A real pod process selected by `view`'s Service: the echo server at its
+/// pod IP (RuntimeClass `process`), answering `pod: <pod>\nmessage: <message>`;
+/// its readiness probe fails for good unless `ready`.
+pub fn echo_view_pod(
+    pod: &str,
+    view: &str,
+    message: &str,
+    ready: bool,
+) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": pod, "labels": {"views.dev/view": view}},
+        "spec": {
+            "runtimeClassName": "process",
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{
+                "name": "view",
+                "image": "views.dev/echo-server:latest",
+                "args": ["--listen", "$(POD_IP):8080"],
+                "env": [
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "ECHO_MESSAGE", "value": message},
+                ],
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {
+                    "httpGet": {"path": if ready { "/healthz" } else { "/never-ready" }, "port": "http"},
+                    "periodSeconds": 1,
+                },
+            }],
+        },
+    }))
+    .expect("pod")
+}

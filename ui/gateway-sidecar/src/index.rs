@@ -102,6 +102,21 @@ pub struct Snapshot {
     pub generation: u64,
 }
 
+impl Snapshot {
+    /// A synced snapshot holding exactly `views` (for tests and tools that
+    /// build xDS without watching Kubernetes).
+    pub fn of(views: &[Arc<ViewState>]) -> Self {
+        Self {
+            views: views
+                .iter()
+                .map(|v| (v.spec.name.to_string(), v.clone()))
+                .collect(),
+            synced: true,
+            ..Snapshot::default()
+        }
+    }
+}
+
 /// A read handle on the index.
 #[derive(Clone)]
 pub struct Index {

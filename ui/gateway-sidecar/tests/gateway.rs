@@ -12,39 +12,12 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use test_support::gateway::Gateway;
-use test_support::{TestNamespace, eventually};
+use test_support::{TestNamespace, echo_view_pod, eventually};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn view_spec(name: &str, prefix: &str) -> Value {
     json!({"name": name, "subsets": [{"bucket": "lake", "prefixes": [prefix]}]})
-}
-
-/// A real pod process (echo-server) selected by the view's Service.
-fn view_pod(pod: &str, view: &str, message: &str, ready: bool) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {"name": pod, "labels": {"views.dev/view": view}},
-        "spec": {
-            "runtimeClassName": "process",
-            "terminationGracePeriodSeconds": 2,
-            "containers": [{
-                "name": "view",
-                "image": "views.dev/echo-server:latest",
-                "args": ["--listen", "$(POD_IP):8080"],
-                "env": [
-                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                    {"name": "ECHO_MESSAGE", "value": message},
-                ],
-                "ports": [{"name": "http", "containerPort": 8080}],
-                "readinessProbe": {
-                    "httpGet": {"path": if ready { "/healthz" } else { "/never-ready" }, "port": "http"},
-                    "periodSeconds": 1,
-                },
-            }],
-        },
-    }))
-    .expect("pod")
 }
 
 async fn post_view(gateway: &Gateway, spec: &Value) -> (StatusCode, Value) {
@@ -102,7 +75,7 @@ async fn a_view_created_through_the_api_routes_to_its_pod_and_is_gone_after_dele
 
     pods.create(
         &PostParams::default(),
-        &view_pod("sales-1", "sales", "hello", true),
+        &echo_view_pod("sales-1", "sales", "hello", true),
     )
     .await
     .expect("pod");
@@ -175,13 +148,13 @@ async fn only_ready_endpoints_receive_traffic() {
     expect_that!(status, eq(StatusCode::CREATED));
     pods.create(
         &PostParams::default(),
-        &view_pod("unready", "mixed", "from-unready", false),
+        &echo_view_pod("unready", "mixed", "from-unready", false),
     )
     .await
     .expect("pod");
     pods.create(
         &PostParams::default(),
-        &view_pod("ready", "mixed", "from-ready", true),
+        &echo_view_pod("ready", "mixed", "from-ready", true),
     )
     .await
     .expect("pod");
@@ -340,7 +313,7 @@ async fn a_restarted_sidecar_loses_nothing() {
     );
     pods.create(
         &PostParams::default(),
-        &view_pod("keep-1", "keep", "kept", true),
+        &echo_view_pod("keep-1", "keep", "kept", true),
     )
     .await
     .expect("pod");
@@ -429,7 +402,7 @@ async fn killing_the_sidecar_under_load_fails_no_request_and_config_converges() 
     );
     pods.create(
         &PostParams::default(),
-        &view_pod("warm-1", "warm", "warm", true),
+        &echo_view_pod("warm-1", "warm", "warm", true),
     )
     .await
     .expect("pod");

@@ -260,14 +260,7 @@ fn view(name: &str, serving: bool) -> Arc<ViewState> {
 }
 
 fn index_snapshot(views: &[Arc<ViewState>]) -> Snapshot {
-    Snapshot {
-        views: views
-            .iter()
-            .map(|v| (v.spec.name.to_string(), v.clone()))
-            .collect(),
-        synced: true,
-        ..Snapshot::default()
-    }
+    Snapshot::of(views)
 }
 
 #[gtest]

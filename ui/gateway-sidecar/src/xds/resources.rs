@@ -889,14 +889,7 @@ mod tests {
     }
 
     fn snapshot(views: &[Arc<ViewState>]) -> Snapshot {
-        Snapshot {
-            views: views
-                .iter()
-                .map(|v| (v.spec.name.to_string(), v.clone()))
-                .collect(),
-            synced: true,
-            ..Snapshot::default()
-        }
+        Snapshot::of(views)
     }
 
     fn names(snapshot: &XdsSnapshot, type_url: &str) -> Vec<String> {
