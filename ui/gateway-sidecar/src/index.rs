@@ -1,11 +1,24 @@
 //! The view index: the sidecar's picture of every view and its endpoints,
 //! rebuilt from the Kubernetes watches and nothing else.
 //!
+//! ```text
+//! Service view-<name> ──┐  (label views.dev/view=<name> on every object)
+//! EndpointSlices ───────┤
+//! Jobs view-<name>-<n> ─┼──► Store per kind, grouped by view ──► ViewState per view
+//! their pods ───────────┤        (a batch of events marks          (Service + endpoints
+//! FailedCreate events ──┘         the views it touches)             + activations)
+//! ```
+//!
 //! One task owns the state ([`run`]); everyone else reads immutable
 //! [`Snapshot`]s published through a `tokio::sync::watch` channel ([`Index`]).
-//! Bursts of watch events are coalesced into one snapshot.
+//! Bursts of watch events are coalesced into one snapshot. A snapshot costs
+//! work in proportion to the views its events touched, not to the number of
+//! views: only those are joined again, the view map is persistent (shared
+//! with the previous snapshot but for what changed), an unchanged view keeps
+//! its `Arc`, and each snapshot names the views that changed
+//! ([`Snapshot::changed_since`]) so that readers need not compare the rest.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +31,7 @@ use kube::runtime::watcher::Event;
 use tokio::sync::watch;
 use views_types::ViewRequest;
 
+use crate::changelog::ChangeLog;
 use crate::kubernetes::Change;
 use crate::view;
 use crate::workload::{self, Activation};
@@ -90,21 +104,28 @@ impl ViewState {
     }
 }
 
+/// The views of a snapshot, by name: a persistent map, so publishing a
+/// snapshot and changing one view cost O(log n), not a copy of every view.
+pub type Views = imbl::OrdMap<String, Arc<ViewState>>;
+
 /// Everything known at one moment.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub views: BTreeMap<String, Arc<ViewState>>,
-    /// Both watches have listed everything at least once.
+    pub views: Views,
+    /// Every watch has listed everything at least once.
     pub synced: bool,
     /// The last watch request succeeded (false while the API is unreachable).
     pub kubernetes_reachable: bool,
     /// Increases with every published snapshot.
     pub generation: u64,
+    /// The names of the views each recent snapshot changed (added, changed
+    /// or removed), so readers can touch only those.
+    pub changes: ChangeLog<BTreeSet<String>>,
 }
 
 impl Snapshot {
     /// A synced snapshot holding exactly `views` (for tests and tools that
-    /// build xDS without watching Kubernetes).
+    /// build xDS without watching Kubernetes). Its readers compare everything.
     pub fn of(views: &[Arc<ViewState>]) -> Self {
         Self {
             views: views
@@ -114,6 +135,21 @@ impl Snapshot {
             synced: true,
             ..Snapshot::default()
         }
+    }
+
+    /// The views that changed after snapshot `seen` up to this one; None when
+    /// this snapshot cannot tell (compare every view then).
+    pub fn changed_since(&self, seen: u64) -> Option<BTreeSet<String>> {
+        if self.generation == 0 {
+            return None;
+        }
+        Some(
+            self.changes
+                .since(seen, self.generation)?
+                .flatten()
+                .cloned()
+                .collect(),
+        )
     }
 }
 
@@ -141,11 +177,22 @@ impl Index {
     }
 }
 
-/// What one watch currently holds, by object name, and its relist in progress.
+/// Which views a batch of watch events may have changed.
+#[derive(Default)]
+struct Dirty {
+    /// A relist replaced a whole store: look at every view.
+    all: bool,
+    views: BTreeSet<String>,
+}
+
+/// What one watch currently holds, by object name, grouped by the view each
+/// object belongs to, and its relist in progress.
 struct Store<T> {
-    items: HashMap<String, T>,
+    items: HashMap<String, (String, T)>,
+    /// View name → names of its objects.
+    by_view: HashMap<String, BTreeSet<String>>,
     /// Relisting after (re)connecting: objects seen so far in this list.
-    relisting: Option<HashMap<String, T>>,
+    relisting: Option<HashMap<String, (String, T)>>,
     synced: bool,
 }
 
@@ -153,6 +200,7 @@ impl<T> Default for Store<T> {
     fn default() -> Self {
         Self {
             items: HashMap::new(),
+            by_view: HashMap::new(),
             relisting: None,
             synced: false,
         }
@@ -160,40 +208,86 @@ impl<T> Default for Store<T> {
 }
 
 impl<T> Store<T> {
-    fn apply<K: kube::ResourceExt>(&mut self, event: Event<K>, read: impl Fn(&K) -> T) {
+    /// Apply one watch event; `read` gives an object's view and what to keep
+    /// of it (objects that belong to no view are not kept).
+    fn apply<K: kube::ResourceExt>(
+        &mut self,
+        event: Event<K>,
+        read: impl Fn(&K) -> Option<(String, T)>,
+        dirty: &mut Dirty,
+    ) {
         match event {
             Event::Init => self.relisting = Some(HashMap::new()),
             Event::InitApply(object) => {
-                if let Some(list) = self.relisting.as_mut() {
-                    list.insert(object.name_any(), read(&object));
+                if let (Some(list), Some(read)) = (self.relisting.as_mut(), read(&object)) {
+                    list.insert(object.name_any(), read);
                 }
             }
             Event::InitDone => {
                 self.items = self.relisting.take().unwrap_or_default();
+                self.by_view.clear();
+                for (name, (view, _)) in &self.items {
+                    self.by_view
+                        .entry(view.clone())
+                        .or_default()
+                        .insert(name.clone());
+                }
                 self.synced = true;
+                dirty.all = true;
             }
             Event::Apply(object) => {
-                self.items.insert(object.name_any(), read(&object));
+                let name = object.name_any();
+                self.remove(&name, dirty);
+                if let Some((view, item)) = read(&object) {
+                    self.by_view
+                        .entry(view.clone())
+                        .or_default()
+                        .insert(name.clone());
+                    dirty.views.insert(view.clone());
+                    self.items.insert(name, (view, item));
+                }
             }
-            Event::Delete(object) => {
-                self.items.remove(&object.name_any());
+            Event::Delete(object) => self.remove(&object.name_any(), dirty),
+        }
+    }
+
+    fn remove(&mut self, name: &str, dirty: &mut Dirty) {
+        let Some((view, _)) = self.items.remove(name) else {
+            return;
+        };
+        if let Some(names) = self.by_view.get_mut(&view) {
+            names.remove(name);
+            if names.is_empty() {
+                self.by_view.remove(&view);
             }
         }
+        dirty.views.insert(view);
+    }
+
+    /// The objects of one view, in name order.
+    fn of_view(&self, view: &str) -> impl Iterator<Item = &T> {
+        self.by_view
+            .get(view)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| self.items.get(name).map(|(_, item)| item))
     }
 }
 
-/// The index's private state: what each watch currently holds.
+/// The index's private state: what each watch currently holds, and the views
+/// as last published.
 #[derive(Default)]
 struct State {
-    /// Service name → view (None when the Service carries the label but is unreadable).
-    services: Store<Option<Arc<ViewState>>>,
-    /// EndpointSlice name → (view name, its endpoints).
-    slices: Store<(String, Vec<Endpoint>)>,
+    /// Readable view Services (one per view name, `view-<name>`).
+    services: Store<Arc<ViewState>>,
+    /// EndpointSlices' endpoints.
+    slices: Store<Vec<Endpoint>>,
     jobs: Store<Arc<Job>>,
     pods: Store<Arc<Pod>>,
     /// `FailedCreate` events of Jobs.
     events: Store<Arc<KubeEvent>>,
     reachable: bool,
+    views: Views,
 }
 
 pub fn channel() -> (watch::Sender<Arc<Snapshot>>, Index) {
@@ -201,24 +295,39 @@ pub fn channel() -> (watch::Sender<Arc<Snapshot>>, Index) {
     (tx, Index { rx })
 }
 
-/// Own the index: apply every change, publish coalesced snapshots.
+/// Own the index: apply every change, publish coalesced snapshots, each
+/// costing work in proportion to the views it changed.
 pub async fn run(changes: impl Stream<Item = Change>, tx: watch::Sender<Arc<Snapshot>>) {
     let mut changes = std::pin::pin!(changes);
     let mut state = State::default();
-    let mut generation = 0;
+    let mut published = Snapshot::default();
     while let Some(change) = changes.next().await {
-        state.apply(change);
+        let mut dirty = Dirty::default();
+        state.apply(change, &mut dirty);
         // Coalesce whatever else is already queued into the same snapshot.
         while let Some(Some(change)) = changes.next().now_or_never() {
-            state.apply(change);
+            state.apply(change, &mut dirty);
         }
-        generation += 1;
-        tx.send_replace(Arc::new(state.snapshot(generation)));
+        let changed = state.refresh(dirty);
+        let synced = state.synced();
+        if changed.is_empty()
+            && published.generation > 0
+            && published.synced == synced
+            && published.kubernetes_reachable == state.reachable
+        {
+            continue;
+        }
+        published.generation += 1;
+        published.changes.record(published.generation, changed);
+        published.views = state.views.clone();
+        published.synced = synced;
+        published.kubernetes_reachable = state.reachable;
+        tx.send_replace(Arc::new(published.clone()));
     }
 }
 
 impl State {
-    fn apply(&mut self, change: Change) {
+    fn apply(&mut self, change: Change, dirty: &mut Dirty) {
         if let Change::Failed(error) = &change {
             tracing::warn!(%error, "watching views failed; retrying");
             self.reachable = false;
@@ -226,98 +335,124 @@ impl State {
         }
         self.reachable = true;
         match change {
-            Change::Service(event) => self.services.apply(*event, read_view),
-            Change::Slice(event) => self.slices.apply(*event, read_slice),
-            Change::Job(event) => self.jobs.apply(*event, |job| Arc::new(job.clone())),
-            Change::Pod(event) => self.pods.apply(*event, |pod| Arc::new(pod.clone())),
-            Change::Event(event) => self.events.apply(*event, |e| Arc::new(e.clone())),
+            Change::Service(event) => self.services.apply(*event, read_view, dirty),
+            Change::Slice(event) => self.slices.apply(*event, read_slice, dirty),
+            Change::Job(event) => self.jobs.apply(*event, owned_by_view, dirty),
+            Change::Pod(event) => self.pods.apply(*event, owned_by_view, dirty),
+            Change::Event(event) => self.events.apply(*event, read_event, dirty),
             Change::Failed(_) => {}
         }
     }
 
-    fn snapshot(&self, generation: u64) -> Snapshot {
-        let mut endpoints: HashMap<&str, Vec<Endpoint>> = HashMap::new();
-        for (view, slice_endpoints) in self.slices.items.values() {
-            endpoints
-                .entry(view)
-                .or_default()
-                .extend(slice_endpoints.iter().cloned());
-        }
-        let mut activations = self.activations();
-        let views = self
-            .services
-            .items
-            .values()
-            .flatten()
-            .map(|view| {
-                let name = view.spec.name.to_string();
-                let mut view = view.clone();
-                if let Some(found) = endpoints.remove(name.as_str()) {
-                    Arc::make_mut(&mut view).endpoints = found;
-                }
-                if let Some(found) = activations.remove(name.as_str()) {
-                    Arc::make_mut(&mut view).activations = found;
-                }
-                (name, view)
-            })
-            .collect();
-        Snapshot {
-            views,
-            synced: self.services.synced
-                && self.slices.synced
-                && self.jobs.synced
-                && self.pods.synced
-                && self.events.synced,
-            kubernetes_reachable: self.reachable,
-            generation,
-        }
+    fn synced(&self) -> bool {
+        self.services.synced
+            && self.slices.synced
+            && self.jobs.synced
+            && self.pods.synced
+            && self.events.synced
     }
 
-    /// View name → its activations, read from the Jobs with their pods and events.
-    fn activations(&self) -> HashMap<String, BTreeMap<u32, Activation>> {
-        let mut pods: HashMap<(String, u32), Vec<&Pod>> = HashMap::new();
-        for pod in self.pods.items.values() {
-            if let Some(key) = workload::activation_of(&pod.metadata) {
-                pods.entry(key).or_default().push(pod);
+    /// Bring the published views in line with the stores for every view that
+    /// may have changed; the names of those that did.
+    fn refresh(&mut self, dirty: Dirty) -> BTreeSet<String> {
+        let candidates: BTreeSet<String> = if dirty.all {
+            self.views
+                .keys()
+                .chain(self.services.by_view.keys())
+                .cloned()
+                .collect()
+        } else {
+            dirty.views
+        };
+        let mut changed = BTreeSet::new();
+        for name in candidates {
+            let view = self.view(&name);
+            let before = self.views.get(&name);
+            let same = match (before, &view) {
+                (Some(before), Some(view)) => Arc::ptr_eq(before, view) || before == view,
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                continue;
             }
+            match view {
+                Some(view) => self.views.insert(name.clone(), view),
+                None => self.views.remove(&name),
+            };
+            changed.insert(name);
         }
-        let mut events: HashMap<&str, Vec<&KubeEvent>> = HashMap::new();
-        for event in self.events.items.values() {
-            if let Some(job) = event.involved_object.name.as_deref() {
-                events.entry(job).or_default().push(event);
-            }
+        changed
+    }
+
+    /// One view as the stores have it: its Service joined with its
+    /// endpoints and activations.
+    fn view(&self, name: &str) -> Option<Arc<ViewState>> {
+        let service = self.services.of_view(name).next()?;
+        let endpoints: Vec<Endpoint> = self.slices.of_view(name).flatten().cloned().collect();
+        let activations = self.activations(name);
+        if endpoints.is_empty() && activations.is_empty() {
+            return Some(service.clone());
         }
-        let mut activations: HashMap<String, BTreeMap<u32, Activation>> = HashMap::new();
-        for job in self.jobs.items.values() {
+        let mut view = ViewState::clone(service);
+        view.endpoints = endpoints;
+        view.activations = activations;
+        Some(Arc::new(view))
+    }
+
+    /// One view's activations, read from its Jobs with their pods and events.
+    fn activations(&self, view: &str) -> BTreeMap<u32, Activation> {
+        let mut activations = BTreeMap::new();
+        for job in self.jobs.of_view(view) {
             let Some(key) = workload::activation_of(&job.metadata) else {
                 continue;
             };
-            let job_pods = pods.get(&key).map(Vec::as_slice).unwrap_or_default();
-            let job_events = events
-                .get(job.metadata.name.as_deref().unwrap_or_default())
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            if let Some(activation) = workload::read_activation(job, job_pods, job_events) {
-                activations
-                    .entry(key.0)
-                    .or_default()
-                    .insert(activation.number, activation);
+            let pods: Vec<&Pod> = self
+                .pods
+                .of_view(view)
+                .filter(|pod| workload::activation_of(&pod.metadata).as_ref() == Some(&key))
+                .map(Arc::as_ref)
+                .collect();
+            let events: Vec<&KubeEvent> = self
+                .events
+                .of_view(view)
+                .filter(|e| e.involved_object.name == job.metadata.name)
+                .map(Arc::as_ref)
+                .collect();
+            if let Some(activation) = workload::read_activation(job, &pods, &events) {
+                activations.insert(activation.number, activation);
             }
         }
         activations
     }
 }
 
-fn read_view(service: &Service) -> Option<Arc<ViewState>> {
+/// A Job or pod of a view's activation, by the view it belongs to.
+fn owned_by_view<K: kube::Resource + Clone>(object: &K) -> Option<(String, Arc<K>)> {
+    let (view, _) = workload::activation_of(object.meta())?;
+    Some((view, Arc::new(object.clone())))
+}
+
+/// A `FailedCreate` event, by the view its Job (`view-<name>-<n>`) belongs to.
+fn read_event(event: &KubeEvent) -> Option<(String, Arc<KubeEvent>)> {
+    let job = event.involved_object.name.as_deref()?;
+    let view = workload::view_of_job_name(job)?;
+    Some((view.to_string(), Arc::new(event.clone())))
+}
+
+fn read_view(service: &Service) -> Option<(String, Arc<ViewState>)> {
     match view::from_service(service) {
-        Ok(spec) => Some(Arc::new(ViewState {
-            spec,
-            uid: service.metadata.uid.clone().unwrap_or_default(),
-            created_at: service.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            annotations: service.metadata.annotations.clone().unwrap_or_default(),
-            endpoints: Vec::new(),
-            activations: BTreeMap::new(),
-        })),
+        Ok(spec) => Some((
+            spec.name.to_string(),
+            Arc::new(ViewState {
+                spec,
+                uid: service.metadata.uid.clone().unwrap_or_default(),
+                created_at: service.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                annotations: service.metadata.annotations.clone().unwrap_or_default(),
+                endpoints: Vec::new(),
+                activations: BTreeMap::new(),
+            }),
+        )),
         Err(error) => {
             tracing::warn!(
                 service = service.metadata.name.as_deref().unwrap_or_default(),
@@ -329,9 +464,13 @@ fn read_view(service: &Service) -> Option<Arc<ViewState>> {
     }
 }
 
-fn read_slice(slice: &EndpointSlice) -> (String, Vec<Endpoint>) {
-    let labels = slice.metadata.labels.clone().unwrap_or_default();
-    let view = labels.get(view::VIEW_LABEL).cloned().unwrap_or_default();
+fn read_slice(slice: &EndpointSlice) -> Option<(String, Vec<Endpoint>)> {
+    let view = slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get(view::VIEW_LABEL)?
+        .clone();
     let port = slice
         .ports
         .iter()
@@ -341,7 +480,7 @@ fn read_slice(slice: &EndpointSlice) -> (String, Vec<Endpoint>) {
         .and_then(|p| p.port)
         .and_then(|p| u16::try_from(p).ok());
     let Some(port) = port else {
-        return (view, Vec::new());
+        return Some((view, Vec::new()));
     };
     let endpoints = slice
         .endpoints
@@ -361,5 +500,167 @@ fn read_slice(slice: &EndpointSlice) -> (String, Vec<Endpoint>) {
             })
         })
         .collect();
-    (view, endpoints)
+    Some((view, endpoints))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use googletest::prelude::*;
+    use serde_json::json;
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::UnboundedReceiverStream;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn service(name: &str) -> Service {
+        let spec = serde_json::from_value(
+            json!({"name": name, "subsets": [{"bucket": "lake", "prefixes": ["p/"]}]}),
+        )
+        .expect("a view spec");
+        let mut service = view::to_service(&spec, &Config::parse_from(["gateway-sidecar"]));
+        service.metadata.uid = Some(format!("uid-{name}"));
+        service
+    }
+
+    fn ready_slice(view: &str, ip: &str) -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("view-{view}-abcde"), "labels": {view::VIEW_LABEL: view}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": true, "serving": true}}],
+        }))
+        .expect("a slice")
+    }
+
+    /// Feeds watch events to a running index.
+    struct Feed {
+        changes: mpsc::UnboundedSender<Change>,
+        index: Index,
+    }
+
+    impl Feed {
+        /// An index whose watches have listed `services` and nothing else.
+        async fn listed(services: &[&str]) -> Feed {
+            let (changes, rx) = mpsc::unbounded_channel();
+            let (tx, index) = channel();
+            tokio::spawn(run(UnboundedReceiverStream::new(rx), tx));
+            let mut events: Vec<Change> = vec![Change::Service(Box::new(Event::Init))];
+            events.extend(
+                services
+                    .iter()
+                    .map(|s| Change::Service(Box::new(Event::InitApply(service(s))))),
+            );
+            events.push(Change::Service(Box::new(Event::InitDone)));
+            events.push(Change::Slice(Box::new(Event::InitDone)));
+            events.push(Change::Job(Box::new(Event::InitDone)));
+            events.push(Change::Pod(Box::new(Event::InitDone)));
+            events.push(Change::Event(Box::new(Event::InitDone)));
+            for event in events {
+                changes.send(event).expect("the index runs");
+            }
+            let feed = Feed { changes, index };
+            feed.wait(|s| s.synced).await;
+            feed
+        }
+
+        /// Send one change and return the snapshot published for it.
+        async fn send(&self, change: Change) -> Arc<Snapshot> {
+            let before = self.index.snapshot().generation;
+            self.changes.send(change).expect("the index runs");
+            self.wait(|s| s.generation > before).await
+        }
+
+        async fn wait(&self, condition: impl Fn(&Snapshot) -> bool) -> Arc<Snapshot> {
+            assert!(
+                self.index.wait_for(Duration::from_secs(5), condition).await,
+                "no such snapshot within 5 s"
+            );
+            self.index.snapshot()
+        }
+    }
+
+    #[gtest]
+    #[tokio::test]
+    async fn a_snapshot_names_the_views_it_changed_and_shares_the_others() {
+        let feed = Feed::listed(&["aaa", "bbb", "ccc"]).await;
+        let listed = feed.index.snapshot();
+        expect_that!(
+            listed.views.keys().map(String::as_str).collect::<Vec<_>>(),
+            elements_are![eq(&"aaa"), eq(&"bbb"), eq(&"ccc")]
+        );
+
+        let slice = ready_slice("bbb", "10.233.0.7");
+        let endpoint = feed
+            .send(Change::Slice(Box::new(Event::Apply(slice.clone()))))
+            .await;
+        expect_that!(
+            endpoint.changed_since(listed.generation),
+            some(elements_are![eq("bbb")])
+        );
+        expect_that!(endpoint.views["bbb"].serving_endpoints().count(), eq(1));
+        expect_that!(
+            Arc::ptr_eq(&listed.views["aaa"], &endpoint.views["aaa"]),
+            eq(true)
+        );
+
+        let deleted = feed
+            .send(Change::Service(Box::new(Event::Delete(service("ccc")))))
+            .await;
+        expect_that!(
+            deleted.changed_since(endpoint.generation),
+            some(elements_are![eq("ccc")])
+        );
+        expect_that!(
+            deleted.changed_since(listed.generation),
+            some(elements_are![eq("bbb"), eq("ccc")])
+        );
+        expect_that!(
+            deleted.views.keys().map(String::as_str).collect::<Vec<_>>(),
+            elements_are![eq(&"aaa"), eq(&"bbb")]
+        );
+
+        // The endpoint goes: only bbb changes again.
+        let gone = feed
+            .send(Change::Slice(Box::new(Event::Delete(slice))))
+            .await;
+        expect_that!(
+            gone.changed_since(deleted.generation),
+            some(elements_are![eq("bbb")])
+        );
+        expect_that!(gone.views["bbb"].endpoints, is_empty());
+    }
+
+    #[gtest]
+    #[tokio::test]
+    async fn a_relist_compares_every_view_and_names_only_those_that_differ() {
+        let feed = Feed::listed(&["aaa", "bbb"]).await;
+        let listed = feed.index.snapshot();
+        for change in [
+            Change::Service(Box::new(Event::Init)),
+            Change::Service(Box::new(Event::InitApply(service("aaa")))),
+            Change::Service(Box::new(Event::InitApply(service("ddd")))),
+        ] {
+            feed.changes.send(change).expect("the index runs");
+        }
+        let relisted = feed.send(Change::Service(Box::new(Event::InitDone))).await;
+        expect_that!(
+            relisted.changed_since(listed.generation),
+            some(elements_are![eq("bbb"), eq("ddd")])
+        );
+        expect_that!(
+            relisted
+                .views
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            elements_are![eq(&"aaa"), eq(&"ddd")]
+        );
+    }
+
+    #[gtest]
+    fn a_hand_built_snapshot_cannot_tell_what_changed() {
+        expect_that!(Snapshot::of(&[]).changed_since(0), none());
+    }
 }

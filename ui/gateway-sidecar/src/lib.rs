@@ -20,6 +20,7 @@
 pub mod activator;
 pub mod api;
 pub mod auth;
+pub mod changelog;
 pub mod config;
 pub mod credentials;
 pub mod drain;

@@ -532,6 +532,15 @@ pub fn activation_of_job_name(job: &str) -> Option<u32> {
     job.rsplit_once('-')?.1.parse().ok()
 }
 
+/// The view in a Job name (`view-<name>-<n>`).
+pub fn view_of_job_name(job: &str) -> Option<&str> {
+    let (service, number) = job.rsplit_once('-')?;
+    number.parse::<u32>().ok()?;
+    service
+        .strip_prefix("view-")
+        .filter(|view| !view.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -734,5 +743,15 @@ mod tests {
             activation.deadline.map(|d| d.to_string()),
             some(eq("2026-01-01T00:10:00Z"))
         );
+    }
+
+    #[gtest]
+    fn job_names_give_back_their_view_and_activation() {
+        let job = job_name("sales-eu", 12);
+        expect_that!(view_of_job_name(&job), some(eq("sales-eu")));
+        expect_that!(activation_of_job_name(&job), some(eq(12)));
+        expect_that!(view_of_job_name("view-sales"), none());
+        expect_that!(view_of_job_name("other-sales-1"), none());
+        expect_that!(view_of_job_name("view--1"), none());
     }
 }

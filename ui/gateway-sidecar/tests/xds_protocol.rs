@@ -41,8 +41,13 @@ fn listener_type() -> TypeLabel {
 /// cannot parse.
 fn with_broken_listener(good: &XdsSnapshot) -> XdsSnapshot {
     let mut bad = good.clone();
-    let listeners = Arc::make_mut(bad.by_type.get_mut(LISTENER_TYPE).expect("listeners"));
-    let (_, resource) = listeners.iter_mut().next().expect("the gateway listener");
+    let listeners = bad.by_type.get_mut(LISTENER_TYPE).expect("listeners");
+    let name = listeners
+        .keys()
+        .next()
+        .cloned()
+        .expect("the gateway listener");
+    let resource = listeners.get_mut(&name).expect("the gateway listener");
     let mut listener = Listener::decode(resource.body.value.as_slice()).expect("a listener");
     listener.address = Some(core::Address {
         address: Some(core::address::Address::SocketAddress(core::SocketAddress {

@@ -3,7 +3,7 @@
 //! ```text
 //! index snapshots ──► resources::Builder ──► watch<XdsSnapshot> ──► one task per Envoy stream
 //!   (rebuilds only views      (per type: resources by name,          │  per-resource versions,
-//!    whose state changed)      names changed in recent snapshots)     │  subscriptions, nonces,
+//!    the index says changed)   names changed in recent snapshots)     │  subscriptions, nonces,
 //!                                                                     │  ACK/NACK, deltas only
 //!                                       EnvoyStatus (what each Envoy holds) ◄──┘
 //! ```
@@ -30,14 +30,15 @@ pub async fn build_snapshots(
     let mut snapshots = index.subscribe();
     let mut builder = resources::Builder::new(config);
     loop {
-        let built = builder.update(&snapshots.borrow_and_update());
-        if let Some(built) = built {
+        // Not built under the borrow: it would hold off the index's next send.
+        let snapshot = snapshots.borrow_and_update().clone();
+        if let Some(built) = builder.update(&snapshot) {
             tracing::debug!(
                 generation = built.generation,
                 changed = built
-                    .recent
-                    .back()
-                    .map_or(0, |(_, c)| c.values().map(|n| n.len()).sum::<usize>()),
+                    .changes
+                    .latest()
+                    .map_or(0, |c| c.values().map(|n| n.len()).sum::<usize>()),
                 complete = built.complete,
                 "xDS snapshot"
             );

@@ -28,12 +28,13 @@
 //! `GATEWAY_HOSTNAME` cannot have a scope of its own: its virtual host goes
 //! into the gateway's route configuration instead.
 //!
-//! [`Builder`] keeps every view's resources and rebuilds only views whose
-//! state changed (the index hands out the same `Arc` for an unchanged view),
+//! [`Builder`] keeps every view's resources and looks only at the views the
+//! index says changed (and rebuilds only those whose state really differs),
 //! so a change costs work in proportion to what changed, not to the number of
-//! views; each snapshot lists the names that changed in each of the last
-//! [`RECENT`] snapshots, so a stream that fell a few snapshots behind still
-//! compares only what changed.
+//! views: resources live in persistent maps (a snapshot shares all but the
+//! changed entries with the one before), and each snapshot lists the names
+//! that changed in each of the last [`crate::changelog::KEEP`] snapshots, so a stream
+//! that fell a few snapshots behind still compares only what changed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -52,6 +53,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
 use prost::Message;
 
+use crate::changelog::ChangeLog;
 use crate::config::Config;
 use crate::index::{Snapshot, ViewState};
 
@@ -129,24 +131,20 @@ fn content_version(bytes: &[u8]) -> Arc<str> {
     format!("{:016x}", hasher.finish()).into()
 }
 
-/// One type's resources, by name.
-pub type Resources = BTreeMap<Arc<str>, Arc<Resource>>;
+/// One type's resources, by name (persistent: cloning shares the entries).
+pub type Resources = imbl::OrdMap<Arc<str>, Arc<Resource>>;
 
 /// Per type, the names whose resource changed (or went).
 pub type Changes = BTreeMap<&'static str, BTreeSet<Arc<str>>>;
 
-/// How many snapshots back [`XdsSnapshot::changed_since`] can tell.
-pub const RECENT: usize = 64;
-
 /// Everything Envoy should have, per type.
 #[derive(Debug, Clone, Default)]
 pub struct XdsSnapshot {
-    pub by_type: BTreeMap<&'static str, Arc<Resources>>,
+    pub by_type: BTreeMap<&'static str, Resources>,
     /// Increases with every published snapshot.
     pub generation: u64,
-    /// What changed in each of the last snapshots (generation, changes),
-    /// oldest first, this one last.
-    pub recent: std::collections::VecDeque<(u64, Arc<Changes>)>,
+    /// What changed in each of the last snapshots, this one last.
+    pub changes: ChangeLog<Changes>,
     /// Built from a synced index. Until then nothing is pushed: an Envoy
     /// reconnecting to a restarted sidecar keeps what it has rather than
     /// receiving an empty configuration.
@@ -158,7 +156,7 @@ impl XdsSnapshot {
         self.by_type.get(type_url)?.get(name)
     }
 
-    pub fn resources(&self, type_url: &str) -> Arc<Resources> {
+    pub fn resources(&self, type_url: &str) -> Resources {
         self.by_type.get(type_url).cloned().unwrap_or_default()
     }
 
@@ -169,13 +167,9 @@ impl XdsSnapshot {
         if generation == self.generation {
             return Some(Changes::new());
         }
-        let first = self.recent.front()?.0;
-        if generation + 1 < first || generation > self.generation {
-            return None;
-        }
         let mut changes = Changes::new();
-        for (_, changed) in self.recent.iter().filter(|(g, _)| *g > generation) {
-            for (type_url, names) in changed.iter() {
+        for changed in self.changes.since(generation, self.generation)? {
+            for (type_url, names) in changed {
                 changes
                     .entry(type_url)
                     .or_default()
@@ -243,9 +237,11 @@ pub struct Builder {
     /// The scope key of the gateway's own host.
     gateway_label: String,
     views: BTreeMap<String, Built>,
-    by_type: BTreeMap<&'static str, Arc<Resources>>,
+    /// The generation of the index snapshot last applied.
+    index_generation: Option<u64>,
+    by_type: BTreeMap<&'static str, Resources>,
     changed: Changes,
-    recent: std::collections::VecDeque<(u64, Arc<Changes>)>,
+    changes: ChangeLog<Changes>,
     generation: u64,
     complete: bool,
     started: bool,
@@ -258,12 +254,10 @@ impl Builder {
             config,
             gateway_label,
             views: BTreeMap::new(),
-            by_type: PUSH_ORDER
-                .iter()
-                .map(|t| (*t, Arc::new(Resources::new())))
-                .collect(),
+            index_generation: None,
+            by_type: PUSH_ORDER.iter().map(|t| (*t, Resources::new())).collect(),
             changed: Changes::new(),
-            recent: std::collections::VecDeque::new(),
+            changes: ChangeLog::default(),
             generation: 0,
             complete: false,
             started: false,
@@ -278,55 +272,68 @@ impl Builder {
             self.set(SCOPED_ROUTE_TYPE, scope(GATEWAY, &self.gateway_label));
             self.rebuild_gateway_routes();
         }
-        let mut gone = Vec::new();
-        let mut touched = Vec::new();
+        match self
+            .index_generation
+            .and_then(|seen| snapshot.changed_since(seen))
         {
-            let mut old = self.views.iter().peekable();
-            for (name, state) in &snapshot.views {
-                while let Some((before, _)) = old.next_if(|(before, _)| *before < name) {
-                    gone.push(before.clone());
-                }
-                match old.next_if(|(before, _)| *before == name) {
-                    Some((_, built)) if Arc::ptr_eq(&built.state, state) => {}
-                    Some((_, built)) if built.serving == serving(state) => {
-                        touched.push((name.clone(), state.clone(), false));
-                    }
-                    _ => touched.push((name.clone(), state.clone(), true)),
+            Some(names) => {
+                for name in names {
+                    self.apply_view(&name, snapshot.views.get(&name));
                 }
             }
-            gone.extend(old.map(|(name, _)| name.clone()));
-        }
-        for name in gone {
-            self.views.remove(&name);
-            self.remove_view(&name);
-        }
-        for (name, state, rebuild) in touched {
-            let built = Built {
-                serving: serving(&state),
-                state,
-            };
-            self.views.insert(name.clone(), built);
-            if rebuild {
-                self.build_view(&name);
+            None => {
+                let gone: Vec<String> = self
+                    .views
+                    .keys()
+                    .filter(|name| !snapshot.views.contains_key(*name))
+                    .cloned()
+                    .collect();
+                for name in gone {
+                    self.apply_view(&name, None);
+                }
+                for (name, state) in &snapshot.views {
+                    self.apply_view(name, Some(state));
+                }
             }
         }
+        self.index_generation = Some(snapshot.generation);
         let complete_changed = self.complete != snapshot.synced;
         self.complete = snapshot.synced;
         if self.changed.is_empty() && !complete_changed && self.generation > 0 {
             return None;
         }
         self.generation += 1;
-        if self.recent.len() == RECENT {
-            self.recent.pop_front();
-        }
-        self.recent
-            .push_back((self.generation, Arc::new(std::mem::take(&mut self.changed))));
+        self.changes
+            .record(self.generation, std::mem::take(&mut self.changed));
         Some(XdsSnapshot {
             by_type: self.by_type.clone(),
             generation: self.generation,
-            recent: self.recent.clone(),
+            changes: self.changes.clone(),
             complete: self.complete,
         })
+    }
+
+    /// Bring one view's resources in line with its state in the index.
+    fn apply_view(&mut self, name: &str, state: Option<&Arc<ViewState>>) {
+        let Some(state) = state else {
+            if self.views.remove(name).is_some() {
+                self.remove_view(name);
+            }
+            return;
+        };
+        let rebuild = match self.views.get(name) {
+            Some(built) if Arc::ptr_eq(&built.state, state) => return,
+            Some(built) => built.serving != serving(state),
+            None => true,
+        };
+        let built = Built {
+            serving: serving(state),
+            state: state.clone(),
+        };
+        self.views.insert(name.to_string(), built);
+        if rebuild {
+            self.build_view(name);
+        }
     }
 
     fn set(&mut self, type_url: &'static str, resource: Arc<Resource>) {
@@ -341,15 +348,12 @@ impl Builder {
             .entry(type_url)
             .or_default()
             .insert(resource.name.clone());
-        Arc::make_mut(resources).insert(resource.name.clone(), resource);
+        resources.insert(resource.name.clone(), resource);
     }
 
     fn unset(&mut self, type_url: &'static str, name: &str) {
         let resources = self.by_type.entry(type_url).or_default();
-        if !resources.contains_key(name) {
-            return;
-        }
-        if let Some((name, _)) = Arc::make_mut(resources).remove_entry(name) {
+        if let Some((name, _)) = resources.remove_with_key(name) {
             self.changed.entry(type_url).or_default().insert(name);
         }
     }
@@ -1001,7 +1005,7 @@ mod tests {
             last.changed_since(last.generation),
             some(eq(&Changes::new()))
         );
-        for i in 0..RECENT {
+        for i in 0..crate::changelog::KEEP {
             last = builder
                 .update(&snapshot(&[view(&format!("w{i:03}"), &[])]))
                 .expect("a change");
@@ -1010,6 +1014,39 @@ mod tests {
         expect_that!(
             last.changed_since(last.generation - 1).map(|c| c.len()),
             some(eq(2))
+        );
+    }
+
+    #[gtest]
+    fn with_the_index_change_log_only_the_views_it_names_are_looked_at() {
+        let mut builder = Builder::new(Arc::new(config()));
+        let mut first = snapshot(&[view("aaa", &[]), view("bbb", &[])]);
+        first.generation = 1;
+        first
+            .changes
+            .record(1, BTreeSet::from(["aaa".to_string(), "bbb".to_string()]));
+        builder.update(&first).expect("the first snapshot");
+        // Both views have an endpoint now, but the log names only aaa.
+        let mut second = snapshot(&[
+            view("aaa", &[[10, 233, 0, 1]]),
+            view("bbb", &[[10, 233, 0, 2]]),
+        ]);
+        second.generation = 2;
+        second.changes = first.changes.clone();
+        second
+            .changes
+            .record(2, BTreeSet::from(["aaa".to_string()]));
+        let built = builder.update(&second).expect("aaa changed");
+        expect_that!(names(&built, CLUSTER_TYPE), elements_are![eq("view-aaa")]);
+        // A snapshot the log cannot relate to the last one: every view is compared.
+        let mut far = second.clone();
+        far.generation = 100;
+        far.changes = ChangeLog::default();
+        far.changes.record(100, BTreeSet::new());
+        let built = builder.update(&far).expect("bbb changed");
+        expect_that!(
+            names(&built, CLUSTER_TYPE),
+            elements_are![eq("view-aaa"), eq("view-bbb")]
         );
     }
 
