@@ -72,6 +72,9 @@ pub struct Args {
     /// scale: Service creations in flight at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// scale: new views timed per size through the views API.
+    #[arg(long, default_value_t = 20)]
+    api_samples: usize,
     /// cold: activations one at a time.
     #[arg(long, default_value_t = 50)]
     activations: usize,
@@ -157,6 +160,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             active: args.active,
             converge_timeout: Duration::from_secs(args.converge_timeout),
             concurrency: args.concurrency,
+            api_samples: args.api_samples,
         }))?;
         sections.scale = Some(report::Section::new(started, &machine, results));
     }

@@ -10,6 +10,9 @@
 //!    and time until Envoy's listener routes its host (answers anything but
 //!    the 404 "no such view"). Around them: the sidecar's CPU time, the xDS
 //!    bytes it sent (its own counter) and Envoy received (Envoy's stats).
+//!    Then `api_samples` more through the views API (`POST /_api/views`,
+//!    which answers 201 once this replica's Envoy routes the view): time to
+//!    the 201, and until the listener routes the host.
 //! 3. Memory of the sidecar and Envoy; the clusters Envoy holds.
 //! 4. Resync: SIGKILL the sidecar, start it, time until its `/readyz` and
 //!    until Envoy has ACKed every type again and routes every view.
@@ -34,6 +37,7 @@ pub struct Options {
     pub active: usize,
     pub converge_timeout: Duration,
     pub concurrency: usize,
+    pub api_samples: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +67,12 @@ pub struct Size {
     pub routable_after_create_ms: Vec<f64>,
     /// Samples that were not routable within the per-sample bound.
     pub sample_timeouts: usize,
+    /// One new view through the API: from `POST /_api/views` until its 201.
+    #[serde(default)]
+    pub api_created_ms: Vec<f64>,
+    /// … and until Envoy's listener routes its host.
+    #[serde(default)]
+    pub api_routable_ms: Vec<f64>,
     pub sidecar_rss_bytes: u64,
     pub sidecar_peak_bytes: u64,
     pub envoy_rss_bytes: u64,
@@ -89,12 +99,6 @@ const SAMPLE_TIMEOUT: Duration = Duration::from_secs(10);
 const RESYNC_TIMEOUT: Duration = Duration::from_secs(60);
 const XDS_BYTES_METRIC: &str = "views_gateway_xds_resource_bytes";
 const ENVOY_XDS_RX: &str = "cluster.xds.upstream_cx_rx_bytes_total";
-/// Route configurations Envoy applied for one view: each view has its own
-/// scope and route configuration `view-<name>` (listener stat prefix
-/// "gateway", see the sidecar's `xds/resources.rs`).
-fn rds_updates(view: &str) -> String {
-    format!("http.gateway.rds.view-{view}.update_success")
-}
 /// A path the gateway routes to the sidecar on every view host; the
 /// sidecar answers 404 for it. (Any other path of a cold view would start it.)
 const PROBE_PATH: &str = "/_gateway/bench-probe";
@@ -127,9 +131,14 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
         let step = progress::step(format!("{views} views"));
         let size = measure(&client, views, options).await;
         progress::info(format!(
-            "routable p50 {} / p99 {} ms; sidecar {:.0} MB, Envoy {:.0} MB; resync {}",
+            "routable p50 {} / p99 {} ms; through the API: 201 p50 {} / p99 {} ms, routable p50 {} / p99 {} ms; \
+             sidecar {:.0} MB, Envoy {:.0} MB; resync {}",
             fmt_opt(size.routable_p50(), 0),
             fmt_opt(size.routable_p99(), 0),
+            fmt_opt(percentile(&size.api_created_ms, 50.0), 0),
+            fmt_opt(percentile(&size.api_created_ms, 99.0), 0),
+            fmt_opt(percentile(&size.api_routable_ms, 50.0), 0),
+            fmt_opt(percentile(&size.api_routable_ms, 99.0), 0),
             procs::megabytes(size.sidecar_rss_bytes),
             procs::megabytes(size.envoy_rss_bytes),
             fmt_opt(size.resync_acked_seconds, 2),
@@ -283,33 +292,13 @@ async fn measure_in(
     let mut changes = 0;
     for i in 0..options.samples {
         let view = format!("new{i:02}");
-        let url = gateway.url(&format!("{view}.localhost"), PROBE_PATH);
-        let rds_updates_stat = rds_updates(&view);
         let created = Instant::now();
         services
             .create(&PostParams::default(), &objects::view_service(&view))
             .await?;
         let answered = created.elapsed();
         changes += 1;
-        // Envoy applies the view's routes (its RDS update counter appears),
-        // then its listener routes the host: a probe then answers with
-        // something other than Envoy's own 404 "no such view". Neither the
-        // polling nor the probe's path (`/_gateway/`, routed to the sidecar
-        // on every view host) activates the view, and probes only start
-        // once Envoy has new routes, so they hardly add to the sidecar's
-        // CPU time, which is measured.
-        let routed = poll(SAMPLE_TIMEOUT, Duration::from_millis(2), || async {
-            let updates = gw::envoy_stat(&http, gateway.admin_port, &rds_updates_stat)
-                .await
-                .ok()?;
-            if updates == 0 {
-                return None;
-            }
-            let (status, body) = gw::get_with(&http, &url).await.ok()?;
-            (status != 404 || body != "no such view\n").then_some(())
-        })
-        .await;
-        match routed {
+        match routable(&gateway, &view).await {
             Some(()) => {
                 let total = created.elapsed();
                 size.routable_ms.push(total.as_secs_f64() * 1e3);
@@ -344,6 +333,35 @@ async fn measure_in(
         size.envoy_rx_bytes_per_change = Some(per(rx_after.saturating_sub(rx_before) as f64));
     }
 
+    // 2b. Through the API.
+    for i in 0..options.api_samples {
+        let view = format!("api{i:02}");
+        let posted = Instant::now();
+        let response = http
+            .post(gateway.url("localhost", "/_api/views"))
+            .json(&objects::view_spec(&view))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == 201,
+            "POST /_api/views for {view}: {} {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+        let created = posted.elapsed();
+        if routable(&gateway, &view).await.is_none() {
+            size.notes.push(format!(
+                "view {view}, created through the API, was not routable within {} s",
+                SAMPLE_TIMEOUT.as_secs()
+            ));
+            break;
+        }
+        size.api_created_ms.push(created.as_secs_f64() * 1e3);
+        size.api_routable_ms
+            .push(posted.elapsed().as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
     // 3. Memory and clusters.
     let sidecar_memory = procs::memory(sidecar)?;
     size.sidecar_rss_bytes = sidecar_memory.rss;
@@ -352,7 +370,7 @@ async fn measure_in(
     size.envoy_clusters = dynamic_clusters(&http, gateway.admin_port).await.ok();
 
     // 4. Resync after a restart.
-    let total_views = views + size.routable_ms.len();
+    let total_views = views + size.routable_ms.len() + size.api_routable_ms.len();
     // Listeners, scopes, routes, clusters, and endpoints only while Envoy
     // has EDS clusters.
     let types = if active > 0 { 5 } else { 4 };
@@ -366,6 +384,26 @@ async fn measure_in(
         ));
     }
     Ok(())
+}
+
+/// Wait until Envoy's listener routes `view`'s host; None after
+/// [`SAMPLE_TIMEOUT`].
+///
+/// Until Envoy has the view's scope and routes, a probe gets Envoy's own 404
+/// "no such view" (answered by its worker, no sidecar involved); once it
+/// has them, the probe's path (`/_gateway/`, routed to the sidecar on every
+/// view host, which answers 404 without starting the view) gets something
+/// else. Polling Envoy's admin `/stats` instead would scan every stat (about
+/// a dozen per view) on Envoy's main thread, the thread that applies xDS:
+/// the measurement would slow down what it measures.
+async fn routable(gateway: &Gateway, view: &str) -> Option<()> {
+    let http = gateway.client();
+    let url = gateway.url(&format!("{view}.localhost"), PROBE_PATH);
+    poll(SAMPLE_TIMEOUT, Duration::from_millis(2), || async {
+        let (status, body) = gw::get_with(&http, &url).await.ok()?;
+        (status != 404 || body != "no such view\n").then_some(())
+    })
+    .await
 }
 
 /// Envoy routes every host of `probes` (answers something other than its
