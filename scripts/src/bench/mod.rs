@@ -3,8 +3,8 @@
 //! prints the tables and writes `BENCHMARKS.md` (and `docs/bench-scale.svg`).
 //!
 //! - [`warm`]: the warm path — direct to the pod, a static Envoy, the gateway.
-//! - [`cold`]: what the activator adds to a start (printed; not yet part of
-//!   `BENCHMARKS.md`, whose goals table already has its rows).
+//! - [`cold`]: what the activator adds to a start, step by step after the
+//!   pod is ready; and with simulated pods, the overhead alone.
 //! - [`scale`]: 100 … 10,000 views.
 //!
 //! Shared: [`wrk`] (the load generator), [`gateway`] (test-support's gateway
@@ -36,10 +36,10 @@ use crate::{cmd, envoy, progress};
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Which {
     Warm,
-    /// Cold starts through the activator (printed only).
+    /// Cold starts through the activator.
     Cold,
     Scale,
-    /// warm and scale (written to BENCHMARKS.md).
+    /// warm, cold and scale.
     All,
 }
 
@@ -81,6 +81,9 @@ pub struct Args {
     /// cold: views activated at once afterwards.
     #[arg(long, default_value_t = 20)]
     concurrent: usize,
+    /// cold: views with simulated pods (no start delay) activated at once last.
+    #[arg(long, default_value_t = 20)]
+    simulated: usize,
     /// Print the tables but leave BENCHMARKS.md and the chart alone.
     #[arg(long)]
     no_write: bool,
@@ -116,6 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return report::write(report::Sections::default(), &report::machine());
     }
     let warm = matches!(args.which, Which::Warm | Which::All);
+    let cold = matches!(args.which, Which::Cold | Which::All);
     let scale = matches!(args.which, Which::Scale | Which::All);
 
     crate::cluster::up()?;
@@ -136,12 +140,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    if args.which == Which::Cold {
-        return runtime.block_on(cold::run(&cold::Options {
-            activations: args.activations,
-            concurrent: args.concurrent,
-        }));
-    }
     let mut sections = report::Sections::default();
     if warm {
         let started = Instant::now();
@@ -151,6 +149,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             connections: args.connections.clone(),
         }))?;
         sections.warm = Some(report::Section::new(started, &machine, results));
+    }
+    if cold {
+        let started = Instant::now();
+        let results = runtime.block_on(cold::run(&cold::Options {
+            activations: args.activations,
+            concurrent: args.concurrent,
+            simulated: args.simulated,
+        }))?;
+        sections.cold = Some(report::Section::new(started, &machine, results));
     }
     if scale {
         let started = Instant::now();

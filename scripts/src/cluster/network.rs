@@ -11,7 +11,10 @@
 //! The API server refuses loopback endpoint addresses, so pod IPs live here.
 //! Process pods (run by the pod runner) get their address added to `vg-pods`,
 //! which makes them reachable from the host; kwok's simulated pods take
-//! addresses from the upper half of the range, which nothing answers.
+//! addresses from the upper half of the range, where no process listens: the
+//! namespace takes that half as its own (a `local` route), so a connection
+//! there is refused at once, as at a real pod whose port is closed, rather
+//! than left waiting for an ARP reply that never comes.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -34,6 +37,8 @@ pub const PROCESS_POD_IPS: (Ipv4Addr, Ipv4Addr) = (
 );
 /// Addresses handed to simulated pods by kwok (`--cidr`).
 pub const SIMULATED_POD_CIDR: &str = "10.233.128.1/17";
+/// The same range as a route.
+const SIMULATED_POD_ROUTE: &str = "10.233.128.0/17";
 
 /// Whether the namespace and both ends of the veth are in place and up.
 pub fn is_up() -> bool {
@@ -45,7 +50,9 @@ pub fn is_up() -> bool {
 /// half-built network is torn down and built again.
 pub fn up() -> anyhow::Result<()> {
     if is_up() {
-        return Ok(());
+        // A network built before simulated addresses refused connections
+        // gets the route without being rebuilt (its pods keep their addresses).
+        return refuse_simulated_pods();
     }
     let step = progress::step(format!("pod network: namespace {NETNS}, {POD_CIDR}"));
     down()?;
@@ -66,8 +73,24 @@ pub fn up() -> anyhow::Result<()> {
     ] {
         ip(args)?;
     }
+    refuse_simulated_pods()?;
     step.done();
     Ok(())
+}
+
+/// Make the simulated pods' range local to the namespace (idempotent).
+fn refuse_simulated_pods() -> anyhow::Result<()> {
+    ip(&[
+        "-n",
+        NETNS,
+        "route",
+        "replace",
+        "local",
+        SIMULATED_POD_ROUTE,
+        "dev",
+        "lo",
+    ])
+    .map(drop)
 }
 
 /// Remove the namespace (which takes the veth pair with it). Idempotent.

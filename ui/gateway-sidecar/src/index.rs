@@ -17,6 +17,11 @@
 //! with the previous snapshot but for what changed), an unchanged view keeps
 //! its `Arc`, and each snapshot names the views that changed
 //! ([`Snapshot::changed_since`]) so that readers need not compare the rest.
+//!
+//! A view's endpoints are its EndpointSlices' endpoints, overlaid with the
+//! readiness of its activations' own pods: the EndpointSlice controller
+//! copies a pod's Ready into the slice an API round trip later (a 1 s retry
+//! when its cache lags), and a cold start waits for exactly that change.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -389,7 +394,8 @@ impl State {
     /// endpoints and activations.
     fn view(&self, name: &str) -> Option<Arc<ViewState>> {
         let service = self.services.of_view(name).next()?;
-        let endpoints: Vec<Endpoint> = self.slices.of_view(name).flatten().cloned().collect();
+        let mut endpoints: Vec<Endpoint> = self.slices.of_view(name).flatten().cloned().collect();
+        overlay_pods(&mut endpoints, self.pods.of_view(name));
         let activations = self.activations(name);
         if endpoints.is_empty() && activations.is_empty() {
             return Some(service.clone());
@@ -424,6 +430,55 @@ impl State {
             }
         }
         activations
+    }
+}
+
+/// Let each pod's own status speak for its address: the EndpointSlice
+/// controller copies a pod's readiness into the slice one API round trip
+/// later, and under load after a 1 s back-off ("informer cache is out of
+/// date"), while a cold start waits for exactly that change.
+fn overlay_pods<'a>(endpoints: &mut Vec<Endpoint>, pods: impl Iterator<Item = &'a Arc<Pod>>) {
+    for pod in pods {
+        let Some(status) = &pod.status else { continue };
+        let Some(ip) = status
+            .pod_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+        else {
+            continue;
+        };
+        let ready = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        let terminating = pod.metadata.deletion_timestamp.is_some()
+            || matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
+        let mut listed = false;
+        for endpoint in endpoints.iter_mut().filter(|e| e.ip == ip) {
+            listed = true;
+            endpoint.serving = ready;
+            endpoint.terminating |= terminating;
+        }
+        let port = pod
+            .spec
+            .iter()
+            .flat_map(|spec| &spec.containers)
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|p| p.name.as_deref() == Some("http"))
+            .and_then(|p| u16::try_from(p.container_port).ok());
+        if !listed
+            && ready
+            && !terminating
+            && let Some(port) = port
+        {
+            endpoints.push(Endpoint {
+                ip,
+                port,
+                serving: true,
+                terminating: false,
+            });
+        }
     }
 }
 
@@ -532,6 +587,29 @@ mod tests {
             "endpoints": [{"addresses": [ip], "conditions": {"ready": true, "serving": true}}],
         }))
         .expect("a slice")
+    }
+
+    fn activation_pod(view: &str, ip: &str, ready: bool) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": format!("view-{view}-1-xyz12"),
+                "labels": {view::VIEW_LABEL: view, workload::ACTIVATION_LABEL: "1"},
+            },
+            "spec": {"containers": [{"name": "view", "ports": [{"name": "http", "containerPort": 8080}]}]},
+            "status": {
+                "phase": "Running",
+                "podIP": ip,
+                "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+            },
+        }))
+        .expect("a pod")
+    }
+
+    fn serving(snapshot: &Snapshot, view: &str) -> Vec<String> {
+        snapshot.views[view]
+            .serving_endpoints()
+            .map(|e| format!("{}:{}", e.ip, e.port))
+            .collect()
     }
 
     /// Feeds watch events to a running index.
@@ -657,6 +735,47 @@ mod tests {
                 .collect::<Vec<_>>(),
             elements_are![eq(&"aaa"), eq(&"ddd")]
         );
+    }
+
+    #[gtest]
+    #[tokio::test]
+    async fn a_pod_s_own_readiness_counts_before_its_endpoint_slice_catches_up() {
+        let feed = Feed::listed(&["aaa"]).await;
+        // Ready, and no slice lists it yet: it serves.
+        let ready = feed
+            .send(Change::Pod(Box::new(Event::Apply(activation_pod(
+                "aaa",
+                "10.233.0.9",
+                true,
+            )))))
+            .await;
+        expect_that!(serving(&ready, "aaa"), elements_are![eq("10.233.0.9:8080")]);
+        // The slice catches up: that changes nothing (no new snapshot).
+        feed.changes
+            .send(Change::Slice(Box::new(Event::Apply(ready_slice(
+                "aaa",
+                "10.233.0.9",
+            )))))
+            .expect("the index runs");
+        // The pod stops being ready while the slice still says serving: it does not serve.
+        let unready = feed
+            .send(Change::Pod(Box::new(Event::Apply(activation_pod(
+                "aaa",
+                "10.233.0.9",
+                false,
+            )))))
+            .await;
+        expect_that!(serving(&unready, "aaa"), is_empty());
+        expect_that!(unready.views["aaa"].endpoints, len(eq(1)));
+        // Being deleted: terminating, whatever its readiness.
+        let mut deleting = activation_pod("aaa", "10.233.0.9", true);
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        let deleting = feed
+            .send(Change::Pod(Box::new(Event::Apply(deleting))))
+            .await;
+        expect_that!(serving(&deleting, "aaa"), is_empty());
     }
 
     #[gtest]

@@ -183,8 +183,13 @@ impl Activator {
     /// every Envoy of this replica right now.
     pub fn ready_now(&self, view: &str) -> bool {
         let snapshot = self.inner.index.snapshot();
-        let envoys = self.inner.envoys.borrow().clone();
-        progress(view, None, &snapshot, &envoys, &mut false) == Progress::Ready
+        progress(
+            view,
+            None,
+            &snapshot,
+            &self.inner.envoys.borrow(),
+            &mut false,
+        ) == Progress::Ready
     }
 
     /// Hold a request until the view is ready, fails, is deleted, or `budget` passes.
@@ -209,6 +214,7 @@ impl Inner {
     /// Drive one start of `view` to a final state, publishing progress.
     /// Ends early (the start goes on in Kubernetes) once nobody follows it.
     async fn drive(&self, view: &str, tx: &watch::Sender<Progress>) -> Progress {
+        let mut timeline = Timeline::new();
         let mut snapshots = self.index.subscribe();
         let mut envoys = self.envoys.clone();
         let snapshot = snapshots.borrow_and_update().clone();
@@ -228,17 +234,24 @@ impl Inner {
         loop {
             let progress = {
                 let snapshot = snapshots.borrow_and_update().clone();
-                let envoys = envoys.borrow_and_update().clone();
-                progress(
+                // Read in place: the map holds every cluster of every Envoy,
+                // too much to copy on each of its changes in each driver.
+                let envoys = envoys.borrow_and_update();
+                let progress = progress(
                     view,
                     target.as_ref(),
                     &snapshot,
                     &envoys,
                     &mut seen_in_index,
-                )
+                );
+                timeline.mark(&progress, snapshot.views.get(view).map(Arc::as_ref));
+                progress
             };
             if let Progress::Failed(failure) = &progress {
                 self.end_failed_start(view, failure).await;
+            }
+            if progress == Progress::Ready {
+                timeline.log_ready(view);
             }
             if progress.is_final() {
                 return progress;
@@ -334,6 +347,50 @@ impl Inner {
         if let Err(error) = self.writer.delete_job(&failure.job).await {
             tracing::warn!(view, job = failure.job, %error, "could not delete the failed Job");
         }
+    }
+}
+
+/// When a driver first saw each step of the end of a start, for the line
+/// that logs it: where a slow start spent its time after its pod was ready
+/// (`bench cold` reads it too).
+struct Timeline {
+    started: Instant,
+    /// The index had the pod ready (by its status or a serving endpoint).
+    pod_ready: Option<Duration>,
+    /// The index had a serving endpoint: what xDS sends Envoy.
+    serving: Option<Duration>,
+}
+
+impl Timeline {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            pod_ready: None,
+            serving: None,
+        }
+    }
+
+    fn mark(&mut self, progress: &Progress, state: Option<&ViewState>) {
+        let now = self.started.elapsed();
+        let serving = state.is_some_and(|s| s.serving_endpoints().next().is_some());
+        if serving {
+            self.serving.get_or_insert(now);
+        }
+        if serving || *progress == Progress::Starting(Stage::Routing) {
+            self.pod_ready.get_or_insert(now);
+        }
+    }
+
+    fn log_ready(&self, view: &str) {
+        let ready = self.started.elapsed();
+        let ms = |at: Option<Duration>| (at.unwrap_or(ready).as_secs_f64() * 1e4).round() / 10.0;
+        tracing::info!(
+            view,
+            pod_ready_ms = ms(self.pod_ready),
+            serving_ms = ms(self.serving),
+            ready_ms = ms(Some(ready)),
+            "view ready: every Envoy routes to it (times since its start was taken up)"
+        );
     }
 }
 
