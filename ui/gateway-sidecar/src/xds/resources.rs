@@ -17,7 +17,8 @@
 //!                                                sidecar activates the view and holds the request
 //!                                                until Envoy has the cluster with a ready endpoint)
 //! Cluster "view-<name>" (EDS over ADS) and its ClusterLoadAssignment — only
-//! for views with serving endpoints, so Envoy holds clusters for active views only.
+//! for active views (serving endpoints, or a start under way: the cluster is
+//! warm before the pod is ready), so Envoy holds clusters for active views only.
 //! ```
 //!
 //! Hosts match exactly: `demo.localhost:8080` is `demo.localhost` (the port is
@@ -228,7 +229,33 @@ pub fn build(snapshot: &Snapshot, config: &Config) -> XdsSnapshot {
 /// One view as last built.
 struct Built {
     state: Arc<ViewState>,
+    shape: Shape,
+}
+
+/// What a view's resources depend on.
+#[derive(PartialEq)]
+struct Shape {
+    /// Serving endpoints, in a stable order.
     serving: Vec<(IpAddr, u16)>,
+    /// A start is under way: Envoy gets the (still empty) cluster now, so
+    /// that when the pod is ready only its endpoints are left to send, not a
+    /// new cluster to warm.
+    starting: bool,
+}
+
+impl Shape {
+    fn of(view: &ViewState) -> Self {
+        let mut serving: Vec<_> = view.serving_endpoints().map(|e| (e.ip, e.port)).collect();
+        serving.sort();
+        Shape {
+            serving,
+            starting: view.live_activation().is_some(),
+        }
+    }
+
+    fn has_cluster(&self) -> bool {
+        self.starting || !self.serving.is_empty()
+    }
 }
 
 /// Keeps every resource and rebuilds only what a new index snapshot changes.
@@ -321,13 +348,14 @@ impl Builder {
             }
             return;
         };
+        let shape = Shape::of(state);
         let rebuild = match self.views.get(name) {
             Some(built) if Arc::ptr_eq(&built.state, state) => return,
-            Some(built) => built.serving != serving(state),
+            Some(built) => built.shape != shape,
             None => true,
         };
         let built = Built {
-            serving: serving(state),
+            shape,
             state: state.clone(),
         };
         self.views.insert(name.to_string(), built);
@@ -359,10 +387,14 @@ impl Builder {
     }
 
     fn build_view(&mut self, name: &str) {
-        let view = self.views.get(name).map(|b| b.state.clone());
-        let Some(view) = view else { return };
+        let Some(built) = self.views.get(name) else {
+            return;
+        };
+        let view = built.state.clone();
+        let has_cluster = built.shape.has_cluster();
+        let assignment = load_assignment(&cluster_name(name), &built.shape.serving);
         let cluster = cluster_name(name);
-        if view.serving_endpoints().next().is_some() {
+        if has_cluster {
             self.set(
                 CLUSTER_TYPE,
                 Resource::new(
@@ -372,7 +404,6 @@ impl Builder {
                     Refs::default(),
                 ),
             );
-            let assignment = load_assignment(&cluster, &view);
             let has_endpoints = assignment
                 .endpoints
                 .iter()
@@ -421,13 +452,6 @@ impl Builder {
         let routes = view_routes(&self.config, GATEWAY, &views);
         self.set(ROUTE_TYPE, routes);
     }
-}
-
-/// A view's serving endpoints, in a stable order: what its resources depend on.
-fn serving(view: &ViewState) -> Vec<(IpAddr, u16)> {
-    let mut serving: Vec<_> = view.serving_endpoints().map(|e| (e.ip, e.port)).collect();
-    serving.sort();
-    serving
 }
 
 /// The scope key of a host: its first label (what the listener's key builder
@@ -835,13 +859,13 @@ fn view_cluster(name: &str) -> cluster::Cluster {
     }
 }
 
-fn load_assignment(name: &str, view: &ViewState) -> endpoint::ClusterLoadAssignment {
+fn load_assignment(name: &str, serving: &[(IpAddr, u16)]) -> endpoint::ClusterLoadAssignment {
     endpoint::ClusterLoadAssignment {
         cluster_name: name.into(),
         endpoints: vec![endpoint::LocalityLbEndpoints {
-            lb_endpoints: serving(view)
-                .into_iter()
-                .map(|(ip, port)| endpoint::LbEndpoint {
+            lb_endpoints: serving
+                .iter()
+                .map(|&(ip, port)| endpoint::LbEndpoint {
                     host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(
                         endpoint::Endpoint {
                             address: Some(socket_address(ip, port)),
@@ -1048,6 +1072,54 @@ mod tests {
             names(&built, CLUSTER_TYPE),
             elements_are![eq("view-aaa"), eq("view-bbb")]
         );
+    }
+
+    #[gtest]
+    fn a_starting_view_has_its_cluster_before_its_pod_is_ready() {
+        let mut starting = (*view("aaa", &[])).clone();
+        starting.activations.insert(
+            1,
+            crate::workload::Activation {
+                number: 1,
+                job: "view-aaa-1".into(),
+                uid: "job-uid".into(),
+                created_at: None,
+                deadline: None,
+                phase: crate::workload::Phase::Starting,
+            },
+        );
+        let mut builder = Builder::new(Arc::new(config()));
+        let started = builder
+            .update(&snapshot(&[Arc::new(starting.clone())]))
+            .expect("a snapshot");
+        expect_that!(names(&started, CLUSTER_TYPE), elements_are![eq("view-aaa")]);
+        let assignment = started
+            .get(ENDPOINT_TYPE, "view-aaa")
+            .expect("an assignment");
+        expect_that!(assignment.refs.has_endpoints, eq(false));
+        // Still cold: its route asks the sidecar first.
+        let routes = started.get(ROUTE_TYPE, "view-aaa").expect("routes");
+        expect_that!(routes.refs.direct_clusters, is_empty());
+
+        // Ready: only the endpoints change (and the route goes direct).
+        starting.endpoints = view("aaa", &[[10, 233, 0, 5]]).endpoints.clone();
+        let ready = builder
+            .update(&snapshot(&[Arc::new(starting.clone())]))
+            .expect("a change");
+        let changed = ready.changed_since(started.generation).expect("recent");
+        expect_that!(changed.get(CLUSTER_TYPE), none());
+        expect_that!(changed.get(ENDPOINT_TYPE).map(|n| n.len()), some(eq(1)));
+
+        // The start failed: no endpoint, no live activation, no cluster.
+        starting.endpoints.clear();
+        starting.activations.get_mut(&1).expect("activation").phase =
+            crate::workload::Phase::Ended {
+                reason: "DeadlineExceeded".into(),
+            };
+        let ended = builder
+            .update(&snapshot(&[Arc::new(starting)]))
+            .expect("a change");
+        expect_that!(names(&ended, CLUSTER_TYPE), is_empty());
     }
 
     #[gtest]
