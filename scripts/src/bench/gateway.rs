@@ -38,10 +38,22 @@ pub fn use_release_binaries() -> anyhow::Result<()> {
 /// when the replica does not get ready; that becomes an error here, so one
 /// failed measurement does not end the benchmark.
 pub async fn start(name: &str, namespace: &str) -> anyhow::Result<Gateway> {
+    start_with_envoy_args(name, namespace, &[]).await
+}
+
+/// As [`start`], with extra Envoy command-line arguments.
+pub async fn start_with_envoy_args(
+    name: &str,
+    namespace: &str,
+    envoy_args: &[&str],
+) -> anyhow::Result<Gateway> {
     let (name, namespace) = (name.to_string(), namespace.to_string());
-    tokio::spawn(
-        async move { Gateway::start_with(&name, &namespace, &[("RUST_LOG", "info")]).await },
-    )
+    let envoy_args: Vec<String> = envoy_args.iter().map(|a| a.to_string()).collect();
+    tokio::spawn(async move {
+        let envoy_args: Vec<&str> = envoy_args.iter().map(String::as_str).collect();
+        Gateway::start_with_envoy_args(&name, &namespace, &[("RUST_LOG", "info")], &envoy_args)
+            .await
+    })
     .await
     .map_err(|_| anyhow::anyhow!("the gateway replica did not start (its panic is above)"))
 }

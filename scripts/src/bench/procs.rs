@@ -72,6 +72,37 @@ pub fn children(matches: impl Fn(&str) -> bool) -> Vec<u32> {
         .collect()
 }
 
+/// Every process on the machine whose command line satisfies `matches`.
+pub fn all(matches: impl Fn(&str) -> bool) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| matches(&String::from_utf8_lossy(&c).replace('\0', " ")))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Pin every thread of process `pid` (and the threads it starts later) to
+/// the CPUs `cpus` (a `taskset` list, e.g. `0` or `1-3`).
+pub fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
+    let output = std::process::Command::new("taskset")
+        .args(["--all-tasks", "--cpu-list", "--pid", cpus, &pid.to_string()])
+        .output()
+        .context("running taskset")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "taskset -a -c -p {cpus} {pid}: {}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(())
+}
+
 fn parent(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // `pid (comm) state ppid …`; comm may contain spaces and parentheses.

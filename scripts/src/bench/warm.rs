@@ -1,12 +1,23 @@
 //! `bench warm`: the warm path against its baselines, same run, same backend.
 //!
-//! One echo-server pod (a real process at its pod IP) serves three paths:
+//! One echo-server pod (a real process at its pod IP, the release build)
+//! serves three paths:
 //!
 //! ```text
 //! direct   wrk ──────────────────────────────────────► pod IP:8080
 //! static   wrk ──► Envoy, scripts/bench/envoy-static.yaml ──► pod
 //! gateway  wrk ──► the gateway's Envoy (Host bench.localhost, view warm) ──► pod
 //! ```
+//!
+//! Both Envoys run the same binary with the same options: one worker
+//! (`--concurrency 1`), the same overload manager, stdout to a file. On a
+//! machine with two CPUs or more they are pinned to CPU 0 and wrk and the
+//! backend to CPU 1, so that under load the proxy is what limits the
+//! throughput (and not the scheduler's choice of who runs where among wrk,
+//! the proxy's workers and the backend's): requests/s then compares the
+//! proxies' cost per request. Each proxy's CPU time per request is measured
+//! too (all its threads, from `/proc`), which hardly depends on the machine's
+//! other load.
 //!
 //! Each round runs every path once, the order rotating from round to round,
 //! so drifts of a noisy machine spread over all three; a path's figure is
@@ -24,10 +35,21 @@ use test_support::TestNamespace;
 use test_support::gateway::Gateway;
 
 use super::gateway::{self as gw, poll};
-use super::{objects, wrk};
+use super::{objects, procs, wrk};
 use crate::{paths, progress};
 
 const VIEW: &str = "bench";
+/// The backend's image: the release echo-server (see
+/// `scripts/cluster/process-images.toml`; `bench` builds it). A debug build
+/// would take CPU from the proxies it is meant to compare.
+const BACKEND_IMAGE: &str = "views.dev/echo-server:release";
+/// Options both Envoys get beyond the harness's own (`--disable-hot-restart
+/// --log-level warning`): one worker each.
+const ENVOY_ARGS: [&str; 2] = ["--concurrency", "1"];
+/// Where the proxies run, and where wrk and the backend run (when the
+/// machine has two CPUs or more).
+const PROXY_CPU: &str = "0";
+const LOAD_CPU: &str = "1";
 /// The gateway replica's name: its Envoy's node id.
 const NODE: &str = "bench-warm";
 
@@ -45,6 +67,9 @@ pub struct Results {
     pub seconds_per_run: u64,
     pub levels: Vec<Level>,
     pub ext_authz: ExtAuthz,
+    /// How the processes were placed on CPUs, and the Envoys' options.
+    #[serde(default)]
+    pub placement: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +113,12 @@ impl PathRuns {
     pub fn errors(&self) -> u64 {
         self.runs.iter().map(wrk::Run::errors).sum()
     }
+
+    /// The median of the proxy's CPU time per request (µs), if measured.
+    pub fn proxy_cpu_us(&self) -> Option<f64> {
+        let values: Vec<f64> = self.runs.iter().filter_map(|r| r.proxy_cpu_us).collect();
+        (!values.is_empty()).then(|| median(&values))
+    }
 }
 
 impl Level {
@@ -127,6 +158,8 @@ struct Target {
     address: IpAddr,
     port: u16,
     host: Option<String>,
+    /// The proxy in the path, whose CPU time is measured.
+    proxy: Option<u32>,
 }
 
 pub async fn run(options: &Options) -> anyhow::Result<Results> {
@@ -136,7 +169,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
         "gateway (release sidecar + Envoy) for namespace {}",
         namespace.name()
     ));
-    let gateway = gw::start(NODE, namespace.name()).await?;
+    let gateway = gw::start_with_envoy_args(NODE, namespace.name(), &ENVOY_ARGS).await?;
     step.done();
 
     let step = progress::step("view `bench` through the API, and its echo-server pod");
@@ -154,9 +187,11 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
         );
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace.name());
-    let pod = pods
-        .create(&PostParams::default(), &objects::echo_pod(VIEW))
-        .await?;
+    let mut pod = objects::echo_pod(VIEW);
+    for container in pod.spec.iter_mut().flat_map(|s| s.containers.iter_mut()) {
+        container.image = Some(BACKEND_IMAGE.into());
+    }
+    let pod = pods.create(&PostParams::default(), &pod).await?;
     let pod_name = pod.metadata.name.unwrap_or_default();
     let pod_ip: IpAddr = objects::wait_ready(&pods, &pod_name, Duration::from_secs(60))
         .await?
@@ -186,27 +221,35 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
     step.done();
 
     let static_envoy = StaticEnvoy::start(&gateway, pod_ip).await?;
+    let gateway_envoy = gateway
+        .envoy_pid()
+        .context("the gateway's Envoy is not running")?;
+    let (placement, load_cpus) = place(&[gateway_envoy, static_envoy.child.id()], pod_ip)?;
+    progress::info(format!("placement: {placement}"));
     let targets = [
         Target {
             address: pod_ip,
             port: 8080,
             host: None,
+            proxy: None,
         },
         Target {
             address: [127, 0, 0, 1].into(),
             port: static_envoy.port,
             host: None,
+            proxy: Some(static_envoy.child.id()),
         },
         Target {
             address: [127, 0, 0, 1].into(),
             port: gateway.port,
             host: Some(format!("{VIEW}.localhost")),
+            proxy: Some(gateway_envoy),
         },
     ];
 
     let step = progress::step("warm-up: 1 s per path");
     for target in &targets {
-        load(target, 8, Duration::from_secs(1)).await?;
+        load(target, 8, Duration::from_secs(1), load_cpus).await?;
     }
     step.done();
 
@@ -233,16 +276,20 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
                     &targets[index],
                     connections,
                     Duration::from_secs(options.seconds),
+                    load_cpus,
                 )
                 .await?;
                 progress::info(format!(
-                    "round {} {:8} {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs{}",
+                    "round {} {:8} {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs{}{}",
                     round + 1,
                     PATHS[index],
                     run.requests_per_second(),
                     run.p50_us,
                     run.p99_us,
                     run.p999_us,
+                    run.proxy_cpu_us
+                        .map(|us| format!("  proxy CPU {us:.1} µs/request"))
+                        .unwrap_or_default(),
                     match run.errors() {
                         0 => String::new(),
                         n => format!("  ({n} errors)"),
@@ -251,7 +298,20 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
                 paths[index].runs.push(run);
             }
         }
-        levels.push(Level { connections, paths });
+        let level = Level { connections, paths };
+        if let (Some(s), Some(g)) = (
+            level.path("static").and_then(PathRuns::proxy_cpu_us),
+            level.path("gateway").and_then(PathRuns::proxy_cpu_us),
+        ) {
+            let paired =
+                level.paired_ratios("gateway", "static", |r| r.proxy_cpu_us.unwrap_or(f64::NAN));
+            progress::info(format!(
+                "proxy CPU per request, median: static {s:.1} µs, gateway {g:.1} µs; \
+                 gateway/static paired by round {:.3}",
+                median(&paired)
+            ));
+        }
+        levels.push(level);
         step.done();
     }
 
@@ -287,18 +347,64 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
         seconds_per_run: options.seconds,
         levels,
         ext_authz,
+        placement: Some(placement),
     })
 }
 
-async fn load(target: &Target, connections: u32, duration: Duration) -> anyhow::Result<wrk::Run> {
-    wrk::run(&wrk::Load {
+async fn load(
+    target: &Target,
+    connections: u32,
+    duration: Duration,
+    cpus: Option<&str>,
+) -> anyhow::Result<wrk::Run> {
+    let before = target.proxy.map(procs::cpu_ns).transpose()?;
+    let mut run = wrk::run(&wrk::Load {
         address: target.address,
         port: target.port,
         host: target.host.as_deref(),
         connections,
         duration,
+        cpus,
     })
-    .await
+    .await?;
+    if let (Some(pid), Some(before)) = (target.proxy, before) {
+        let spent = procs::cpu_ns(pid)?.saturating_sub(before);
+        run.proxy_cpu_us = Some(spent as f64 / 1e3 / run.requests.max(1) as f64);
+    }
+    Ok(run)
+}
+
+/// Pin the proxies to [`PROXY_CPU`], and the backend (the echo-server
+/// process serving `pod_ip`) to [`LOAD_CPU`], where wrk will run too; on a
+/// machine with one CPU, nothing. The placement in words, and wrk's CPUs.
+fn place(proxies: &[u32], pod_ip: IpAddr) -> anyhow::Result<(String, Option<&'static str>)> {
+    let envoys = format!("both Envoys {}", ENVOY_ARGS.join(" "));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        return Ok((format!("{envoys}; one CPU: nothing pinned"), None));
+    }
+    let listen = format!("{pod_ip}:8080");
+    let backend = procs::all(|cmdline| {
+        cmdline
+            .split(' ')
+            .next()
+            .is_some_and(|program| program.ends_with("/echo-server"))
+            && cmdline.contains(&listen)
+    });
+    let [backend] = backend[..] else {
+        bail!("expected one echo-server process listening on {listen}, found {backend:?}");
+    };
+    for &pid in proxies {
+        procs::pin(pid, PROXY_CPU)?;
+    }
+    procs::pin(backend, LOAD_CPU)?;
+    Ok((
+        format!(
+            "{envoys}, pinned to CPU {PROXY_CPU}; wrk (one thread) and the backend pinned to \
+             CPU {LOAD_CPU}; {cpus} CPUs, shared with whatever else runs"
+        ),
+        Some(LOAD_CPU),
+    ))
 }
 
 /// The sum of the gateway Envoy's ext_authz counters, or None when it has
@@ -319,14 +425,14 @@ async fn ext_authz_stats(gateway: &Gateway) -> anyhow::Result<Option<u64>> {
     }))
 }
 
-/// The binary behind `views.dev/echo-server:latest`, as the pod runner
-/// resolves it (see `scripts/cluster/process-images.toml`).
+/// The binary behind [`BACKEND_IMAGE`], as the pod runner resolves it (see
+/// `scripts/cluster/process-images.toml`).
 fn backend_binary() -> String {
     let mapping =
         std::fs::read_to_string(paths::repo_root().join("scripts/cluster/process-images.toml"))
             .unwrap_or_default();
     let binary = mapping
-        .split("[images.\"views.dev/echo-server:latest\"]")
+        .split(&format!("[images.\"{BACKEND_IMAGE}\"]"))
         .nth(1)
         .and_then(|section| {
             section
@@ -366,7 +472,7 @@ impl StaticEnvoy {
             .replace("{{BACKEND_IP}}", &backend.to_string())
             .replace("{{BACKEND_PORT}}", "8080");
         std::fs::write(dir.join("envoy.yaml"), config)?;
-        let child = test_support::gateway::spawn_envoy(&dir, "bench-static");
+        let child = test_support::gateway::spawn_envoy_with(&dir, "bench-static", &ENVOY_ARGS);
         let mut envoy = StaticEnvoy { port, child };
         let url = format!("http://127.0.0.1:{port}/");
         let ready = poll(

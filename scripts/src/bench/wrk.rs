@@ -45,6 +45,8 @@ pub struct Load<'a> {
     pub host: Option<&'a str>,
     pub connections: u32,
     pub duration: Duration,
+    /// Run wrk on these CPUs only (a `taskset` list), if set.
+    pub cpus: Option<&'a str>,
 }
 
 /// What wrk measured (latencies in microseconds).
@@ -63,6 +65,12 @@ pub struct Run {
     pub p99_us: u64,
     pub p999_us: u64,
     pub max_us: u64,
+    /// CPU time the proxy under load (all its threads) spent per request
+    /// during the run, in microseconds; None for no proxy (direct), or
+    /// results from before it was measured. Unlike requests/s it hardly
+    /// depends on what else the machine runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_cpu_us: Option<f64>,
 }
 
 impl Run {
@@ -103,7 +111,14 @@ pub async fn run(load: &Load<'_>) -> anyhow::Result<Run> {
         IpAddr::V4(ip) => format!("http://{ip}:{}/", load.port),
         IpAddr::V6(ip) => format!("http://[{ip}]:{}/", load.port),
     };
-    let mut command = tokio::process::Command::new(WRK);
+    let mut command = match load.cpus {
+        Some(cpus) => {
+            let mut command = tokio::process::Command::new("taskset");
+            command.args(["--cpu-list", cpus, WRK]);
+            command
+        }
+        None => tokio::process::Command::new(WRK),
+    };
     command
         .args(["-t1", "--timeout", "5s"])
         .arg(format!("-c{}", load.connections))

@@ -124,6 +124,17 @@ impl Gateway {
 
     /// As [`Gateway::start`], with extra sidecar environment variables.
     pub async fn start_with(name: &str, namespace: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::start_with_envoy_args(name, namespace, env, &[]).await
+    }
+
+    /// As [`Gateway::start_with`], with extra Envoy command-line arguments
+    /// (the benchmarks run Envoy with `--concurrency 1`).
+    pub async fn start_with_envoy_args(
+        name: &str,
+        namespace: &str,
+        env: &[(&str, &str)],
+        envoy_args: &[&str],
+    ) -> Gateway {
         let dir = std::env::temp_dir().join(format!("views-gateway-{namespace}-{name}"));
         std::fs::create_dir_all(&dir).expect("gateway dir");
         let kubeconfig = service_account_kubeconfig(namespace, &dir);
@@ -168,7 +179,7 @@ impl Gateway {
             dir,
         };
         gateway.start_sidecar();
-        gateway.envoy = Some(spawn_envoy(&gateway.dir, name));
+        gateway.envoy = Some(spawn_envoy_with(&gateway.dir, name, envoy_args));
         gateway.wait_ready().await;
         gateway
     }
@@ -320,6 +331,11 @@ impl Gateway {
     pub fn logs_dir(&self) -> &std::path::Path {
         &self.dir
     }
+
+    /// The pid of this replica's Envoy, while it runs.
+    pub fn envoy_pid(&self) -> Option<u32> {
+        self.envoy.as_ref().map(Child::id)
+    }
 }
 
 impl Drop for Gateway {
@@ -346,8 +362,16 @@ pub fn write_bootstrap(dir: &std::path::Path, xds_port: u16, api_port: u16, admi
     std::fs::write(dir.join("envoy.yaml"), bootstrap).expect("bootstrap");
 }
 
-/// Start Envoy with `<dir>/envoy.yaml` as node `node`, logging to `<dir>/envoy.log`.
+/// Start Envoy with `<dir>/envoy.yaml` as node `node`, logging to `<dir>/envoy.log`;
+/// its stdout (the gateway's access log, one JSON line per request) goes
+/// straight to the file `<dir>/envoy-access.log`, never through a pipe this
+/// process would have to drain.
 pub fn spawn_envoy(dir: &std::path::Path, node: &str) -> Child {
+    spawn_envoy_with(dir, node, &[])
+}
+
+/// As [`spawn_envoy`], with extra command-line arguments.
+pub fn spawn_envoy_with(dir: &std::path::Path, node: &str, extra_args: &[&str]) -> Child {
     Command::new(envoy())
         .arg("--config-path")
         .arg(dir.join("envoy.yaml"))
@@ -358,6 +382,7 @@ pub fn spawn_envoy(dir: &std::path::Path, node: &str) -> Child {
             "--log-level",
             "warning",
         ])
+        .args(extra_args)
         .stdout(log_file(dir, "envoy-access.log"))
         .stderr(log_file(dir, "envoy.log"))
         .spawn()
