@@ -194,9 +194,8 @@ fn warm_tables(results: &warm::Results) -> String {
             results.rounds,
             results.seconds_per_run
         );
-        out +=
-            "| path | requests/s | p50 ms | p99 ms | p99.9 ms | requests/s, min–max | errors |\n";
-        out += "|---|---:|---:|---:|---:|---:|---:|\n";
+        out += "| path | requests/s | p50 ms | p99 ms | p99.9 ms | requests/s, min–max | errors | proxy CPU µs/request |\n";
+        out += "|---|---:|---:|---:|---:|---:|---:|---:|\n";
         for path in &level.paths {
             let rps: Vec<f64> = path
                 .runs
@@ -205,7 +204,7 @@ fn warm_tables(results: &warm::Results) -> String {
                 .collect();
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {} | {} | {} | {:.0}–{:.0} | {} |",
+                "| {} | {:.0} | {} | {} | {} | {:.0}–{:.0} | {} | {} |",
                 path.path,
                 path.rps(),
                 ms(path.median(|r| r.p50_us as f64)),
@@ -213,7 +212,8 @@ fn warm_tables(results: &warm::Results) -> String {
                 ms(path.median(|r| r.p999_us as f64)),
                 rps.iter().copied().fold(f64::INFINITY, f64::min),
                 rps.iter().copied().fold(0.0, f64::max),
-                path.errors()
+                path.errors(),
+                opt(path.proxy_cpu_us(), 1),
             );
         }
         if let Some(gateway) = level.path("gateway") {
@@ -223,7 +223,7 @@ fn warm_tables(results: &warm::Results) -> String {
                 };
                 let _ = writeln!(
                     out,
-                    "| *gateway/{base}, of the medians* | *{}* | *{}* | *{}* | *{}* | | |",
+                    "| *gateway/{base}, of the medians* | *{}* | *{}* | *{}* | *{}* | | | |",
                     ratio(gateway.rps(), baseline.rps()),
                     ratio(
                         gateway.median(|r| r.p50_us as f64),
@@ -245,9 +245,15 @@ fn warm_tables(results: &warm::Results) -> String {
                     let (low, high) = min_max(&ratios);
                     format!("{:.3} ({low:.2}–{high:.2})", warm::median(&ratios))
                 };
+                // The direct path has no proxy.
+                let cpu = if base == "static" {
+                    format!("**{}**", paired(|r| r.proxy_cpu_us.unwrap_or(f64::NAN)))
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     out,
-                    "| **gateway/{base}, paired by round** | **{}** | **{}** | **{}** | **{}** | | |",
+                    "| **gateway/{base}, paired by round** | **{}** | **{}** | **{}** | **{}** | | | {cpu} |",
                     paired(super::wrk::Run::requests_per_second),
                     paired(|r| r.p50_us as f64),
                     paired(|r| r.p99_us as f64),
@@ -784,8 +790,13 @@ pub fn write(now: Sections, machine: &Machine) -> anyhow::Result<()> {
                  static listener and cluster ([scripts/bench/envoy-static.yaml](scripts/bench/envoy-static.yaml): \
                  no xDS, no ext_authz); **gateway**: the gateway's Envoy, configured by the sidecar over \
                  xDS, Host `bench.localhost` with the view warm. Load: wrk, one thread, keep-alive \
-                 connections, `GET /`; wrk, Envoy and the backend share the machine's cores.",
-                warm.results.backend
+                 connections, `GET /`. Placement: {}. *proxy CPU*: the proxy's CPU time (all its \
+                 threads) per request, steadier than requests/s on a shared machine.",
+                warm.results.backend,
+                warm.results
+                    .placement
+                    .as_deref()
+                    .unwrap_or("wrk, the Envoys and the backend share the machine's cores")
             );
             md += &warm_tables(&warm.results);
         }
