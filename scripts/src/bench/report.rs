@@ -304,8 +304,8 @@ fn scale_table(results: &scale::Results) -> String {
         "\n{} active views per size; new-view figures over {} samples (their p99 is their maximum).\n",
         results.active_views, results.samples
     );
-    out += "| views | create s | all routed s: Envoy / ACK recorded | new view routable p50 / p99 ms | sidecar RSS MB (peak) | sidecar CPU ms per change | Envoy RSS MB | xDS bytes per change (sidecar / Envoy rx) | Envoy clusters | resync: ready / ACKed s |\n";
-    out += "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    out += "| views | create s | all routed s: Envoy / ACK recorded | new view routable p50 / p99 ms | through the API p50 / p99 ms: 201, routable | sidecar RSS MB (peak) | sidecar CPU ms per change | Envoy RSS MB | xDS bytes per change (sidecar / Envoy rx) | Envoy clusters | resync: ready / ACKed s |\n";
+    out += "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for size in &results.sizes {
         let converged = format!(
             "{} / {}",
@@ -320,15 +320,24 @@ fn scale_table(results: &scale::Results) -> String {
             0 => String::new(),
             n => format!(" ({n} not routable within 10 s)"),
         };
+        let api = |values: &[f64]| {
+            format!(
+                "{} / {}",
+                opt(scale::percentile(values, 50.0), 0),
+                opt(scale::percentile(values, 99.0), 0)
+            )
+        };
         let _ = writeln!(
             out,
-            "| {} | {:.1} | {} | {} / {}{} | {} ({}) | {} | {} | {} / {} | {} | {} / {} |",
+            "| {} | {:.1} | {} | {} / {}{} | {}, {} | {} ({}) | {} | {} | {} / {} | {} | {} / {} |",
             size.views,
             size.create_seconds,
             converged,
             opt(size.routable_p50(), 0),
             opt(size.routable_p99(), 0),
             timeouts,
+            api(&size.api_created_ms),
+            api(&size.api_routable_ms),
             mb(size.sidecar_rss_bytes),
             mb(size.sidecar_peak_bytes),
             steady(size, size.sidecar_cpu_ms_per_change, 1),
@@ -834,9 +843,11 @@ pub fn write(now: Sections, machine: &Machine) -> anyhow::Result<()> {
                  active views' clusters), and until the sidecar has recorded Envoy's ACK of routes \
                  naming every view (what its API and the activator wait for). \
                  *new view routable*: from the create call of one more Service until Envoy's listener \
-                 routes its host, one view at a time: once Envoy's RDS update counter moves, a probe \
-                 (`/_gateway/bench-probe`, a path that does not start the view) gets something other \
-                 than Envoy's own 404 \"no such view\". *CPU per change*: the sidecar's CPU time over those changes. *xDS \
+                 routes its host, one view at a time: a probe every 2 ms (`/_gateway/bench-probe`, a \
+                 path that does not start the view) gets something other than Envoy's own 404 \"no such \
+                 view\". *through the API*: the same, for views created with `POST /_api/views`: until \
+                 its 201 (which waits for this replica's Envoy to route the view), and until the probe \
+                 gets through. *CPU per change*: the sidecar's CPU time over those changes. *xDS \
                  bytes*: the sidecar's resource-bytes counter and the bytes Envoy received on its xDS \
                  connection, per change. *Envoy clusters*: dynamic clusters in Envoy's config dump. \
                  *resync*: SIGKILL the sidecar, start it, until its `/readyz` answers and until Envoy \
