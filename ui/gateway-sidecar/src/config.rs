@@ -5,6 +5,13 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 
+/// Envoy's access log ([`Config::access_log`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessLog {
+    Json,
+    Off,
+}
+
 #[derive(Parser, Debug, Clone)]
 #[command(name = "gateway-sidecar", about = "The views gateway's control plane")]
 pub struct Config {
@@ -84,6 +91,12 @@ pub struct Config {
     /// servers stop (seconds; keep it below the pod's grace period).
     #[arg(long, env = "DRAIN_SECONDS", default_value_t = 20)]
     pub drain_seconds: u64,
+
+    /// Envoy's access log: one JSON line per request on its stdout, or none
+    /// (formatting the line is about a tenth of Envoy's CPU per request on a
+    /// small response; see BENCHMARKS.md).
+    #[arg(long, env = "ACCESS_LOG", value_enum, default_value_t = AccessLog::Json)]
+    pub access_log: AccessLog,
 
     /// Log as JSON (the default when stderr is not a terminal).
     #[arg(long, env = "LOG_JSON")]

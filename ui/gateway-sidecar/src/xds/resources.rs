@@ -55,7 +55,7 @@ use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
 use prost::Message;
 
 use crate::changelog::ChangeLog;
-use crate::config::Config;
+use crate::config::{AccessLog, Config};
 use crate::index::{Snapshot, ViewState};
 
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
@@ -583,7 +583,10 @@ fn gateway_listener(config: &Config) -> Arc<Resource> {
         }),
         // A held request sends nothing while its view starts.
         stream_idle_timeout: seconds((check_timeout + 25).max(300) as i64),
-        access_log: vec![access_log()],
+        access_log: match config.access_log {
+            AccessLog::Json => vec![access_log()],
+            AccessLog::Off => Vec::new(),
+        },
         http_filters: vec![
             hcm::HttpFilter {
                 name: EXT_AUTHZ_FILTER.into(),
@@ -1179,6 +1182,33 @@ mod tests {
                     "%UPSTREAM_CLUSTER%".into()
                 )
             ))
+        );
+    }
+
+    #[gtest]
+    fn access_log_off_leaves_the_connection_manager_without_one() {
+        let access_logs = |config: &Config| {
+            let built = build(&snapshot(&[]), config);
+            let listener = built.get(LISTENER_TYPE, GATEWAY).expect("the listener");
+            let listener =
+                listener::Listener::decode(listener.body.value.as_slice()).expect("a listener");
+            let filter = &listener.filter_chains[0].filters[0];
+            let Some(listener::filter::ConfigType::TypedConfig(typed)) = &filter.config_type else {
+                panic!("a typed connection manager");
+            };
+            hcm::HttpConnectionManager::decode(typed.value.as_slice())
+                .expect("a connection manager")
+                .access_log
+                .len()
+        };
+        expect_that!(access_logs(&config()), eq(1));
+        expect_that!(
+            access_logs(&Config::parse_from([
+                "gateway-sidecar",
+                "--access-log",
+                "off"
+            ])),
+            eq(0)
         );
     }
 
