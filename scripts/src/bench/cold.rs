@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use test_support::TestNamespace;
 use test_support::gateway::Gateway;
 
+use super::gateway as gw;
 use super::scale::percentile;
 use crate::{paths, progress};
 
@@ -122,10 +123,11 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
         let observer = Observer::start(&client, namespace.name()).await?;
         // The release build, as a real view image would be: a debug
         // build's start costs CPU the measured path then lacks.
-        let gateway = start(
+        let gateway = gw::start_with(
             "bench-cold",
             namespace.name(),
             &[("VIEW_IMAGE", "views.dev/echo-server:release")],
+            &[],
         )
         .await?;
         let mut sequential = Vec::new();
@@ -160,10 +162,11 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
         let observer = Observer::start(&client, namespace.name()).await?;
         // No runtime class: kwok's nodes take the pods, and with no
         // `sim.views.dev/ready-after` they are Ready once scheduled.
-        let gateway = start(
+        let gateway = gw::start_with(
             "bench-cold-sim",
             namespace.name(),
             &[("VIEW_RUNTIME_CLASS", "")],
+            &[],
         )
         .await?;
         let answers = join_all((0..options.simulated).map(|i| {
@@ -190,20 +193,6 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
 
 /// As `bench::gateway::start` (info-level logs, a failed start an error), with more
 /// sidecar settings.
-async fn start(name: &str, namespace: &str, env: &[(&str, &str)]) -> anyhow::Result<Gateway> {
-    let (name, namespace) = (name.to_owned(), namespace.to_owned());
-    let env: Vec<(String, String)> = std::iter::once(("RUST_LOG", "info"))
-        .chain(env.iter().copied())
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    tokio::spawn(async move {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        Gateway::start_with(&name, &namespace, &env).await
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("the gateway replica did not start (its panic is above)"))
-}
-
 /// One cold request: when it was sent and answered, and the answer.
 struct Answer {
     view: String,

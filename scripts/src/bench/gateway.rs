@@ -38,21 +38,26 @@ pub fn use_release_binaries() -> anyhow::Result<()> {
 /// when the replica does not get ready; that becomes an error here, so one
 /// failed measurement does not end the benchmark.
 pub async fn start(name: &str, namespace: &str) -> anyhow::Result<Gateway> {
-    start_with_envoy_args(name, namespace, &[]).await
+    start_with(name, namespace, &[], &[]).await
 }
 
-/// As [`start`], with extra Envoy command-line arguments.
-pub async fn start_with_envoy_args(
+/// As [`start`], with extra sidecar environment and Envoy command-line arguments.
+pub async fn start_with(
     name: &str,
     namespace: &str,
+    env: &[(&str, &str)],
     envoy_args: &[&str],
 ) -> anyhow::Result<Gateway> {
     let (name, namespace) = (name.to_string(), namespace.to_string());
+    let env: Vec<(String, String)> = std::iter::once(("RUST_LOG", "info"))
+        .chain(env.iter().copied())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let envoy_args: Vec<String> = envoy_args.iter().map(|a| a.to_string()).collect();
     tokio::spawn(async move {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let envoy_args: Vec<&str> = envoy_args.iter().map(String::as_str).collect();
-        Gateway::start_with_envoy_args(&name, &namespace, &[("RUST_LOG", "info")], &envoy_args)
-            .await
+        Gateway::start_with_envoy_args(&name, &namespace, &env, &envoy_args).await
     })
     .await
     .map_err(|_| anyhow::anyhow!("the gateway replica did not start (its panic is above)"))

@@ -57,6 +57,9 @@ pub struct Args {
     /// warm: open connections, one load level per value.
     #[arg(long, value_delimiter = ',', default_value = "1,32")]
     connections: Vec<u32>,
+    /// warm: the gateway's ACCESS_LOG (json, as shipped, or off).
+    #[arg(long, default_value = "json", value_parser = ["json", "off"])]
+    access_log: String,
     /// scale: numbers of views.
     #[arg(long, value_delimiter = ',', default_value = "100,1000,5000,10000")]
     sizes: Vec<usize>,
@@ -146,6 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             rounds: args.rounds,
             seconds: args.seconds,
             connections: args.connections.clone(),
+            access_log: args.access_log.clone(),
         }))?;
         sections.warm = Some(report::Section::new(started, &machine, results));
     }

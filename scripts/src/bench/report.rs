@@ -798,10 +798,11 @@ pub fn write(now: Sections, machine: &Machine) -> anyhow::Result<()> {
                  (order rotating): **direct** to the pod IP; **static**: the same Envoy binary with a \
                  static listener and cluster ([scripts/bench/envoy-static.yaml](scripts/bench/envoy-static.yaml): \
                  no xDS, no ext_authz); **gateway**: the gateway's Envoy, configured by the sidecar over \
-                 xDS, Host `bench.localhost` with the view warm. Load: wrk, one thread, keep-alive \
-                 connections, `GET /`. Placement: {}. *proxy CPU*: the proxy's CPU time (all its \
+                 xDS (`ACCESS_LOG={}`), Host `bench.localhost` with the view warm. Load: wrk, one \
+                 thread, keep-alive connections, `GET /`. Placement: {}. *proxy CPU*: the proxy's CPU time (all its \
                  threads) per request, steadier than requests/s on a shared machine.",
                 warm.results.backend,
+                warm.results.access_log.as_deref().unwrap_or("json"),
                 warm.results
                     .placement
                     .as_deref()

@@ -57,6 +57,8 @@ pub struct Options {
     pub rounds: u32,
     pub seconds: u64,
     pub connections: Vec<u32>,
+    /// The gateway's `ACCESS_LOG` (`json`, the default, or `off`).
+    pub access_log: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +72,9 @@ pub struct Results {
     /// How the processes were placed on CPUs, and the Envoys' options.
     #[serde(default)]
     pub placement: Option<String>,
+    /// The gateway's `ACCESS_LOG` setting (None: before it existed, `json`).
+    #[serde(default)]
+    pub access_log: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -169,7 +174,13 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
         "gateway (release sidecar + Envoy) for namespace {}",
         namespace.name()
     ));
-    let gateway = gw::start_with_envoy_args(NODE, namespace.name(), &ENVOY_ARGS).await?;
+    let gateway = gw::start_with(
+        NODE,
+        namespace.name(),
+        &[("ACCESS_LOG", &options.access_log)],
+        &ENVOY_ARGS,
+    )
+    .await?;
     step.done();
 
     let step = progress::step("view `bench` through the API, and its echo-server pod");
@@ -348,6 +359,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
         levels,
         ext_authz,
         placement: Some(placement),
+        access_log: Some(options.access_log.clone()),
     })
 }
 
