@@ -121,8 +121,43 @@ pub fn router(state: Shared) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(move |request, next| {
+            refuse_oversized(max_body, request, next)
+        }))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
+}
+
+/// How much of a refused body is read before answering anyway.
+const DRAIN_CAP: usize = 64 << 20;
+/// How long reading a refused body may take.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A body announced larger than `max_body` is refused with 413, but read
+/// (up to [`DRAIN_CAP`] and [`DRAIN_TIME`]) before the answer: a server that
+/// closes with the client's bytes unread resets the connection, and the
+/// client may then lose the answer and see only a broken pipe.
+async fn refuse_oversized(max_body: usize, request: Request, next: Next) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if announced.is_none_or(|length| length <= max_body) {
+        return next.run(request).await;
+    }
+    let mut body = request.into_body().into_data_stream();
+    let drain = async {
+        let mut read = 0;
+        while let Some(Ok(chunk)) = futures::StreamExt::next(&mut body).await {
+            read += chunk.len();
+            if read > DRAIN_CAP {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    ApiError::PayloadTooLarge(max_body).into_response()
 }
 
 /// The page is self-contained and talks only to this origin; say so, so a
