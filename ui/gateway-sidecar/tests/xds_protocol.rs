@@ -20,11 +20,11 @@ use envoy_types::pb::google::protobuf::Any;
 use gateway_sidecar::config::Config;
 use gateway_sidecar::index::{Endpoint, Snapshot, ViewState};
 use gateway_sidecar::telemetry::{Metrics, TypeLabel};
-use gateway_sidecar::xds::AdsServer;
 use gateway_sidecar::xds::resources::{
     self, Builder, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, Resource,
     SCOPED_ROUTE_TYPE, XdsSnapshot,
 };
+use gateway_sidecar::xds::{AdsServer, EnvoyStatus, EnvoysWatch};
 use googletest::prelude::*;
 use prost::Message;
 use test_support::eventually;
@@ -264,8 +264,18 @@ fn view(name: &str, serving: bool) -> Arc<ViewState> {
     })
 }
 
-fn index_snapshot(views: &[Arc<ViewState>]) -> Snapshot {
-    Snapshot::of(views)
+/// The scripted Envoy's status as the server records it, once `holds` (10 s at most).
+async fn scripted_status(
+    envoys: &EnvoysWatch,
+    waiting_for: &str,
+    holds: impl Fn(&EnvoyStatus) -> bool,
+) -> EnvoyStatus {
+    eventually(Duration::from_secs(10), || async {
+        let status = envoys.borrow().get("scripted").cloned().unwrap_or_default();
+        ensure!(holds(&status), "{waiting_for}: {status:?}");
+        Ok(status)
+    })
+    .await
 }
 
 #[gtest]
@@ -276,7 +286,7 @@ async fn deltas_only_clusters_go_after_the_routes_and_a_reconnect_resends_nothin
     let config = Arc::new(Config::parse_from(["gateway-sidecar"]));
     let mut builder = Builder::new(config);
     let warm = builder
-        .update(&index_snapshot(&[view("shop", true), view("idle", false)]))
+        .update(&Snapshot::of(&[view("shop", true), view("idle", false)]))
         .expect("a snapshot");
     let (snapshots, receiver) = watch::channel(Arc::new(warm));
     let ads = AdsServer::new(receiver, Arc::new(Metrics::default()));
@@ -322,13 +332,8 @@ async fn deltas_only_clusters_go_after_the_routes_and_a_reconnect_resends_nothin
         );
         envoy.ack(&response).await;
     }
-    let status = eventually(Duration::from_secs(10), || async {
-        let status = envoys.borrow().get("scripted").cloned().unwrap_or_default();
-        ensure!(
-            status.acked_versions.len() == 5,
-            "not all ACKed yet: {status:?}"
-        );
-        Ok(status)
+    let status = scripted_status(&envoys, "not all ACKed yet", |s| {
+        s.acked_versions.len() == 5
     })
     .await;
     expect_that!(
@@ -351,7 +356,7 @@ async fn deltas_only_clusters_go_after_the_routes_and_a_reconnect_resends_nothin
     // `shop` goes cold: only its routes change (ext_authz on); its cluster
     // stays until Envoy has ACKed those routes, then goes.
     let cold = builder
-        .update(&index_snapshot(&[view("shop", false), view("idle", false)]))
+        .update(&Snapshot::of(&[view("shop", false), view("idle", false)]))
         .expect("a change");
     snapshots.send_replace(Arc::new(cold));
     let routes = envoy.next().await;
@@ -372,13 +377,8 @@ async fn deltas_only_clusters_go_after_the_routes_and_a_reconnect_resends_nothin
             ..Default::default()
         })
         .await;
-    let before = eventually(Duration::from_secs(10), || async {
-        let status = envoys.borrow().get("scripted").cloned().unwrap_or_default();
-        ensure!(
-            status.clusters_with_endpoints.is_empty(),
-            "endpoints still counted: {status:?}"
-        );
-        Ok(status)
+    let before = scripted_status(&envoys, "endpoints still counted", |s| {
+        s.clusters_with_endpoints.is_empty()
     })
     .await;
     expect_that!(envoy.quiet().await, eq(true));
@@ -387,7 +387,7 @@ async fn deltas_only_clusters_go_after_the_routes_and_a_reconnect_resends_nothin
     // reconnects listing what it has: every type is answered, with nothing.
     let port = free_port();
     let (_restarted, receiver) = watch::channel(Arc::new(resources::build(
-        &index_snapshot(&[view("shop", false), view("idle", false)]),
+        &Snapshot::of(&[view("shop", false), view("idle", false)]),
         &Config::parse_from(["gateway-sidecar"]),
     )));
     let ads = AdsServer::new(receiver, Arc::new(Metrics::default()));
@@ -428,13 +428,8 @@ async fn deltas_only_clusters_go_after_the_routes_and_a_reconnect_resends_nothin
         expect_that!(response.removed_resources, is_empty(), "{type_url}");
         envoy.ack(&response).await;
     }
-    let after = eventually(Duration::from_secs(10), || async {
-        let status = envoys.borrow().get("scripted").cloned().unwrap_or_default();
-        ensure!(
-            status.acked_versions.len() == 4,
-            "not all ACKed yet: {status:?}"
-        );
-        Ok(status)
+    let after = scripted_status(&envoys, "not all ACKed yet", |s| {
+        s.acked_versions.len() == 4
     })
     .await;
     let mut expected = before.clone();

@@ -928,10 +928,6 @@ mod tests {
         })
     }
 
-    fn snapshot(views: &[Arc<ViewState>]) -> Snapshot {
-        Snapshot::of(views)
-    }
-
     fn names(snapshot: &XdsSnapshot, type_url: &str) -> Vec<String> {
         snapshot
             .resources(type_url)
@@ -943,7 +939,7 @@ mod tests {
     #[gtest]
     fn one_scope_and_route_configuration_per_view_and_clusters_for_active_views_only() {
         let built = build(
-            &snapshot(&[view("cold", &[]), view("warm", &[[10, 233, 0, 5]])]),
+            &Snapshot::of(&[view("cold", &[]), view("warm", &[[10, 233, 0, 5]])]),
             &config(),
         );
         expect_that!(
@@ -969,25 +965,27 @@ mod tests {
         let mut builder = Builder::new(config);
         let (a, b) = (view("aaa", &[]), view("bbb", &[]));
         let first = builder
-            .update(&snapshot(&[a.clone(), b.clone()]))
+            .update(&Snapshot::of(&[a.clone(), b.clone()]))
             .expect("first");
         expect_that!(first.complete, eq(true));
         // The same Arcs again: nothing to publish.
         expect_that!(
-            builder.update(&snapshot(&[a.clone(), b.clone()])).is_none(),
+            builder
+                .update(&Snapshot::of(&[a.clone(), b.clone()]))
+                .is_none(),
             eq(true)
         );
         // An equal state in a new Arc: still nothing.
         let b_again = Arc::new((*b).clone());
         expect_that!(
             builder
-                .update(&snapshot(&[a.clone(), b_again.clone()]))
+                .update(&Snapshot::of(&[a.clone(), b_again.clone()]))
                 .is_none(),
             eq(true)
         );
         // b gets an endpoint: its resources only.
         let next = builder
-            .update(&snapshot(&[a.clone(), view("bbb", &[[10, 233, 0, 9]])]))
+            .update(&Snapshot::of(&[a.clone(), view("bbb", &[[10, 233, 0, 9]])]))
             .expect("a change");
         let changed: BTreeMap<&str, Vec<String>> = next
             .changed_since(first.generation)
@@ -1005,7 +1003,7 @@ mod tests {
         );
         // a goes away.
         let gone = builder
-            .update(&snapshot(&[view("bbb", &[[10, 233, 0, 9]])]))
+            .update(&Snapshot::of(&[view("bbb", &[[10, 233, 0, 9]])]))
             .expect("a removal");
         expect_that!(
             names(&gone, SCOPED_ROUTE_TYPE),
@@ -1023,11 +1021,11 @@ mod tests {
     #[gtest]
     fn changes_since_an_older_snapshot_are_the_union_of_the_recent_ones() {
         let mut builder = Builder::new(Arc::new(config()));
-        let first = builder.update(&snapshot(&[])).expect("first");
+        let first = builder.update(&Snapshot::of(&[])).expect("first");
         let mut last = first.clone();
         for i in 0..3 {
             last = builder
-                .update(&snapshot(&[view(&format!("v{i:02}"), &[])]))
+                .update(&Snapshot::of(&[view(&format!("v{i:02}"), &[])]))
                 .expect("a change");
         }
         let changes = last.changed_since(first.generation).expect("recent");
@@ -1043,7 +1041,7 @@ mod tests {
         );
         for i in 0..crate::changelog::KEEP {
             last = builder
-                .update(&snapshot(&[view(&format!("w{i:03}"), &[])]))
+                .update(&Snapshot::of(&[view(&format!("w{i:03}"), &[])]))
                 .expect("a change");
         }
         expect_that!(last.changed_since(first.generation), none());
@@ -1056,14 +1054,14 @@ mod tests {
     #[gtest]
     fn with_the_index_change_log_only_the_views_it_names_are_looked_at() {
         let mut builder = Builder::new(Arc::new(config()));
-        let mut first = snapshot(&[view("aaa", &[]), view("bbb", &[])]);
+        let mut first = Snapshot::of(&[view("aaa", &[]), view("bbb", &[])]);
         first.generation = 1;
         first
             .changes
             .record(1, BTreeSet::from(["aaa".to_string(), "bbb".to_string()]));
         builder.update(&first).expect("the first snapshot");
         // Both views have an endpoint now, but the log names only aaa.
-        let mut second = snapshot(&[
+        let mut second = Snapshot::of(&[
             view("aaa", &[[10, 233, 0, 1]]),
             view("bbb", &[[10, 233, 0, 2]]),
         ]);
@@ -1102,7 +1100,7 @@ mod tests {
         );
         let mut builder = Builder::new(Arc::new(config()));
         let started = builder
-            .update(&snapshot(&[Arc::new(starting.clone())]))
+            .update(&Snapshot::of(&[Arc::new(starting.clone())]))
             .expect("a snapshot");
         expect_that!(names(&started, CLUSTER_TYPE), elements_are![eq("view-aaa")]);
         let assignment = started
@@ -1116,7 +1114,7 @@ mod tests {
         // Ready: only the endpoints change (and the route goes direct).
         starting.endpoints = view("aaa", &[[10, 233, 0, 5]]).endpoints.clone();
         let ready = builder
-            .update(&snapshot(&[Arc::new(starting.clone())]))
+            .update(&Snapshot::of(&[Arc::new(starting.clone())]))
             .expect("a change");
         let changed = ready.changed_since(started.generation).expect("recent");
         expect_that!(changed.get(CLUSTER_TYPE), none());
@@ -1129,7 +1127,7 @@ mod tests {
                 reason: "DeadlineExceeded".into(),
             };
         let ended = builder
-            .update(&snapshot(&[Arc::new(starting)]))
+            .update(&Snapshot::of(&[Arc::new(starting)]))
             .expect("a change");
         expect_that!(names(&ended, CLUSTER_TYPE), is_empty());
     }
@@ -1139,7 +1137,7 @@ mod tests {
         let config =
             Config::parse_from(["gateway-sidecar", "--gateway-hostname", "views.example.com"]);
         let built = build(
-            &snapshot(&[view("views", &[]), view("other", &[])]),
+            &Snapshot::of(&[view("views", &[]), view("other", &[])]),
             &config,
         );
         expect_that!(
@@ -1188,7 +1186,7 @@ mod tests {
     #[gtest]
     fn access_log_off_leaves_the_connection_manager_without_one() {
         let access_logs = |config: &Config| {
-            let built = build(&snapshot(&[]), config);
+            let built = build(&Snapshot::of(&[]), config);
             let listener = built.get(LISTENER_TYPE, GATEWAY).expect("the listener");
             let listener =
                 listener::Listener::decode(listener.body.value.as_slice()).expect("a listener");
@@ -1214,8 +1212,14 @@ mod tests {
 
     #[gtest]
     fn versions_depend_on_content_only() {
-        let one = build(&snapshot(&[view("same", &[[10, 233, 0, 7]])]), &config());
-        let two = build(&snapshot(&[view("same", &[[10, 233, 0, 7]])]), &config());
+        let one = build(
+            &Snapshot::of(&[view("same", &[[10, 233, 0, 7]])]),
+            &config(),
+        );
+        let two = build(
+            &Snapshot::of(&[view("same", &[[10, 233, 0, 7]])]),
+            &config(),
+        );
         for type_url in PUSH_ORDER {
             let versions = |s: &XdsSnapshot| {
                 s.resources(type_url)
