@@ -25,6 +25,7 @@ pub mod config;
 pub mod credentials;
 pub mod drain;
 pub mod envoy_admin;
+pub mod identity;
 pub mod idle;
 pub mod index;
 pub mod kubernetes;
