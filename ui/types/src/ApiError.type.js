@@ -41,6 +41,11 @@ export default {
       details: { reason: 'ImagePullBackOff' },
     },
     { error: 'view_starting', message: 'The view is still starting', details: { retryAfterSeconds: 5 } },
+    {
+      error: 'not_entitled',
+      message: '"ana" may not read lake/sales-private/',
+      details: { subset: 0, bucket: 'lake', prefix: 'sales-private/', access: 'read' },
+    },
   ],
   $defs: {
     ApiErrorCode: {
@@ -49,8 +54,9 @@ export default {
         'invalid_request (400): the body is not valid JSON or does not match the schema; ' +
         'invalid_name (400): the view name is not a valid name; ' +
         'reserved_name (400): the view name is reserved by the gateway; ' +
-        'unauthenticated (401): no valid API token (Authorization: Bearer <token>); ' +
-        'forbidden (403): the token\'s user may not do this to this view (it belongs to someone else); ' +
+        'unauthenticated (401): no valid sign-in (a session cookie, or Authorization: Bearer <token> from the identity provider); ' +
+        'forbidden (403): the caller may not do this (for example create a view for someone else); ' +
+        'not_entitled (403): the caller, or someone a view is shared with, is not entitled to a subset of the view (details name the subset); ' +
         'not_found (404): no such view or route; ' +
         'method_not_allowed (405): the route does not take this method; ' +
         'conflict (409): a view with that name already exists; ' +
@@ -69,6 +75,7 @@ export default {
         'reserved_name',
         'unauthenticated',
         'forbidden',
+        'not_entitled',
         'not_found',
         'method_not_allowed',
         'conflict',

@@ -34,6 +34,10 @@ export default {
       description: 'Who the view belongs to, when the request said.',
       $ref: `${ViewRequest.$id}#/$defs/Owner`,
     },
+    sharedWith: {
+      description: 'Who else may open the view.',
+      $ref: `${ViewRequest.$id}#/$defs/Shares`,
+    },
     createdAt: {
       description: 'When the view was created.',
       type: 'string',

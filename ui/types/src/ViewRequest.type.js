@@ -29,8 +29,14 @@ export default {
       items: { $ref: Subset.$id },
     },
     owner: {
-      description: 'Who the view belongs to. With API tokens on, the gateway sets it to the calling user, who alone (besides admins) may see and delete the view; otherwise free text for people and audit.',
+      description:
+        'Who the view belongs to: a user id as the identity provider names it (the gateway\'s user claim, `sub` by default). ' +
+        'With sign-in on, the gateway sets it to the calling user; only admins may create a view for someone else.',
       $ref: '#/$defs/Owner',
+    },
+    sharedWith: {
+      description: 'Who else may open the view and see it in the API, besides its owner.',
+      $ref: '#/$defs/Shares',
     },
     deadlineSeconds: {
       description:
@@ -58,6 +64,7 @@ export default {
         { bucket: 'reference', prefixes: ['currencies/'] },
       ],
       owner: 'ana@example.com',
+      sharedWith: { users: ['bob@example.com'], groups: ['finance'] },
       deadlineSeconds: 28800,
       idleTimeoutSeconds: 900,
     },
@@ -71,6 +78,40 @@ export default {
       maxLength: 253,
       pattern: text,
       examples: ['ana@example.com', 'Data Team'],
+    },
+    Shares: {
+      title: 'Shares',
+      description:
+        'Users and groups a view is shared with. Each must be entitled to read the view\'s subsets ' +
+        'by grants that name that user or group.',
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        users: {
+          description: 'User ids (as in `owner`).',
+          type: 'array',
+          maxItems: 64,
+          uniqueItems: true,
+          items: { $ref: '#/$defs/Owner' },
+        },
+        groups: {
+          description: 'Group names as the identity provider sends them in its groups claim.',
+          type: 'array',
+          maxItems: 64,
+          uniqueItems: true,
+          items: { $ref: '#/$defs/GroupName' },
+        },
+      },
+      examples: [{ users: ['bob'], groups: ['finance'] }, {}],
+    },
+    GroupName: {
+      title: 'GroupName',
+      description: 'A group name as the identity provider sends it: 1 to 253 printable characters.',
+      type: 'string',
+      minLength: 1,
+      maxLength: 253,
+      pattern: text,
+      examples: ['finance', 'analysts'],
     },
     DeadlineSeconds: {
       title: 'DeadlineSeconds',
@@ -122,6 +163,12 @@ export const invalidExamples = [
   { name: 'sales', subsets, owner: 'ana\nbob' },
   // owner has no surrounding whitespace
   { name: 'sales', subsets, owner: ' ana' },
+  // shares are users and groups only
+  { name: 'sales', subsets, sharedWith: { everyone: true } },
+  // a group name is not empty
+  { name: 'sales', subsets, sharedWith: { groups: [''] } },
+  // each user once
+  { name: 'sales', subsets, sharedWith: { users: ['bob', 'bob'] } },
   // the hostname follows from the name and the gateway; it is not requested
   { name: 'sales', subsets, hostname: 'sales.localhost' },
 ];
