@@ -1,8 +1,10 @@
 //! A small safe layer over DuckDB's C API (`libduckdb-sys`, linked against
 //! the prebuilt `libduckdb.so`): an in-memory database, connections that can
 //! be interrupted from another thread, and statements executed one at a time
-//! so that each can be checked against the view's statement policy before it
-//! runs, with the last one's result streamed as Arrow record batches.
+//! so that each can be checked ([`StatementCheck`]) before it runs — and,
+//! where the check asks for it, verified inside a transaction of its own
+//! before it commits — with the last one's result streamed as Arrow record
+//! batches.
 //!
 //! Why not the `duckdb` crate: it executes all but the last statement of a
 //! multi-statement string before the caller sees any of them, and hides both
@@ -30,9 +32,14 @@ pub enum DbError {
     /// DuckDB refused or failed the statement; `message` is DuckDB's text.
     #[error("{message}")]
     Duckdb { kind: ErrorKind, message: String },
-    /// The statement policy refused a statement before it ran.
-    #[error("{0}")]
-    Refused(String),
+    /// The statement check refused a statement: before it ran, or after it
+    /// ran in its own transaction, which was then rolled back.
+    #[error("{reason}")]
+    Refused {
+        /// What was refused, as people name it (`CREATE SECRET`, `ATTACH`…).
+        statement: String,
+        reason: String,
+    },
     /// The caller asked to stop (cancel, timeout, client gone) between
     /// statements or result chunks.
     #[error("the query was stopped")]
@@ -207,6 +214,45 @@ impl StatementType {
     }
 }
 
+/// How [`Connection::query`] runs a statement the check admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Execution {
+    /// As it is (reads: their result streams).
+    Direct,
+    /// Inside a transaction of its own: the check's
+    /// [`StatementCheck::verify`] runs after it, before the commit, and a
+    /// failed verification rolls it back. Its result is materialised (it must
+    /// exist before the commit), which suits what such statements return.
+    Verified,
+}
+
+/// What [`Connection::query`] asks about every statement of the SQL it runs,
+/// once DuckDB has prepared it (so the type is DuckDB's own classification,
+/// not a guess from the text) and before it runs.
+pub trait StatementCheck {
+    /// Refuse the statement (`DbError::Refused`), or say how to run it.
+    fn admit(&self, kind: StatementType) -> Result<Execution, DbError>;
+
+    /// For [`Execution::Verified`] statements: called on the same
+    /// connection, inside the statement's transaction, after it ran. An error
+    /// rolls the statement back and is returned.
+    fn verify(&self, conn: &mut Connection, kind: StatementType) -> Result<(), DbError>;
+}
+
+/// Admits every statement, to run directly: for the view's own set-up and
+/// catalog queries, never for user input.
+pub struct Unchecked;
+
+impl StatementCheck for Unchecked {
+    fn admit(&self, _: StatementType) -> Result<Execution, DbError> {
+        Ok(Execution::Direct)
+    }
+
+    fn verify(&self, _: &mut Connection, _: StatementType) -> Result<(), DbError> {
+        Ok(())
+    }
+}
+
 /// The version of the linked `libduckdb`, e.g. `v1.5.5`.
 pub fn library_version() -> String {
     // duckdb.h: returns a static string; not to be freed.
@@ -378,7 +424,7 @@ impl Connection {
 
     /// Run SQL for its result, without a policy (set-up and catalog queries).
     pub fn query_all(&mut self, sql: &str) -> Result<Vec<RecordBatch>, DbError> {
-        let mut cursor = self.query(sql, &|_| Ok(()), &|| false)?;
+        let mut cursor = self.query(sql, &Unchecked, &|| false)?;
         let mut batches = Vec::new();
         while let Some(batch) = cursor.next_batch()? {
             batches.push(batch);
@@ -387,15 +433,15 @@ impl Connection {
     }
 
     /// Run the statements of `sql` one by one. Each is prepared (parsed and
-    /// bound) and its type checked with `policy` before it runs; all but the
-    /// last are executed to completion, the last is returned as a streaming
-    /// cursor. `stop` is asked between statements and chunks, so a cancel
-    /// that arrives while no statement runs (an interrupt would be lost then)
-    /// still stops the query.
+    /// bound) and admitted by `check` before it runs (see [`Execution`] for
+    /// how); all but the last are executed to completion, the last is
+    /// returned as a cursor. `stop` is asked between statements and chunks,
+    /// so a cancel that arrives while no statement runs (an interrupt would
+    /// be lost then) still stops the query.
     pub fn query(
         &mut self,
         sql: &str,
-        policy: &dyn Fn(StatementType) -> Result<(), String>,
+        check: &dyn StatementCheck,
         stop: &dyn Fn() -> bool,
     ) -> Result<Cursor<'_>, DbError> {
         let c_sql = CString::new(sql).map_err(|_| DbError::Nul)?;
@@ -435,28 +481,70 @@ impl Connection {
             }
             let kind =
                 StatementType::from_ffi(unsafe { ffi::duckdb_prepared_statement_type(prepared.0) });
-            policy(kind).map_err(DbError::Refused)?;
+            let last = index + 1 == count;
             let mut result = ResultGuard::zeroed();
-            if index + 1 < count {
-                let state =
-                    unsafe { ffi::duckdb_execute_prepared(prepared.0, result.as_mut_ptr()) };
-                if state != ffi::DuckDBSuccess {
-                    return Err(result.error());
+            match check.admit(kind)? {
+                Execution::Verified => {
+                    self.execute_verified(&prepared, &mut result, check, kind)?
                 }
-                continue;
+                Execution::Direct if !last => {
+                    let state =
+                        unsafe { ffi::duckdb_execute_prepared(prepared.0, result.as_mut_ptr()) };
+                    if state != ffi::DuckDBSuccess {
+                        return Err(result.error());
+                    }
+                }
+                Execution::Direct => {
+                    // Streaming, so a large result is produced chunk by chunk
+                    // as it is fetched (and a row limit stops the work), not
+                    // materialised. The C API marks this call for removal in
+                    // a future release; the pinned 1.5 has it, and duckdb-rs
+                    // relies on it too.
+                    let state = unsafe {
+                        ffi::duckdb_execute_prepared_streaming(prepared.0, result.as_mut_ptr())
+                    };
+                    if state != ffi::DuckDBSuccess {
+                        return Err(result.error());
+                    }
+                }
             }
-            // Streaming, so a large result is produced chunk by chunk as it
-            // is fetched (and a row limit stops the work), not materialised.
-            // The C API marks this call for removal in a future release; the
-            // pinned 1.5 has it, and duckdb-rs relies on it too.
-            let state =
-                unsafe { ffi::duckdb_execute_prepared_streaming(prepared.0, result.as_mut_ptr()) };
-            if state != ffi::DuckDBSuccess {
-                return Err(result.error());
+            if last {
+                return Cursor::new(result, kind);
             }
-            return Cursor::new(result, kind);
         }
         unreachable!("count > 0 and the last statement returns")
+    }
+
+    /// BEGIN, run, verify, COMMIT; ROLLBACK when the statement or its
+    /// verification fails. Each request has a connection of its own and
+    /// transaction statements are never admitted directly, so no transaction
+    /// is open here. Until the COMMIT, other connections do not see the
+    /// change (DuckDB's catalog, secrets included, is transactional).
+    fn execute_verified(
+        &mut self,
+        prepared: &PreparedGuard,
+        result: &mut ResultGuard,
+        check: &dyn StatementCheck,
+        kind: StatementType,
+    ) -> Result<(), DbError> {
+        self.execute_batch("BEGIN TRANSACTION")?;
+        let state = unsafe { ffi::duckdb_execute_prepared(prepared.0, result.as_mut_ptr()) };
+        let outcome = if state == ffi::DuckDBSuccess {
+            check.verify(self, kind)
+        } else {
+            Err(result.error())
+        };
+        match outcome {
+            Ok(()) => self.execute_batch("COMMIT"),
+            Err(error) => {
+                // A failed rollback leaves the transaction to the connection's
+                // end, which rolls it back too; the statement's error is the news.
+                if let Err(rollback) = self.execute_batch("ROLLBACK") {
+                    tracing::warn!(%rollback, "rolling back a refused statement failed");
+                }
+                Err(error)
+            }
+        }
     }
 }
 
@@ -805,7 +893,7 @@ mod tests {
         let mut cursor = conn
             .query(
                 "SELECT range AS n, 'x' || range AS s FROM range(5000)",
-                &|_| Ok(()),
+                &Unchecked,
                 &|| false,
             )
             .unwrap();
@@ -828,36 +916,119 @@ mod tests {
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
     }
 
-    #[test]
-    fn policy_sees_every_statement_before_it_runs() {
-        let mut conn = connect();
-        let refused = conn
-            .query(
-                "CREATE TABLE a AS SELECT 1; ATTACH ':memory:' AS other; SELECT 1",
-                &|kind| {
-                    if kind == StatementType::Attach {
-                        Err("no ATTACH".into())
-                    } else {
-                        Ok(())
-                    }
-                },
-                &|| false,
-            )
-            .err()
-            .unwrap();
-        assert!(matches!(refused, DbError::Refused(m) if m == "no ATTACH"));
-        // The statement before the refused one ran; the refused one did not.
-        assert_eq!(conn.query_all("SELECT * FROM a").unwrap()[0].num_rows(), 1);
-        let attached = conn
-            .query_all("SELECT count(*) FROM duckdb_databases() WHERE database_name = 'other'")
-            .unwrap();
-        let count = attached[0]
+    fn count(conn: &mut Connection, sql: &str) -> i64 {
+        let batches = conn.query_all(sql).unwrap();
+        batches[0]
             .column(0)
             .as_any()
             .downcast_ref::<arrow_array::Int64Array>()
             .unwrap()
-            .value(0);
-        assert_eq!(count, 0);
+            .value(0)
+    }
+
+    /// Refuses ATTACH up front; runs CREATE verified, and refuses after the
+    /// fact any that leaves a table named `guarded`.
+    struct TestCheck;
+
+    impl StatementCheck for TestCheck {
+        fn admit(&self, kind: StatementType) -> Result<Execution, DbError> {
+            match kind {
+                StatementType::Attach => Err(DbError::Refused {
+                    statement: "ATTACH".into(),
+                    reason: "no ATTACH".into(),
+                }),
+                StatementType::Create => Ok(Execution::Verified),
+                _ => Ok(Execution::Direct),
+            }
+        }
+
+        fn verify(&self, conn: &mut Connection, _: StatementType) -> Result<(), DbError> {
+            if count(
+                conn,
+                "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'guarded'",
+            ) > 0
+            {
+                return Err(DbError::Refused {
+                    statement: "CREATE TABLE".into(),
+                    reason: "guarded is taken".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_check_sees_every_statement_before_it_runs() {
+        let mut conn = connect();
+        let refused = conn
+            .query(
+                "CREATE TABLE a AS SELECT 1; ATTACH ':memory:' AS other; SELECT 1",
+                &TestCheck,
+                &|| false,
+            )
+            .err()
+            .unwrap();
+        assert!(matches!(refused, DbError::Refused { reason, .. } if reason == "no ATTACH"));
+        // The statement before the refused one ran; the refused one did not.
+        assert_eq!(count(&mut conn, "SELECT count(*) FROM a"), 1);
+        assert_eq!(
+            count(
+                &mut conn,
+                "SELECT count(*) FROM duckdb_databases() WHERE database_name = 'other'"
+            ),
+            0
+        );
+    }
+
+    #[test]
+    fn a_statement_that_fails_verification_is_rolled_back() {
+        let db = Database::open_in_memory(&[("threads", "1".into())]).unwrap();
+        let mut conn = db.connect().unwrap();
+        let refused = conn
+            .query("CREATE TABLE guarded AS SELECT 1 AS x", &TestCheck, &|| {
+                false
+            })
+            .err()
+            .unwrap();
+        assert!(
+            matches!(refused, DbError::Refused { statement, .. } if statement == "CREATE TABLE")
+        );
+        let mut other = db.connect().unwrap();
+        let exists = "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'guarded'";
+        assert_eq!(count(&mut conn, exists), 0);
+        assert_eq!(count(&mut other, exists), 0);
+
+        // A verified statement that fails is rolled back too: the connection
+        // is not left inside an aborted transaction.
+        let failed = conn
+            .query(
+                "CREATE TABLE b AS SELECT * FROM nowhere",
+                &TestCheck,
+                &|| false,
+            )
+            .err()
+            .unwrap();
+        assert!(
+            matches!(
+                failed,
+                DbError::Duckdb {
+                    kind: ErrorKind::Catalog,
+                    ..
+                }
+            ),
+            "{failed:?}"
+        );
+
+        // One that passes commits (others see it), and as the last statement
+        // its result is still returned.
+        let mut cursor = conn
+            .query("CREATE TABLE fine AS SELECT 42 AS x", &TestCheck, &|| false)
+            .unwrap();
+        assert_eq!(cursor.statement_type(), StatementType::Create);
+        assert_eq!(cursor.columns()[0].name, "Count");
+        assert!(cursor.next_batch().unwrap().is_some());
+        drop(cursor);
+        assert_eq!(count(&mut other, "SELECT sum(x)::BIGINT FROM fine"), 42);
     }
 
     #[test]
@@ -941,7 +1112,7 @@ mod tests {
         let cursor = conn
             .query(
                 "SELECT 1.5::DECIMAL(10,2) d, DATE '2025-01-01' dt, [1,2] l, {'a': 1} s, '{}'::JSON j",
-                &|_| Ok(()),
+                &Unchecked,
                 &|| false,
             )
             .unwrap();

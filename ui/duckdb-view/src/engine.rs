@@ -8,12 +8,18 @@
 //! 3. LOAD the signed httpfs extension from the extension directory.
 //! 4. CREATE the S3 secret from the injected credentials, scoped to the
 //!    subsets' prefixes.
-//! 5. CREATE one DuckDB VIEW per table of the subsets.
+//! 5. CREATE one DuckDB VIEW per table of the subsets, over the system
+//!    catalog's readers (`system.main.read_parquet`…), so no macro an analyst
+//!    creates can change what a lake table reads.
 //! 6. Lock down: `allowed_directories` = the subsets' `s3://bucket/prefix/`,
 //!    `enable_external_access = false` (no local files, no other URLs, no
-//!    INSTALL/LOAD of files, no ATTACH of files), `lock_configuration = true`
-//!    (no SET/RESET of any option, so none of this can be undone); then prove
-//!    it by trying to list the local root, which must fail.
+//!    INSTALL/LOAD of files, no ATTACH of files), `disabled_filesystems`
+//!    (plain HTTP(S) and Hugging Face always; the local file system too
+//!    unless spilling needs it), `lock_configuration = true` (no SET/RESET of
+//!    any option, so none of this can be undone); then prove it by trying to
+//!    list the local root, which must fail.
+//! 7. Capture what no statement may change afterwards (the secret, the lake
+//!    tables: [`crate::policy::Protected`]).
 //!
 //! What this module owns: that sequence, the S3 secret, the table views and
 //! their column lists, and the live catalog of what else the analyst created.
@@ -29,7 +35,7 @@ use views_types::TableFormat;
 use crate::config::{Lake, S3Settings, UrlStyle};
 use crate::db::{Column, Connection, Database, DbError, ErrorKind, library_version};
 use crate::encode::string_rows;
-use crate::policy::Policy;
+use crate::policy::{Policy, Protected};
 
 /// The DuckDB release this binary was built against (from duckdb-runtime.toml).
 pub const ENGINE_VERSION: &str = env!("DUCKDB_VIEW_ENGINE_VERSION");
@@ -177,9 +183,12 @@ impl Engine {
             tables.push(info);
         }
 
-        lock_down(&mut conn, &lake.prefix_urls())?;
+        lock_down(&mut conn, &lake.prefix_urls(), options.temp_dir.is_some())?;
+        let names: Vec<String> = lake.tables.iter().map(|t| t.name.clone()).collect();
         let policy = Policy {
             allow_copy: lake.writable(),
+            protected: Protected::capture(&mut conn, &names)
+                .map_err(fail("reading the state the lockdown protects"))?,
         };
         Ok(Engine {
             db,
@@ -280,10 +289,12 @@ fn create_table_view(
     url: &str,
     format: TableFormat,
 ) -> Result<Vec<Column>, DbError> {
+    // Qualified: an analyst's macro named read_parquet (refused anyway, see
+    // policy.rs) could otherwise take the reader's place for everyone.
     let reader = match format {
-        TableFormat::Parquet => "read_parquet",
-        TableFormat::Csv => "read_csv",
-        TableFormat::Json => "read_json",
+        TableFormat::Parquet => "system.main.read_parquet",
+        TableFormat::Csv => "system.main.read_csv",
+        TableFormat::Json => "system.main.read_json",
     };
     let sql = format!(
         "CREATE OR REPLACE VIEW {} AS SELECT * FROM {reader}({})",
@@ -338,16 +349,35 @@ fn is_transient(message: &str) -> bool {
     .any(|needle| lower.contains(needle))
 }
 
-fn lock_down(conn: &mut Connection, prefix_urls: &[String]) -> Result<(), EngineError> {
+/// DuckDB's names for the file systems a view never reads through: plain
+/// HTTP(S) URLs (S3 goes through httpfs's own S3 file system) and Hugging
+/// Face; and, when nothing may spill, the local file system.
+fn disabled_filesystems(spills: bool) -> String {
+    let mut names = vec!["HTTPFileSystem", "HuggingFaceFileSystem"];
+    if !spills {
+        names.push("LocalFileSystem");
+    }
+    names.join(",")
+}
+
+fn lock_down(
+    conn: &mut Connection,
+    prefix_urls: &[String],
+    spills: bool,
+) -> Result<(), EngineError> {
     let fail = |source| EngineError::Duckdb {
         what: "locking DuckDB down",
         source,
     };
+    // In this order: DuckDB refuses to change enable_external_access once
+    // the local file system is disabled, and anything once locked.
     conn.execute_batch(&format!(
         "SET allowed_directories = {}; \
          SET enable_external_access = false; \
+         SET disabled_filesystems = {}; \
          SET lock_configuration = true;",
-        list_literal(prefix_urls)
+        list_literal(prefix_urls),
+        quote_literal(&disabled_filesystems(spills)),
     ))
     .map_err(fail)?;
 
@@ -396,7 +426,7 @@ pub fn quote_ident(value: &str) -> String {
     format!("\"{}\"", value.replace('"', "\"\""))
 }
 
-fn list_literal(values: &[String]) -> String {
+pub(crate) fn list_literal(values: &[String]) -> String {
     let items: Vec<String> = values.iter().map(|v| quote_literal(v)).collect();
     format!("[{}]", items.join(", "))
 }

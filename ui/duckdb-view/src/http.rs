@@ -71,11 +71,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
-        let mut response = (
-            status,
-            axum::Json(json!({ "error": code, "message": self.to_string() })),
-        )
-            .into_response();
+        let mut body = json!({ "error": code, "message": self.to_string() });
+        if let ApiError::Query(error) = &self
+            && let Some(details) = error.details()
+        {
+            body["details"] = details;
+        }
+        let mut response = (status, axum::Json(body)).into_response();
         if matches!(self, ApiError::Starting) {
             response
                 .headers_mut()

@@ -23,9 +23,15 @@ pub enum QueryError {
     /// DuckDB rejected the SQL (syntax, unknown table or column, type error…).
     #[error("{0}")]
     Sql(String),
-    /// The view's lockdown or statement policy refused it.
+    /// DuckDB's lockdown refused it (a path outside the subsets, a locked
+    /// setting), or S3 refused the view's credentials.
     #[error("{0}")]
     Forbidden(String),
+    /// The statement policy refused a statement: by its type, or because it
+    /// would have changed the view's credentials or lake tables (then it was
+    /// rolled back). `statement` names it (`CREATE SECRET`, `DROP VIEW`…).
+    #[error("{reason}")]
+    StatementRefused { statement: String, reason: String },
     #[error("the query was cancelled")]
     Cancelled,
     #[error("the query ran longer than the statement timeout of {0:?} and was stopped")]
@@ -49,6 +55,7 @@ impl QueryError {
         match self {
             QueryError::Sql(_) => "sql_error",
             QueryError::Forbidden(_) => "forbidden",
+            QueryError::StatementRefused { .. } => "statement_refused",
             QueryError::Cancelled => "cancelled",
             QueryError::TimedOut(_) => "timeout",
             QueryError::OutOfMemory(_) => "out_of_memory",
@@ -59,10 +66,20 @@ impl QueryError {
         }
     }
 
+    /// Specifics for the error body's `details`, where there are any.
+    pub fn details(&self) -> Option<serde_json::Value> {
+        match self {
+            QueryError::StatementRefused { statement, .. } => {
+                Some(serde_json::json!({ "statement": statement }))
+            }
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> u16 {
         match self {
             QueryError::Sql(_) => 400,
-            QueryError::Forbidden(_) => 403,
+            QueryError::Forbidden(_) | QueryError::StatementRefused { .. } => 403,
             QueryError::Cancelled | QueryError::DuplicateId(_) => 409,
             QueryError::TimedOut(_) | QueryError::OutOfMemory(_) => 422,
             QueryError::TooMany(_) => 429,
@@ -262,10 +279,9 @@ impl QueryService {
         if query.should_stop() {
             return Err(self.translate(DbError::Stopped, query));
         }
-        let policy = self.engine.policy;
         let should_stop = || query.should_stop();
         let result = conn
-            .query(sql, &|kind| policy.check(kind), &should_stop)
+            .query(sql, &self.engine.policy, &should_stop)
             .and_then(|mut cursor| consume(&mut cursor, &should_stop));
         *lock(&query.interrupter) = None;
         result.map_err(|error| self.translate(error, query))
@@ -288,7 +304,9 @@ impl QueryService {
                 Some(StopReason::TimedOut) => QueryError::TimedOut(self.limits.statement_timeout),
                 _ => QueryError::Cancelled,
             },
-            DbError::Refused(reason) => QueryError::Forbidden(reason),
+            DbError::Refused { statement, reason } => {
+                QueryError::StatementRefused { statement, reason }
+            }
             DbError::Nul => QueryError::Sql(DbError::Nul.to_string()),
             DbError::Empty => QueryError::Sql(DbError::Empty.to_string()),
             DbError::Arrow(error) => {

@@ -63,6 +63,7 @@
   const TITLES = {
     sql_error: 'SQL error',
     forbidden: 'Not allowed in this view',
+    statement_refused: 'Statement refused in this view',
     cancelled: 'Cancelled',
     timeout: 'Timed out',
     out_of_memory: 'Out of memory',
