@@ -531,6 +531,7 @@ pub fn to_api(view: &ViewState, config: &Config) -> View {
         name: view.spec.name.clone(),
         subsets: view.spec.subsets.clone(),
         owner: view.spec.owner.clone(),
+        shared_with: view.spec.shared_with.clone(),
         created_at: view.created_at.unwrap_or_default(),
         deadline_seconds: view.spec.deadline_seconds.clone().unwrap_or(
             views_types::DeadlineSeconds(config.default_deadline_seconds),
