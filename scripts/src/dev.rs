@@ -3,6 +3,7 @@
 //! ```text
 //!  local cluster (cluster::up)      namespace `views`: ServiceAccount `gateway` + ui/gateway's RBAC
 //!  lake (lake::ensure_running)      s3s-fs on 10.233.0.1:32900 with the sample data
+//!  OIDC (oidc::ensure_running)      oidc-provider, issuer http://localhost:32902, demo users
 //!  gateway-sidecar (target/debug)   as the `gateway` ServiceAccount (a token kubeconfig);
 //!                                   API 127.0.0.1:8081, xDS 127.0.0.1:18000, ops 127.0.0.1:9090,
 //!                                   the views' S3 endpoint on 10.233.0.1:32901 → the lake
@@ -26,7 +27,7 @@ use anyhow::{Context, bail};
 
 use crate::cluster::network::HOST_IP;
 use crate::cluster::{self, Component, Layout};
-use crate::{cmd, envoy, lake, paths, progress};
+use crate::{cmd, envoy, lake, oidc, paths, progress};
 
 const NAMESPACE: &str = "views";
 /// The view workload's image; `scripts/cluster/process-images.toml` maps it
@@ -112,6 +113,9 @@ pub fn up() -> anyhow::Result<u16> {
     cluster::up()?;
     let step = progress::step("S3 lake with sample data");
     let lake = lake::ensure_running()?;
+    step.done();
+    let step = progress::step("OpenID Connect provider (demo users)");
+    oidc::ensure_running()?;
     step.done();
     // duckdb-view links DuckDB's prebuilt library: fetch it before cargo builds.
     crate::duckdb_runtime::ensure()?;
@@ -200,6 +204,10 @@ fn print_usage(port: u16) {
         "  then open http://orders.localhost:{port}/   (list: curl localhost:{port}/_api/views)"
     );
     println!();
+    if let Ok(provider) = test_support::oidc::Oidc::load() {
+        oidc::print_usage(&provider);
+        println!();
+    }
     println!("Logs:");
     println!("  gateway (sidecar, Envoy)  {}", layout.logs.display());
     println!(
@@ -215,16 +223,23 @@ fn print_usage(port: u16) {
         cache.join("lake/logs").display()
     );
     println!(
+        "  OIDC provider             {}",
+        cache.join("oidc/logs").display()
+    );
+    println!(
         "  kubectl:  eval \"$(cargo xtask cluster env)\" && kubectl -n {NAMESPACE} get services,jobs,pods"
     );
 }
 
 /// Stop everything `dev` and `test` started: Envoy, the sidecar, the lake,
-/// the cluster.
+/// the OIDC provider, the cluster.
 pub fn down() -> anyhow::Result<()> {
     stop_gateway()?;
     if lake::stop()? {
         progress::info("stopped the lake (s3s-fs)");
+    }
+    if oidc::stop()? {
+        progress::info("stopped the OIDC provider");
     }
     cluster::run(cluster::Command::Down { purge: false })
 }

@@ -43,9 +43,11 @@ pub fn run() -> anyhow::Result<()> {
     result
 }
 
-/// `npm ci` when `package-lock.json` changed since the last install, with
-/// npm's cache under `<cache>/npm` (CI keeps it between runs).
-fn npm_ci(dir: &Path) -> anyhow::Result<()> {
+/// `npm ci` in `dir` when its `package-lock.json` changed since the last
+/// install, with npm's cache under `<cache>/npm` (CI keeps it between runs).
+/// Shared by every Node package of the repository (this suite, the OIDC
+/// provider).
+pub fn npm_ci(dir: &Path) -> anyhow::Result<()> {
     let lock = std::fs::read(dir.join("package-lock.json"))
         .with_context(|| format!("reading {}/package-lock.json", dir.display()))?;
     let digest: String = Sha256::digest(&lock)
@@ -56,7 +58,12 @@ fn npm_ci(dir: &Path) -> anyhow::Result<()> {
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == digest) {
         return Ok(());
     }
-    let step = progress::step("npm ci (test/e2e)");
+    let step = progress::step(format!(
+        "npm ci ({})",
+        dir.strip_prefix(paths::repo_root())
+            .unwrap_or(dir)
+            .display()
+    ));
     let cache = paths::cache_dir().join("npm");
     let status = Command::new("npm")
         .args(["ci", "--prefer-offline", "--no-audit", "--no-fund"])

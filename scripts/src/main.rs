@@ -13,6 +13,7 @@ mod e2e;
 mod envoy;
 mod lake;
 mod lint;
+mod oidc;
 mod paths;
 mod progress;
 mod schemas;
@@ -51,6 +52,21 @@ enum Task {
         #[command(subcommand)]
         command: lake::Command,
     },
+    /// The local OpenID Connect provider (oidc-provider from npm) with the demo users.
+    Oidc {
+        #[command(subcommand)]
+        command: oidc::Command,
+    },
+    /// Print a demo user's access token (last line of stdout), obtained from the running local
+    /// OIDC provider through the authorization-code flow with PKCE.
+    Token {
+        /// The user (ana, bob, ada, cy; passwords in <cache>/oidc/oidc.json).
+        user: String,
+        #[arg(long, default_value = "views-cli", value_parser = ["views-cli", "views-expiring"])]
+        client: String,
+        #[arg(long, default_value = "urn:views-gateway", value_parser = ["urn:views-gateway", "urn:other-service"])]
+        resource: String,
+    },
     /// Run the gateway locally; in the foreground until interrupted.
     Dev {
         /// Return once everything is ready and leave it running.
@@ -88,6 +104,12 @@ fn main() -> anyhow::Result<()> {
         Task::Test => test::run(),
         Task::Cluster { command } => cluster::run(command),
         Task::Lake { command } => lake::run(command),
+        Task::Oidc { command } => oidc::run(command),
+        Task::Token {
+            user,
+            client,
+            resource,
+        } => oidc::token(&user, &client, &resource),
         Task::Dev { detach } => dev::run(detach),
         Task::Down => dev::down(),
         Task::E2e => e2e::run(),

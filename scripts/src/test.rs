@@ -1,10 +1,11 @@
 //! `cargo xtask test`: everything CI runs. Lint, build the workspace (tests
 //! run real binaries from it as pod processes), bring up (or reuse) the local
-//! cluster and the S3 lake, every Rust test, then the end-to-end suite in
-//! Chromium against the whole stack (`cargo xtask e2e`: reuses a running
-//! `dev` gateway, or starts one and stops it again afterwards).
+//! cluster, the S3 lake and the OIDC provider, every Rust test, then the
+//! end-to-end suite in Chromium against the whole stack (`cargo xtask e2e`:
+//! reuses a running `dev` gateway, or starts one and stops it again
+//! afterwards).
 
-use crate::{browser, cluster, cmd, e2e, lake, lint, progress};
+use crate::{browser, cluster, cmd, e2e, lake, lint, oidc, progress};
 
 pub fn run() -> anyhow::Result<()> {
     lint::run()?;
@@ -20,6 +21,10 @@ pub fn run() -> anyhow::Result<()> {
 
     let step = progress::step("S3 lake with sample data");
     lake::ensure_running()?;
+    step.done();
+
+    let step = progress::step("OpenID Connect provider");
+    oidc::ensure_running()?;
     step.done();
 
     let step = progress::step("cargo test --workspace");

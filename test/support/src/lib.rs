@@ -6,6 +6,8 @@
 //! - [`eventually`] polls asynchronous Kubernetes state until it holds or a
 //!   deadline passes: tests never sleep to synchronise.
 //! - [`gateway::Gateway`] runs a real gateway replica (sidecar + Envoy).
+//! - [`oidc`] is the local OpenID Connect provider: its users, and tokens
+//!   for them through the real authorization-code flow.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -21,6 +23,7 @@
 //! ```
 
 pub mod gateway;
+pub mod oidc;
 
 use std::future::Future;
 use std::path::PathBuf;
