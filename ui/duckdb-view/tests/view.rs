@@ -172,15 +172,15 @@ async fn lists_its_tables_and_answers_in_json_arrow_and_csv() {
     eprintln!("startup to ready: {:?}", view.startup);
 }
 
-/// Every query in `cases` must be refused with 403 `forbidden`, with a
-/// message containing the given text.
-async fn expect_refused(view: &Fixture, cases: &[(&str, &str)]) {
+/// Every query in `cases` must be refused with 403 and the error `code`,
+/// with a message containing the given text.
+async fn expect_refused(view: &Fixture, code: &str, cases: &[(&str, &str)]) {
     for (sql, because) in cases {
         let reply = view.query(sql).await;
         expect_that!(reply.status, eq(403), "{sql}: {}", reply.text());
         if reply.status == 403 {
             let body = reply.json();
-            expect_that!(body["error"], eq(&json!("forbidden")), "{sql}");
+            expect_that!(body["error"], eq(&json!(code)), "{sql}");
             expect_that!(
                 body["message"].as_str().unwrap_or_default(),
                 contains_substring(*because),
@@ -197,8 +197,10 @@ async fn after_lockdown_refuses_local_files_attach_install_set_and_other_s3_path
     let s3 = view.s3_addr;
     let outside_over_http =
         format!("SELECT * FROM read_parquet('http://{s3}/lake/other/x.parquet')");
+    // DuckDB's lockdown: paths and URLs outside the subsets.
     expect_refused(
         &view,
+        "forbidden",
         &[
             // Local files, however they are read or written.
             ("SELECT * FROM read_csv('/etc/passwd')", "Permission Error"),
@@ -211,6 +213,33 @@ async fn after_lockdown_refuses_local_files_attach_install_set_and_other_s3_path
                 "COPY (SELECT 1) TO '/tmp/duckdb-view-escape.csv'",
                 "Permission Error",
             ),
+            // S3 outside the subsets: another prefix, a sibling sharing its
+            // first letters, and the same object over plain HTTP.
+            (
+                "SELECT * FROM read_parquet('s3://lake/other/x.parquet')",
+                "Permission Error",
+            ),
+            (
+                "SELECT * FROM read_parquet('s3://lake/sales-private/salaries.parquet')",
+                "Permission Error",
+            ),
+            (
+                "SELECT * FROM read_parquet('s3://lake/*/*.parquet')",
+                "Permission Error",
+            ),
+            (&outside_over_http, "Permission Error"),
+            (
+                "SELECT * FROM read_csv('hf://datasets/someone/something/x.csv')",
+                "Permission Error",
+            ),
+        ],
+    )
+    .await;
+    // The statement policy, by statement type.
+    expect_refused(
+        &view,
+        "statement_refused",
+        &[
             // Other databases.
             (
                 "ATTACH '/tmp/duckdb-view-escape.duckdb' AS escape",
@@ -236,21 +265,7 @@ async fn after_lockdown_refuses_local_files_attach_install_set_and_other_s3_path
                 "SELECT 1; SET allowed_directories = ['/']",
                 "SET, RESET and USE are not allowed",
             ),
-            // S3 outside the subsets: another prefix, a sibling sharing its
-            // first letters, and the same object over plain HTTP.
-            (
-                "SELECT * FROM read_parquet('s3://lake/other/x.parquet')",
-                "Permission Error",
-            ),
-            (
-                "SELECT * FROM read_parquet('s3://lake/sales-private/salaries.parquet')",
-                "Permission Error",
-            ),
-            (
-                "SELECT * FROM read_parquet('s3://lake/*/*.parquet')",
-                "Permission Error",
-            ),
-            (&outside_over_http, "Permission Error"),
+            ("EXPORT DATABASE 's3://lake/sales/dump'", "EXPORT"),
             // Writes into a read-only subset.
             (
                 "COPY (SELECT 1 AS x) TO 's3://lake/sales/out.parquet'",
@@ -284,6 +299,122 @@ async fn after_lockdown_refuses_local_files_attach_install_set_and_other_s3_path
     expect_that!(settings["rows"], eq(&json!([[false, true]])));
     let count = view.query("SELECT count(*) FROM orders").await.json();
     expect_that!(count["rows"], eq(&json!([[ORDERS]])));
+}
+
+/// What the issue found: any visitor could replace a lake table, drop the
+/// view's S3 secret (DuckDB then tried AWS itself) or add one pointing
+/// anywhere (DuckDB then sent requests there). Each is refused, changes
+/// nothing, and the view keeps reading its lake through its own endpoint.
+#[gtest]
+#[tokio::test]
+async fn refuses_statements_that_change_its_credentials_or_lake_tables() {
+    let view = Fixture::start(&[]).await;
+    // Where a planted secret would send DuckDB: nothing may connect here.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let elsewhere_addr = elsewhere.local_addr().unwrap();
+
+    let plant = format!(
+        "CREATE SECRET elsewhere (TYPE s3, KEY_ID 'k', SECRET 's', ENDPOINT '{elsewhere_addr}', \
+         USE_SSL false, URL_STYLE 'path', SCOPE 's3://lake/sales/orders/')"
+    );
+    let replace = format!(
+        "CREATE OR REPLACE TEMPORARY SECRET view_s3 (TYPE s3, ENDPOINT '{elsewhere_addr}', \
+         USE_SSL false, URL_STYLE 'path')"
+    );
+    let set_endpoint = format!("SET s3_endpoint = '{elsewhere_addr}'");
+    let cases: Vec<(&str, &str)> = vec![
+        (&plant, "CREATE SECRET"),
+        (&replace, "CREATE SECRET"),
+        ("DROP SECRET view_s3", "DROP SECRET"),
+        ("DROP TEMPORARY SECRET IF EXISTS view_s3", "DROP SECRET"),
+        ("CREATE OR REPLACE VIEW orders AS SELECT 42", "CREATE VIEW"),
+        ("DROP VIEW orders", "DROP VIEW"),
+        ("ALTER VIEW orders RENAME TO old_orders", "ALTER VIEW"),
+        // A declared table that could not be mounted keeps its name too.
+        ("CREATE VIEW ghosts AS SELECT 1 AS x", "CREATE VIEW"),
+        (
+            "CREATE MACRO read_parquet(p) AS TABLE SELECT 42 AS x",
+            "CREATE MACRO",
+        ),
+        // The statements before a refused one run; it does not.
+        (
+            "CREATE TABLE scratch AS SELECT 1 AS x; DROP SECRET view_s3",
+            "DROP SECRET",
+        ),
+        (&set_endpoint, "SET"),
+        ("SET s3_access_key_id = 'someone-elses'", "SET"),
+        ("RESET s3_region", "SET"),
+        ("BEGIN TRANSACTION", "TRANSACTION"),
+    ];
+    for (sql, statement) in &cases {
+        let reply = view.query(sql).await;
+        expect_that!(reply.status, eq(403), "{sql}: {}", reply.text());
+        let body = reply.json();
+        expect_that!(body["error"], eq(&json!("statement_refused")), "{sql}");
+        expect_that!(body["details"]["statement"], eq(&json!(statement)), "{sql}");
+        expect_that!(
+            body["message"].as_str().unwrap_or_default(),
+            starts_with(format!("{statement} refused")),
+            "{sql}"
+        );
+    }
+    // DuckDB has no ALTER SECRET: its parser refuses it.
+    let alter = view.query("ALTER SECRET view_s3 SET endpoint = 'x'").await;
+    expect_that!(alter.status, eq(400));
+    expect_that!(alter.json()["error"], eq(&json!("sql_error")));
+
+    // Nothing changed: one secret, still pointing at the lake; the lake
+    // tables read through it; the statement before the refused one ran.
+    let secrets = view
+        .query(&format!(
+            "SELECT name, contains(secret_string, 'endpoint={}') AS ours FROM duckdb_secrets()",
+            view.s3_addr
+        ))
+        .await;
+    expect_that!(secrets.json()["rows"], eq(&json!([["view_s3", true]])));
+    let count = view.query("SELECT count(*) FROM orders").await;
+    expect_that!(
+        count.json()["rows"],
+        eq(&json!([[ORDERS]])),
+        "{}",
+        count.text()
+    );
+    let ghosts = view.query("SELECT * FROM ghosts").await;
+    expect_that!(ghosts.status, eq(400));
+    let scratch = view.query("SELECT x FROM scratch").await;
+    expect_that!(scratch.json()["rows"], eq(&json!([[1]])));
+    expect_that!(
+        elsewhere.accept().map(|_| ()).err().map(|e| e.kind()),
+        some(eq(std::io::ErrorKind::WouldBlock)),
+        "DuckDB connected to the planted endpoint"
+    );
+
+    // Analysts' own objects are fine, TEMP ones for the request that makes
+    // them (each request has its own connection): shadowing a lake table
+    // there changes nothing for the next request or anybody else.
+    let own = view
+        .query(
+            "CREATE TABLE mine AS SELECT region FROM orders LIMIT 3; \
+             CREATE VIEW my_regions AS SELECT DISTINCT region FROM mine; \
+             CREATE MACRO twice(x) AS x * 2; \
+             SELECT twice(count(*)) AS n FROM my_regions",
+        )
+        .await;
+    expect_that!(own.status, eq(200), "{}", own.text());
+    let shadowed = view
+        .query("CREATE TEMP VIEW orders AS SELECT 42 AS x; SELECT * FROM orders")
+        .await;
+    expect_that!(
+        shadowed.json()["rows"],
+        eq(&json!([[42]])),
+        "{}",
+        shadowed.text()
+    );
+    let count = view.query("SELECT count(*) FROM orders").await;
+    expect_that!(count.json()["rows"], eq(&json!([[ORDERS]])));
+    let dropped = view.query("DROP VIEW my_regions; DROP TABLE mine").await;
+    expect_that!(dropped.status, eq(200), "{}", dropped.text());
 }
 
 #[gtest]
