@@ -87,6 +87,16 @@ pub struct Config {
     #[arg(long, env = "API_ADMINS", value_delimiter = ',', default_value = "")]
     pub api_admins: Vec<String>,
 
+    /// The ConfigMap (in the views' namespace) holding the data entitlements
+    /// (key `entitlements.yaml`; see the `entitlements` module). Absent: nobody
+    /// is entitled to any data. The Role must grant reading it by this name.
+    #[arg(
+        long,
+        env = "ENTITLEMENTS_CONFIGMAP",
+        default_value = "views-gateway-entitlements"
+    )]
+    pub entitlements_configmap: String,
+
     /// On SIGTERM, how long held requests may take to finish before the
     /// servers stop (seconds; keep it below the pod's grace period).
     #[arg(long, env = "DRAIN_SECONDS", default_value_t = 20)]

@@ -7,6 +7,7 @@
 //! Jobs view-<name>-<n> ─┼──► Store per kind, grouped by view ──► ViewState per view
 //! their pods ───────────┤        (a batch of events marks          (Service + endpoints
 //! FailedCreate events ──┘         the views it touches)             + activations)
+//! entitlements ConfigMap ──► Entitlements (parsed once per change, shared by snapshots)
 //! ```
 //!
 //! One task owns the state ([`run`]); everyone else reads immutable
@@ -30,13 +31,14 @@ use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event as KubeEvent, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::Event;
 use tokio::sync::watch;
 use views_types::ViewRequest;
 
 use crate::changelog::ChangeLog;
+use crate::entitlements::{Entitlements, Status};
 use crate::kubernetes::Change;
 use crate::view;
 use crate::workload::{self, Activation};
@@ -126,6 +128,9 @@ pub struct Snapshot {
     /// The names of the views each recent snapshot changed (added, changed
     /// or removed), so readers can touch only those.
     pub changes: ChangeLog<BTreeSet<String>>,
+    /// The operator's data entitlements (grant nothing until their
+    /// ConfigMap has been read, and while it is absent or invalid).
+    pub entitlements: Arc<Entitlements>,
 }
 
 impl Snapshot {
@@ -279,6 +284,55 @@ impl<T> Store<T> {
     }
 }
 
+/// What the entitlements watch holds: the parsed ConfigMap, and its relist
+/// in progress.
+#[derive(Default)]
+struct EntitlementsStore {
+    current: Arc<Entitlements>,
+    /// Relisting: the ConfigMap seen so far in this list, if any.
+    relisting: Option<Option<ConfigMap>>,
+    synced: bool,
+}
+
+impl EntitlementsStore {
+    fn apply(&mut self, event: Event<ConfigMap>) {
+        match event {
+            Event::Init => self.relisting = Some(None),
+            Event::InitApply(config_map) => {
+                if let Some(listed) = self.relisting.as_mut() {
+                    *listed = Some(config_map);
+                }
+            }
+            Event::InitDone => {
+                let listed = self.relisting.take().flatten();
+                self.set(Entitlements::from_config_map(listed.as_ref()));
+            }
+            Event::Apply(config_map) => self.set(Entitlements::from_config_map(Some(&config_map))),
+            Event::Delete(_) => self.set(Entitlements::from_config_map(None)),
+        }
+    }
+
+    /// Keep `entitlements` (a new `Arc` only when they differ) and say what
+    /// changed in the log; the first listing is always logged.
+    fn set(&mut self, entitlements: Entitlements) {
+        if self.synced && *self.current == entitlements {
+            return;
+        }
+        self.synced = true;
+        match entitlements.status() {
+            Status::Absent => tracing::warn!(
+                "no entitlements ConfigMap: nobody may create or share views over any data"
+            ),
+            Status::Valid => tracing::info!(grants = entitlements.grants(), "entitlements loaded"),
+            Status::Invalid(error) => tracing::error!(
+                %error,
+                "the entitlements are invalid: nothing is granted until they are fixed"
+            ),
+        }
+        self.current = Arc::new(entitlements);
+    }
+}
+
 /// The index's private state: what each watch currently holds, and the views
 /// as last published.
 #[derive(Default)]
@@ -291,6 +345,7 @@ struct State {
     pods: Store<Arc<Pod>>,
     /// `FailedCreate` events of Jobs.
     events: Store<Arc<KubeEvent>>,
+    entitlements: EntitlementsStore,
     reachable: bool,
     views: Views,
 }
@@ -319,6 +374,7 @@ pub async fn run(changes: impl Stream<Item = Change>, tx: watch::Sender<Arc<Snap
             && published.generation > 0
             && published.synced == synced
             && published.kubernetes_reachable == state.reachable
+            && Arc::ptr_eq(&published.entitlements, &state.entitlements.current)
         {
             continue;
         }
@@ -327,6 +383,7 @@ pub async fn run(changes: impl Stream<Item = Change>, tx: watch::Sender<Arc<Snap
         published.views = state.views.clone();
         published.synced = synced;
         published.kubernetes_reachable = state.reachable;
+        published.entitlements = state.entitlements.current.clone();
         tx.send_replace(Arc::new(published.clone()));
     }
 }
@@ -345,6 +402,7 @@ impl State {
             Change::Job(event) => self.jobs.apply(*event, owned_by_view, dirty),
             Change::Pod(event) => self.pods.apply(*event, owned_by_view, dirty),
             Change::Event(event) => self.events.apply(*event, read_event, dirty),
+            Change::Entitlements(event) => self.entitlements.apply(*event),
             Change::Failed(_) => {}
         }
     }
@@ -355,6 +413,7 @@ impl State {
             && self.jobs.synced
             && self.pods.synced
             && self.events.synced
+            && self.entitlements.synced
     }
 
     /// Bring the published views in line with the stores for every view that
@@ -635,6 +694,7 @@ mod tests {
             events.push(Change::Job(Box::new(Event::InitDone)));
             events.push(Change::Pod(Box::new(Event::InitDone)));
             events.push(Change::Event(Box::new(Event::InitDone)));
+            events.push(Change::Entitlements(Box::new(Event::InitDone)));
             for event in events {
                 changes.send(event).expect("the index runs");
             }
@@ -776,6 +836,85 @@ mod tests {
             .send(Change::Pod(Box::new(Event::Apply(deleting))))
             .await;
         expect_that!(serving(&deleting, "aaa"), is_empty());
+    }
+
+    fn entitlements(yaml: &str) -> ConfigMap {
+        serde_json::from_value(json!({
+            "metadata": {"name": "views-gateway-entitlements"},
+            "data": {crate::entitlements::DOCUMENT_KEY: yaml},
+        }))
+        .expect("a ConfigMap")
+    }
+
+    #[gtest]
+    #[tokio::test]
+    async fn the_index_is_synced_only_once_the_entitlements_are_listed() {
+        let (changes, rx) = mpsc::unbounded_channel();
+        let (tx, index) = channel();
+        tokio::spawn(run(UnboundedReceiverStream::new(rx), tx));
+        let feed = Feed { changes, index };
+        for change in [
+            Change::Service(Box::new(Event::InitDone)),
+            Change::Slice(Box::new(Event::InitDone)),
+            Change::Job(Box::new(Event::InitDone)),
+            Change::Pod(Box::new(Event::InitDone)),
+            Change::Event(Box::new(Event::InitDone)),
+            Change::Entitlements(Box::new(Event::Init)),
+            Change::Entitlements(Box::new(Event::InitApply(entitlements(
+                "grants: [{users: [ana], bucket: lake, prefixes: [sales/]}]",
+            )))),
+        ] {
+            feed.changes.send(change).expect("the index runs");
+        }
+        // Sent after everything above, so its snapshot has seen all of it.
+        let views_listed = feed
+            .send(Change::Service(Box::new(Event::Apply(service("aaa")))))
+            .await;
+        expect_that!(views_listed.synced, eq(false));
+        expect_that!(views_listed.entitlements.status(), eq(&Status::Absent));
+
+        let listed = feed
+            .send(Change::Entitlements(Box::new(Event::InitDone)))
+            .await;
+        expect_that!(listed.synced, eq(true));
+        expect_that!(listed.entitlements.status(), eq(&Status::Valid));
+        expect_that!(listed.entitlements.grants(), eq(1));
+    }
+
+    #[gtest]
+    #[tokio::test]
+    async fn every_change_of_the_entitlements_publishes_a_snapshot() {
+        let feed = Feed::listed(&["aaa"]).await;
+        let absent = feed.index.snapshot();
+        expect_that!(absent.entitlements.status(), eq(&Status::Absent));
+
+        let valid = feed
+            .send(Change::Entitlements(Box::new(Event::Apply(entitlements(
+                "grants: [{groups: [analysts], bucket: lake, prefixes: [sales/, tpch/]}]",
+            )))))
+            .await;
+        expect_that!(valid.entitlements.grants(), eq(1));
+        // No view changed, and the views are shared as they were.
+        expect_that!(valid.changed_since(absent.generation), some(is_empty()));
+        expect_that!(
+            Arc::ptr_eq(&absent.views["aaa"], &valid.views["aaa"]),
+            eq(true)
+        );
+
+        let broken = feed
+            .send(Change::Entitlements(Box::new(Event::Apply(entitlements(
+                "grants: [{groups: [analysts], bucket: lake, prefixes: [sales]}]",
+            )))))
+            .await;
+        expect_that!(broken.entitlements.invalid(), some(anything()));
+        expect_that!(broken.entitlements.grants(), eq(0));
+
+        let deleted = feed
+            .send(Change::Entitlements(Box::new(Event::Delete(entitlements(
+                "",
+            )))))
+            .await;
+        expect_that!(deleted.entitlements.status(), eq(&Status::Absent));
     }
 
     #[gtest]

@@ -24,6 +24,7 @@ pub mod changelog;
 pub mod config;
 pub mod credentials;
 pub mod drain;
+pub mod entitlements;
 pub mod envoy_admin;
 pub mod identity;
 pub mod idle;

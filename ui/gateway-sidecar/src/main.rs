@@ -27,7 +27,11 @@ async fn main() -> anyhow::Result<()> {
 
     let (index_tx, index) = index::channel();
     tokio::spawn(index::run(
-        kubernetes::watch_views(client.clone(), &config.namespace),
+        kubernetes::watch_views(
+            client.clone(),
+            &config.namespace,
+            &config.entitlements_configmap,
+        ),
         index_tx,
     ));
 

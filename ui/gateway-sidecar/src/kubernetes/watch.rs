@@ -2,11 +2,12 @@
 //! view Services and their EndpointSlices (selected by the view label, which
 //! EndpointSlices inherit from their Service), the views' Jobs and pods (same
 //! label, set by the activator), and the Job controller's `FailedCreate`
-//! events (how a quota or admission refusal of a view's pod shows).
+//! events (how a quota or admission refusal of a view's pod shows), and the
+//! operator's entitlements ConfigMap (selected by name).
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
@@ -21,24 +22,32 @@ pub enum Change {
     Job(Box<watcher::Event<Job>>),
     Pod(Box<watcher::Event<Pod>>),
     Event(Box<watcher::Event<Event>>),
+    /// The entitlements ConfigMap (the only object its watch selects).
+    Entitlements(Box<watcher::Event<ConfigMap>>),
     Failed(watcher::Error),
 }
 
 /// The field selector for the Job controller's pod-creation failures.
 const FAILED_CREATE: &str = "involvedObject.kind=Job,reason=FailedCreate";
 
+/// Watch everything the index is built from, in `namespace`; the
+/// entitlements are the ConfigMap named `entitlements`.
 pub fn watch_views(
     client: kube::Client,
     namespace: &str,
+    entitlements: &str,
 ) -> impl Stream<Item = Change> + Send + use<> {
     let labelled = watcher::Config::default().labels(view::SELECTOR);
     let events = watcher::Config::default().fields(FAILED_CREATE);
+    // By name: the RBAC Role grants this one ConfigMap (resourceNames).
+    let entitlements = watcher::Config::default().fields(&format!("metadata.name={entitlements}"));
     futures::stream::select_all([
         watch(&client, namespace, labelled.clone(), Change::Service),
         watch(&client, namespace, labelled.clone(), Change::Slice),
         watch(&client, namespace, labelled.clone(), Change::Job),
         watch(&client, namespace, labelled, Change::Pod),
         watch(&client, namespace, events, Change::Event),
+        watch(&client, namespace, entitlements, Change::Entitlements),
     ])
 }
 
