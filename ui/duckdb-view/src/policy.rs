@@ -24,7 +24,7 @@
 //! Behind all of it, the view's S3 credentials can read only its subsets and
 //! its pod can reach only the gateway's S3 endpoint (NetworkPolicy).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use crate::db::{Connection, DbError, Execution, StatementCheck, StatementType};
 use crate::encode::string_rows;
@@ -130,6 +130,10 @@ pub struct Entry {
 #[derive(Debug, Clone)]
 pub struct Protected {
     sql: String,
+    /// The names of DuckDB's built-in functions: fixed once the lockdown
+    /// forbids loading extensions, so read once (listing them costs a scan
+    /// of every function, the bulk of a check).
+    builtins: HashSet<String>,
     expected: BTreeSet<Entry>,
 }
 
@@ -144,6 +148,8 @@ impl Protected {
         );
         // Temporary objects are left out: they live in the one connection
         // (one request) that made them and shadow nothing for anybody else.
+        // Functions outside the system catalog are the analysts' macros; only
+        // those named like a built-in are protected state (see `read`).
         let sql = format!(
             "SELECT 'SECRET', name, secret_string FROM duckdb_secrets() \
              UNION ALL \
@@ -154,13 +160,18 @@ impl Protected {
               WHERE NOT temporary AND list_contains({names}::VARCHAR[], lower(table_name)) \
              UNION ALL \
              SELECT DISTINCT 'MACRO', function_name, database_name || '.' || schema_name \
-               FROM duckdb_functions() \
-              WHERE database_name NOT IN ('system', 'temp') \
-                AND function_name IN \
-                    (SELECT function_name FROM duckdb_functions() WHERE database_name = 'system')"
+               FROM duckdb_functions() WHERE database_name NOT IN ('system', 'temp')"
         );
+        let builtins = string_rows(&conn.query_all(
+            "SELECT DISTINCT function_name FROM duckdb_functions() WHERE database_name = 'system'",
+        )?)
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().flatten())
+        .map(|name| name.to_lowercase())
+        .collect();
         let mut protected = Protected {
             sql,
+            builtins,
             expected: BTreeSet::new(),
         };
         protected.expected = protected.read(conn)?;
@@ -179,6 +190,10 @@ impl Protected {
                     name: next(),
                     definition: next(),
                 }
+            })
+            // DuckDB's names are case-insensitive: READ_PARQUET shadows too.
+            .filter(|entry| {
+                entry.kind != "MACRO" || self.builtins.contains(&entry.name.to_lowercase())
             })
             .collect())
     }
@@ -293,6 +308,7 @@ mod tests {
                 "CREATE MACRO read_parquet(p) AS TABLE SELECT 42 AS x",
                 "CREATE MACRO",
             ),
+            ("CREATE MACRO Upper(s) AS 'shouting'", "CREATE MACRO"),
         ] {
             match run(&mut conn, &policy, sql) {
                 Err(DbError::Refused {
