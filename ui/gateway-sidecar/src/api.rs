@@ -17,12 +17,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use views_types::{
-    ApiError, ApiErrorCode, View, ViewEndpoint, ViewName, ViewPhase, ViewRequest, ViewStatus,
+    ApiError, ApiErrorCode, Me, Shares, View, ViewEndpoint, ViewName, ViewPhase, ViewRequest,
+    ViewStatus,
 };
 
 use crate::activator::{Activator, page};
 use crate::auth::{Auth, Caller};
 use crate::config::Config;
+use crate::entitlements::{Entitlements, Principal, Refused};
 use crate::index::{Index, ViewState};
 use crate::kubernetes::{WriteError, Writer};
 use crate::telemetry::{ApiLabel, Metrics};
@@ -51,6 +53,8 @@ pub fn router(state: AppState) -> Router {
     let views = Router::new()
         .route("/_api/views", get(list).post(create))
         .route("/_api/views/{name}", get(show).delete(remove))
+        .route("/_api/views/{name}/shares", axum::routing::put(share))
+        .route("/_api/me", get(me))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -147,8 +151,8 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
     response
 }
 
-/// Who calls (401 without a valid token when tokens are on); writes are
-/// logged with their caller under the `audit` target.
+/// Who calls (401 without an identity Envoy verified, when sign-in is on);
+/// writes are logged with their caller under the `audit` target.
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let caller = match state.auth.caller(request.headers()) {
         Ok(caller) => caller,
@@ -182,9 +186,66 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     response
 }
 
-/// A view another user owns is, to this caller, a view that does not exist.
+/// A view that is neither the caller's nor shared with them is, to this
+/// caller, a view that does not exist.
 fn visible(caller: &Caller, view: &ViewState) -> bool {
-    caller.may_use(view.spec.owner.as_deref().map(String::as_str))
+    caller.may_use(&view.spec)
+}
+
+fn not_found(name: &str) -> Failure {
+    error(
+        StatusCode::NOT_FOUND,
+        ApiErrorCode::NotFound,
+        format!("view `{name}` does not exist"),
+    )
+}
+
+fn not_entitled(refused: Refused) -> Failure {
+    error_with_details(
+        StatusCode::FORBIDDEN,
+        ApiErrorCode::NotEntitled,
+        refused.to_string(),
+        refused.details(),
+    )
+}
+
+/// With sign-in on: the owner may read (or write) every subset of the view,
+/// and so may everyone it is shared with, by grants that name them.
+fn check_entitlements(
+    caller: &Caller,
+    entitlements: &Entitlements,
+    spec: &ViewRequest,
+) -> Result<(), Failure> {
+    let Some(identity) = caller.identity() else {
+        return Ok(());
+    };
+    let owner = spec.owner.as_deref().map(String::as_str);
+    if owner.is_none_or(|owner| owner == identity.user) {
+        entitlements.check(identity, &spec.subsets)
+    } else {
+        // An admin creating a view for someone else: their groups are not
+        // known here, so only grants naming them count.
+        entitlements.check_target(
+            &Principal::User(owner.unwrap_or_default().to_string()),
+            &spec.subsets,
+        )
+    }
+    .map_err(not_entitled)?;
+    for target in share_targets(spec.shared_with.as_ref()) {
+        entitlements
+            .check_target(&target, &spec.subsets)
+            .map_err(not_entitled)?;
+    }
+    Ok(())
+}
+
+fn share_targets(shares: Option<&Shares>) -> impl Iterator<Item = Principal> + '_ {
+    let users = shares.and_then(|s| s.users.as_deref()).unwrap_or_default();
+    let groups = shares.and_then(|s| s.groups.as_deref()).unwrap_or_default();
+    users
+        .iter()
+        .map(|u| Principal::User(u.to_string()))
+        .chain(groups.iter().map(|g| Principal::Group(g.to_string())))
 }
 
 static REQUEST_SCHEMA: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
@@ -193,10 +254,11 @@ static REQUEST_SCHEMA: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
     jsonschema::validator_for(&schema).expect("the exported schema compiles")
 });
 
-fn parse_request(
+/// A JSON body (415 for another content type, 413 past [`BODY_LIMIT`]).
+fn parse_json(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<ViewRequest, Failure> {
+) -> Result<serde_json::Value, Failure> {
     let json_content = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -209,7 +271,7 @@ fn parse_request(
         return Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiErrorCode::UnsupportedMediaType,
-            "send the view as JSON with Content-Type: application/json",
+            "send JSON with Content-Type: application/json",
         ));
     }
     let body = body.map_err(|rejection| {
@@ -217,7 +279,7 @@ fn parse_request(
             error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ApiErrorCode::PayloadTooLarge,
-                format!("a view spec is at most {BODY_LIMIT} bytes"),
+                format!("a request body is at most {BODY_LIMIT} bytes"),
             )
         } else {
             error(
@@ -227,17 +289,32 @@ fn parse_request(
             )
         }
     })?;
-    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+    serde_json::from_slice(&body).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
             ApiErrorCode::InvalidRequest,
             format!("the body is not JSON: {e}"),
         )
-    })?;
-    let problems: Vec<serde_json::Value> = REQUEST_SCHEMA
-        .iter_errors(&value)
+    })
+}
+
+/// Where `value` breaks `schema`, as `{path, problem}` (JSON Pointer, text).
+fn schema_problems(
+    schema: &jsonschema::Validator,
+    value: &serde_json::Value,
+) -> Vec<serde_json::Value> {
+    schema
+        .iter_errors(value)
         .map(|e| serde_json::json!({"path": e.instance_path().to_string(), "problem": e.to_string()}))
-        .collect();
+        .collect()
+}
+
+fn parse_request(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<ViewRequest, Failure> {
+    let value = parse_json(headers, body)?;
+    let problems = schema_problems(&REQUEST_SCHEMA, &value);
     if !problems.is_empty() {
         let name_problem = problems.iter().any(|p| p["path"] == "/name");
         let (code, message) = if name_problem {
@@ -317,27 +394,29 @@ async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
     let mut request = parse_request(&headers, body)?;
-    if let Caller::User { name, admin } = &caller {
+    if let Caller::User { identity, admin } = &caller {
         match request.owner.as_deref().map(String::as_str) {
-            Some(owner) if owner != name && !admin => {
+            Some(owner) if owner != identity.user && !admin => {
                 return Err(error(
                     StatusCode::FORBIDDEN,
                     ApiErrorCode::Forbidden,
-                    format!("`{name}` may not create views for `{owner}`"),
+                    format!("`{}` may not create views for `{owner}`", identity.user),
                 ));
             }
             Some(_) => {}
             None => {
-                request.owner = Some(name.as_str().try_into().map_err(|_| {
+                request.owner = Some(identity.user.as_str().try_into().map_err(|_| {
                     error(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         ApiErrorCode::Unprocessable,
-                        "the user name cannot be a view owner",
+                        "the user id cannot be a view owner",
                     )
                 })?);
             }
         }
     }
+    request.shared_with = normalize_shares(request.shared_with);
+    check_entitlements(&caller, &state.index.snapshot().entitlements, &request)?;
     let spec = view::normalize(request, &state.config).map_err(|invalid| {
         let code = match invalid {
             Invalid::ReservedName(_) => ApiErrorCode::ReservedName,
@@ -421,13 +500,7 @@ async fn show(
         .views
         .get(&name)
         .filter(|v| visible(&caller, v))
-        .ok_or_else(|| {
-            error(
-                StatusCode::NOT_FOUND,
-                ApiErrorCode::NotFound,
-                format!("view `{name}` does not exist"),
-            )
-        })?;
+        .ok_or_else(|| not_found(&name))?;
     Ok(Json(to_api(view, &state.config)).into_response())
 }
 
@@ -437,11 +510,10 @@ async fn remove(
     Path(name): Path<String>,
 ) -> Result<Response, Failure> {
     parse_name(&name)?;
+    may_manage(&state, &caller, &name, "delete")?;
     let uid = state
         .writer
-        .delete(&name, |spec| {
-            caller.may_use(spec.owner.as_deref().map(String::as_str))
-        })
+        .delete(&name, |spec| caller.may_manage(spec))
         .await
         .map_err(write_error)?;
     let wait = Duration::from_millis(state.config.index_wait_ms);
@@ -461,6 +533,147 @@ async fn remove(
         return Err(envoy_lagging("the view was deleted"));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Someone the view is shared with knows it exists (403); anyone else does
+/// not (404).
+fn may_manage(state: &AppState, caller: &Caller, name: &str, what: &str) -> Result<(), Failure> {
+    let snapshot = state.index.snapshot();
+    match snapshot.views.get(name) {
+        Some(view) if caller.may_manage(&view.spec) => Ok(()),
+        Some(view) if caller.may_use(&view.spec) => Err(error(
+            StatusCode::FORBIDDEN,
+            ApiErrorCode::Forbidden,
+            format!("only the owner of `{name}` (or an admin) may {what} it"),
+        )),
+        // Not in this replica's index yet, or not visible: Kubernetes decides.
+        _ => Ok(()),
+    }
+}
+
+/// Sorted, without repeats, and absent when empty: equal shares store equally.
+fn normalize_shares(shares: Option<Shares>) -> Option<Shares> {
+    fn sorted<T: Ord>(mut items: Vec<T>) -> Option<Vec<T>> {
+        items.sort();
+        items.dedup();
+        (!items.is_empty()).then_some(items)
+    }
+    let shares = shares?;
+    let users = shares.users.and_then(sorted);
+    let groups = shares.groups.and_then(sorted);
+    (users.is_some() || groups.is_some()).then_some(Shares { users, groups })
+}
+
+static SHARES_SCHEMA: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
+    let mut schema: serde_json::Value =
+        serde_json::from_str(ViewRequest::JSON_SCHEMA).expect("the exported schema is JSON");
+    schema["$ref"] = "#/$defs/Shares".into();
+    for keyword in ["required", "properties", "additionalProperties", "type"] {
+        schema.as_object_mut().expect("an object").remove(keyword);
+    }
+    jsonschema::validator_for(&schema).expect("the exported schema compiles")
+});
+
+/// `PUT /_api/views/<name>/shares`: replace whom the view is shared with.
+async fn share(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Failure> {
+    parse_name(&name)?;
+    let value = parse_json(&headers, body)?;
+    let problems = schema_problems(&SHARES_SCHEMA, &value);
+    if !problems.is_empty() {
+        return Err(error_with_details(
+            StatusCode::BAD_REQUEST,
+            ApiErrorCode::InvalidRequest,
+            "the body does not match the Shares schema ({\"users\": [...], \"groups\": [...]})",
+            serde_json::json!({"problems": problems}),
+        ));
+    }
+    let shares: Shares = serde_json::from_value(value).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            ApiErrorCode::InvalidRequest,
+            e.to_string(),
+        )
+    })?;
+    may_manage(&state, &caller, &name, "share")?;
+    let shares = normalize_shares(Some(shares));
+    // Checked against the stored spec inside the update, so the subsets
+    // checked are the ones shared.
+    let entitlements = state.index.snapshot().entitlements.clone();
+    let mut refused = None;
+    let (uid, _) = state
+        .writer
+        .update_spec(
+            &name,
+            |spec| caller.may_manage(spec),
+            |mut spec| {
+                spec.shared_with = shares.clone();
+                if let Err(failure) = check_entitlements(&caller, &entitlements, &spec) {
+                    refused = Some(failure);
+                    // Unchanged: the update below writes what was there.
+                    spec.shared_with = None;
+                }
+                spec
+            },
+        )
+        .await
+        .map_err(write_error)?;
+    if let Some(failure) = refused {
+        return Err(failure);
+    }
+    let wait = Duration::from_millis(state.config.index_wait_ms);
+    let seen = state
+        .index
+        .wait_for(wait, |s| {
+            s.views
+                .get(&name)
+                .is_some_and(|v| v.uid == uid && v.spec.shared_with == shares)
+        })
+        .await;
+    let snapshot = state.index.snapshot();
+    let view = snapshot
+        .views
+        .get(&name)
+        .filter(|_| seen)
+        .ok_or_else(|| index_lagging("the shares were changed"))?;
+    Ok(Json(to_api(view, &state.config)).into_response())
+}
+
+/// `GET /_api/me`: who the caller is and what they may read.
+async fn me(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Response, Failure> {
+    let Caller::User { identity, admin } = &caller else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            ApiErrorCode::NotFound,
+            "sign-in is off on this gateway: there is no \"me\"",
+        ));
+    };
+    let user = identity.user.as_str().try_into().map_err(|_| {
+        error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ApiErrorCode::Unprocessable,
+            "the user id is not printable text",
+        )
+    })?;
+    let me = Me {
+        user,
+        groups: identity
+            .groups
+            .iter()
+            .filter_map(|g| g.as_str().try_into().ok())
+            .collect(),
+        admin: *admin,
+        grants: state.index.snapshot().entitlements.readable(identity),
+    };
+    Ok(Json(me).into_response())
 }
 
 /// Wait until every Envoy connected to this sidecar has ACKed routes whose
@@ -564,12 +777,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
         body["draining"] = draining.into();
         body
     };
-    let status =
-        if snapshot.synced && snapshot.kubernetes_reachable && !draining && state.auth.ready() {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
+    let status = if snapshot.synced && snapshot.kubernetes_reachable && !draining {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 

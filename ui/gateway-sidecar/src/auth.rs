@@ -1,247 +1,189 @@
-//! Who is calling the views API, and what they may do.
+//! Who calls the views API, and what they may do with a view.
 //!
-//! With `API_TOKENS_SECRET` set, every `/_api/views` request must carry
-//! `Authorization: Bearer <token>`; the Secret's entries map user names to
-//! their tokens (key = user, value = token), re-read every
-//! [`REFRESH`] so tokens are added and revoked without a restart. A user owns
-//! the views they create and may see and delete only those; users named in
-//! `API_ADMINS` may do anything. Without the setting the API is open (local
-//! development) and says so in the log at start-up. Every API write is logged
-//! with its caller under the `audit` target.
+//! With sign-in on (`OIDC_ISSUER`), Envoy's `jwt_authn` has verified the
+//! caller's token before the request reaches the sidecar and passed its
+//! claims in [`crate::identity::PAYLOAD_HEADER`] (a header Envoy strips from
+//! what clients send). A view belongs to its owner and is shared with the
+//! users and groups its spec names: they see it and open it; only the owner
+//! and admins (members of `ADMIN_GROUPS`) delete or re-share it. To anyone
+//! else a view does not exist (404, not 403: names would otherwise leak).
+//! Every API write is logged with its caller under the `audit` target.
 //!
-//! Tokens are compared by their SHA-256, so a lookup's timing says nothing
-//! about how much of a presented token was right.
+//! Without sign-in (development on `localhost` only) everyone may do
+//! everything, and the start-up log says so.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use axum::http::HeaderMap;
+use views_types::ViewRequest;
 
-use axum::http::{HeaderMap, header};
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
-use sha2::{Digest, Sha256};
-use tokio::sync::watch;
-
-/// How often the tokens Secret is read again.
-pub const REFRESH: Duration = Duration::from_secs(15);
+use crate::identity::{Identity, IdentityConfig, IdentityError, PAYLOAD_HEADER};
 
 /// The caller of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
-    /// Authentication is off (no `API_TOKENS_SECRET`).
-    Open,
+    /// Sign-in is off.
+    Anonymous,
     User {
-        name: String,
+        identity: Identity,
         admin: bool,
     },
 }
 
 impl Caller {
-    /// May this caller see and change a view owned by `owner`?
-    pub fn may_use(&self, owner: Option<&str>) -> bool {
+    /// May this caller see and open the view? (Owner, a share, or an admin.)
+    pub fn may_use(&self, spec: &ViewRequest) -> bool {
         match self {
-            Caller::Open => true,
-            Caller::User { admin: true, .. } => true,
-            Caller::User { name, .. } => owner == Some(name.as_str()),
+            Caller::Anonymous | Caller::User { admin: true, .. } => true,
+            Caller::User { identity, .. } => {
+                owns(identity, spec) || {
+                    let shares = spec.shared_with.as_ref();
+                    let users = shares.and_then(|s| s.users.as_deref()).unwrap_or_default();
+                    let groups = shares.and_then(|s| s.groups.as_deref()).unwrap_or_default();
+                    users.iter().any(|u| u.as_str() == identity.user)
+                        || groups.iter().any(|g| identity.in_group(g))
+                }
+            }
+        }
+    }
+
+    /// May this caller delete the view or change whom it is shared with?
+    pub fn may_manage(&self, spec: &ViewRequest) -> bool {
+        match self {
+            Caller::Anonymous | Caller::User { admin: true, .. } => true,
+            Caller::User { identity, .. } => owns(identity, spec),
         }
     }
 
     /// For the audit log.
     pub fn name(&self) -> &str {
         match self {
-            Caller::Open => "(unauthenticated)",
-            Caller::User { name, .. } => name,
+            Caller::Anonymous => "(anonymous)",
+            Caller::User { identity, .. } => &identity.user,
         }
     }
+
+    pub fn identity(&self) -> Option<&Identity> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::User { identity, .. } => Some(identity),
+        }
+    }
+}
+
+fn owns(identity: &Identity, spec: &ViewRequest) -> bool {
+    spec.owner.as_deref().map(String::as_str) == Some(identity.user.as_str())
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
-    #[error("this API needs `Authorization: Bearer <token>`")]
+    #[error("sign in first: send `Authorization: Bearer <token>` from the identity provider")]
     Missing,
-    #[error("the token is not valid")]
-    Invalid,
+    #[error(transparent)]
+    Invalid(#[from] IdentityError),
 }
 
-/// Token hash → user name.
-type Tokens = Arc<HashMap<[u8; 32], String>>;
-
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Auth {
-    /// None: authentication is off.
-    tokens: Option<watch::Receiver<Tokens>>,
-    admins: Arc<Vec<String>>,
-    /// The tokens were read at least once (a replica is not ready before).
-    loaded: Arc<std::sync::atomic::AtomicBool>,
+    /// None: sign-in is off.
+    identity: Option<IdentityConfig>,
 }
 
 impl Auth {
-    /// Open: every caller may do everything.
-    pub fn open() -> Self {
+    pub fn new(config: &crate::config::Config) -> Self {
         Self {
-            tokens: None,
-            admins: Arc::default(),
-            loaded: Arc::new(true.into()),
+            identity: config
+                .identity
+                .oidc_issuer
+                .is_some()
+                .then(|| config.identity.clone()),
         }
     }
 
-    /// Tokens from Secret `secret`, kept fresh by a background task.
-    pub fn from_secret(
-        client: kube::Client,
-        namespace: &str,
-        secret: &str,
-        admins: Vec<String>,
-    ) -> Self {
-        let (tx, rx) = watch::channel(Tokens::default());
-        let secrets: Api<Secret> = Api::namespaced(client, namespace);
-        let secret = secret.to_owned();
-        let loaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let loaded_by_task = loaded.clone();
-        tokio::spawn(async move {
-            loop {
-                match secrets.get_opt(&secret).await {
-                    Ok(found) => {
-                        let tokens = found.as_ref().map(read_tokens).unwrap_or_default();
-                        if found.is_none() {
-                            tracing::warn!(
-                                secret,
-                                "the API tokens Secret does not exist: every API call is refused"
-                            );
-                        }
-                        tx.send_if_modified(|current| {
-                            let changed = **current != tokens;
-                            *current = Arc::new(tokens);
-                            changed
-                        });
-                        loaded_by_task.store(true, std::sync::atomic::Ordering::Release);
-                    }
-                    // Keep the tokens we have: Kubernetes may be briefly away.
-                    Err(error) => tracing::warn!(secret, %error, "reading the API tokens failed"),
-                }
-                if tx.is_closed() {
-                    return;
-                }
-                tokio::time::sleep(REFRESH).await;
-            }
-        });
-        Self {
-            tokens: Some(rx),
-            admins: Arc::new(admins),
-            loaded,
-        }
+    pub fn signing_in(&self) -> bool {
+        self.identity.is_some()
     }
 
-    /// Ready to answer: the tokens (if any) have been read.
-    pub fn ready(&self) -> bool {
-        self.loaded.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// The caller of a request with these headers.
+    /// The caller of a request with these headers (as Envoy forwarded them).
     pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
-        let Some(tokens) = &self.tokens else {
-            return Ok(Caller::Open);
+        let Some(config) = &self.identity else {
+            return Ok(Caller::Anonymous);
         };
-        let token = headers
-            .get(header::AUTHORIZATION)
+        let payload = headers
+            .get(PAYLOAD_HEADER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
-        let name = tokens
-            .borrow()
-            .get(&hash(token))
-            .cloned()
-            .ok_or(AuthError::Invalid)?;
-        let admin = self.admins.contains(&name);
-        Ok(Caller::User { name, admin })
+        let identity = config.identity_of(payload)?;
+        let admin = config.is_admin(&identity);
+        Ok(Caller::User { identity, admin })
     }
-}
-
-fn hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-/// Every entry of the Secret: user name → token (empty tokens ignored).
-fn read_tokens(secret: &Secret) -> HashMap<[u8; 32], String> {
-    secret
-        .data
-        .iter()
-        .flatten()
-        .filter_map(|(user, token)| {
-            let token = std::str::from_utf8(&token.0).ok()?.trim();
-            (!token.is_empty()).then(|| (hash(token), user.clone()))
-        })
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use clap::Parser;
     use googletest::prelude::*;
 
     use super::*;
 
-    fn auth(tokens: &[(&str, &str)], admins: &[&str]) -> Auth {
-        let tokens: HashMap<[u8; 32], String> = tokens
-            .iter()
-            .map(|(user, token)| (hash(token), user.to_string()))
-            .collect();
-        let (tx, rx) = watch::channel(Arc::new(tokens));
-        std::mem::forget(tx);
-        Auth {
-            tokens: Some(rx),
-            admins: Arc::new(admins.iter().map(|a| a.to_string()).collect()),
-            loaded: Arc::new(true.into()),
+    fn spec(json: serde_json::Value) -> ViewRequest {
+        let mut base = serde_json::json!({"name": "sales", "subsets": [{"bucket": "lake", "prefixes": ["sales/"]}]});
+        base.as_object_mut()
+            .unwrap()
+            .extend(json.as_object().unwrap().clone());
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn user(name: &str, groups: &[&str], admin: bool) -> Caller {
+        Caller::User {
+            identity: Identity::new(name, groups.iter().copied()),
+            admin,
         }
     }
 
-    fn bearer(token: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::AUTHORIZATION,
-            format!("Bearer {token}").parse().unwrap(),
-        );
-        headers
+    #[gtest]
+    fn owners_shares_and_admins_use_a_view_and_only_owners_and_admins_manage_it() {
+        let shared = spec(serde_json::json!({
+            "owner": "ana",
+            "sharedWith": {"users": ["cy"], "groups": ["finance"]},
+        }));
+        let ana = user("ana", &["analysts"], false);
+        let bob = user("bob", &["finance"], false);
+        let cy = user("cy", &[], false);
+        let dan = user("dan", &["analysts"], false);
+        let ada = user("ada", &["views-admins"], true);
+        expect_that!(ana.may_use(&shared), eq(true));
+        expect_that!(bob.may_use(&shared), eq(true));
+        expect_that!(cy.may_use(&shared), eq(true));
+        expect_that!(dan.may_use(&shared), eq(false));
+        expect_that!(ada.may_use(&shared), eq(true));
+        expect_that!(ana.may_manage(&shared), eq(true));
+        expect_that!(bob.may_manage(&shared), eq(false));
+        expect_that!(ada.may_manage(&shared), eq(true));
+        let unowned = spec(serde_json::json!({}));
+        expect_that!(ana.may_use(&unowned), eq(false));
+        expect_that!(Caller::Anonymous.may_manage(&unowned), eq(true));
     }
 
     #[gtest]
-    fn tokens_name_their_user_and_anything_else_is_refused() {
-        let auth = auth(&[("ana", "t-ana"), ("root", "t-root")], &["root"]);
-        expect_that!(
-            auth.caller(&bearer("t-ana")),
-            ok(eq(&Caller::User {
-                name: "ana".into(),
-                admin: false
-            }))
-        );
-        expect_that!(
-            auth.caller(&bearer("t-root")),
-            ok(eq(&Caller::User {
-                name: "root".into(),
-                admin: true
-            }))
-        );
-        expect_that!(auth.caller(&bearer("t-an")), err(eq(&AuthError::Invalid)));
+    fn without_the_verified_header_there_is_no_caller() {
+        let config = crate::config::Config::parse_from([
+            "gateway-sidecar",
+            "--oidc-issuer",
+            "http://localhost:32902",
+            "--admin-groups",
+            "views-admins",
+        ]);
+        let auth = Auth::new(&config);
         expect_that!(auth.caller(&HeaderMap::new()), err(eq(&AuthError::Missing)));
-        let mut basic = HeaderMap::new();
-        basic.insert(header::AUTHORIZATION, "Basic YW5hOnQ=".parse().unwrap());
-        expect_that!(auth.caller(&basic), err(eq(&AuthError::Missing)));
-    }
-
-    #[gtest]
-    fn users_use_their_own_views_and_admins_all() {
-        let ana = Caller::User {
-            name: "ana".into(),
-            admin: false,
-        };
-        let root = Caller::User {
-            name: "root".into(),
-            admin: true,
-        };
-        expect_that!(ana.may_use(Some("ana")), eq(true));
-        expect_that!(ana.may_use(Some("bo")), eq(false));
-        expect_that!(ana.may_use(None), eq(false));
-        expect_that!(root.may_use(Some("bo")), eq(true));
-        expect_that!(Caller::Open.may_use(Some("bo")), eq(true));
+        let mut headers = HeaderMap::new();
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"sub":"ada","groups":["views-admins"]}"#);
+        headers.insert(PAYLOAD_HEADER, payload.parse().unwrap());
+        expect_that!(
+            auth.caller(&headers),
+            ok(eq(&user("ada", &["views-admins"], true)))
+        );
+        let open = Auth::new(&crate::config::Config::parse_from(["gateway-sidecar"]));
+        expect_that!(open.caller(&HeaderMap::new()), ok(eq(&Caller::Anonymous)));
     }
 }

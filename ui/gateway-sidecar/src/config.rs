@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 
+use crate::identity::{IdentityConfig, Provider};
+
 /// Envoy's access log ([`Config::access_log`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AccessLog {
@@ -78,24 +80,22 @@ pub struct Config {
     #[arg(long, env = "INDEX_WAIT_MS", default_value_t = 10_000)]
     pub index_wait_ms: u64,
 
-    /// The Secret of API tokens (entries: user name → token). Unset: the
-    /// views API is open to anyone who reaches it (local development).
-    #[arg(long, env = "API_TOKENS_SECRET")]
-    pub api_tokens_secret: Option<String>,
-
-    /// Users (from the tokens Secret) who may see and delete every view.
-    #[arg(long, env = "API_ADMINS", value_delimiter = ',', default_value = "")]
-    pub api_admins: Vec<String>,
-
     /// The ConfigMap (in the views' namespace) holding the data entitlements
-    /// (key `entitlements.yaml`; see the `entitlements` module). Absent: nobody
-    /// is entitled to any data. The Role must grant reading it by this name.
+    /// (key `entitlements.yaml`); absent or invalid, nothing is granted.
     #[arg(
         long,
         env = "ENTITLEMENTS_CONFIGMAP",
         default_value = "views-gateway-entitlements"
     )]
     pub entitlements_configmap: String,
+
+    #[command(flatten)]
+    pub identity: IdentityConfig,
+
+    /// The identity provider's endpoints, discovered at start-up when
+    /// `OIDC_ISSUER` is set.
+    #[arg(skip)]
+    pub provider: Option<Provider>,
 
     /// On SIGTERM, how long held requests may take to finish before the
     /// servers stop (seconds; keep it below the pod's grace period).
@@ -243,6 +243,12 @@ pub enum ConfigError {
         "CREDENTIALS_LISTEN is set, so {0} must be too (view pods reach the lake through the gateway)"
     )]
     MissingCredentialsSetting(&'static str),
+    #[error(
+        "OIDC_ISSUER is not set: nobody would need to sign in, which is allowed only with GATEWAY_HOSTNAME=localhost (development)"
+    )]
+    OpenBeyondLocalhost,
+    #[error("OIDC_ISSUER `{0}` is not an http(s) URL")]
+    InvalidIssuer(String),
 }
 
 impl Config {
@@ -252,6 +258,15 @@ impl Config {
         let last = image.rsplit('/').next().unwrap_or(image);
         if !(image.contains('@') || last.contains(':')) {
             return Err(ConfigError::UnpinnedImage(image.clone()));
+        }
+        match &self.identity.oidc_issuer {
+            None if self.gateway_hostname != "localhost" => {
+                return Err(ConfigError::OpenBeyondLocalhost);
+            }
+            Some(issuer) if !(issuer.starts_with("https://") || issuer.starts_with("http://")) => {
+                return Err(ConfigError::InvalidIssuer(issuer.clone()));
+            }
+            _ => {}
         }
         if self.credentials.credentials_listen.is_some() {
             let c = &self.credentials;

@@ -1,11 +1,31 @@
 //! Who a request comes from, as Envoy proved it.
 //!
-//! Envoy verifies every token (`jwt_authn`, configured over xDS from the
-//! `OIDC_*` settings) before a request reaches the sidecar; the sidecar never
-//! sees an unverified identity. This module owns the identity type every
-//! decision (views API, entitlements, shares) is taken on.
+//! ```text
+//!  browser ──cookie──► Envoy oauth2 (sign-in: authorization code + PKCE, per host)
+//!  program ──Bearer──►   │ Authorization: Bearer <access token>
+//!                        ▼
+//!                  jwt_authn (issuer, audience, signature against the provider's JWKS)
+//!                        │ verified claims → dynamic metadata (RBAC: the view's owner
+//!                        │ and shares) and the header `x-views-identity` (base64url JSON)
+//!                        ▼
+//!                  sidecar: /_api (who calls), ext_authz (who starts a view)
+//! ```
+//!
+//! Envoy verifies every token before a request reaches the sidecar, and strips
+//! [`PAYLOAD_HEADER`] from what clients send before its filters run: the
+//! sidecar never takes an unverified identity. This module owns the identity
+//! type every access decision is taken on, the `OIDC_*` settings, and the
+//! provider's endpoints (found once at start-up through OpenID Connect
+//! discovery).
 
 use std::collections::BTreeSet;
+use std::time::Duration;
+
+use base64::Engine;
+
+/// The header in which Envoy's `jwt_authn` passes a verified token's payload
+/// (base64url-encoded JSON) to the sidecar and to views.
+pub const PAYLOAD_HEADER: &str = "x-views-identity";
 
 /// A signed-in user: their stable user id (the configured claim, `sub` by
 /// default) and the groups the provider says they belong to.
@@ -28,5 +48,231 @@ impl Identity {
 
     pub fn in_group(&self, group: &str) -> bool {
         self.groups.contains(group)
+    }
+}
+
+/// Sign-in settings. Without `OIDC_ISSUER` nobody signs in: the gateway is
+/// open (allowed only for `GATEWAY_HOSTNAME=localhost`, for development).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct IdentityConfig {
+    /// The OpenID Connect issuer (its discovery document is at
+    /// `<issuer>/.well-known/openid-configuration`).
+    #[arg(long, env = "OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+
+    /// This gateway's client id at the provider.
+    #[arg(long, env = "OIDC_CLIENT_ID", default_value = "views-gateway")]
+    pub oidc_client_id: String,
+
+    /// The client secret, for browser sign-in (usually from a Secret through
+    /// `valueFrom.secretKeyRef`). Unset: only bearer tokens are accepted.
+    #[arg(long, env = "OIDC_CLIENT_SECRET", hide_env_values = true)]
+    pub oidc_client_secret: Option<String>,
+
+    /// The audience access tokens must be issued for (default: the client id).
+    #[arg(long, env = "OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+
+    /// A resource indicator (RFC 8707) asked for at sign-in, for providers
+    /// that issue JWT access tokens per resource.
+    #[arg(long, env = "OIDC_RESOURCE")]
+    pub oidc_resource: Option<String>,
+
+    /// Scopes asked for at sign-in (comma-separated).
+    #[arg(
+        long,
+        env = "OIDC_SCOPES",
+        value_delimiter = ',',
+        default_value = "openid,profile,email"
+    )]
+    pub oidc_scopes: Vec<String>,
+
+    /// The claim naming the user (owner of views, subject of grants). `sub`
+    /// is stable at every provider; others may be reassigned.
+    #[arg(long, env = "OIDC_USER_CLAIM", default_value = "sub")]
+    pub oidc_user_claim: String,
+
+    /// The claim listing the user's groups.
+    #[arg(long, env = "OIDC_GROUPS_CLAIM", default_value = "groups")]
+    pub oidc_groups_claim: String,
+
+    /// CA bundle Envoy checks an `https` provider's certificate against.
+    #[arg(
+        long,
+        env = "OIDC_CA_FILE",
+        default_value = "/etc/ssl/certs/ca-certificates.crt"
+    )]
+    pub oidc_ca_file: String,
+
+    /// Groups whose members see and manage every view (comma-separated).
+    #[arg(long, env = "ADMIN_GROUPS", value_delimiter = ',', default_value = "")]
+    pub admin_groups: Vec<String>,
+}
+
+impl IdentityConfig {
+    pub fn audience(&self) -> &str {
+        self.oidc_audience
+            .as_deref()
+            .unwrap_or(&self.oidc_client_id)
+    }
+
+    pub fn is_admin(&self, identity: &Identity) -> bool {
+        self.admin_groups
+            .iter()
+            .any(|g| !g.is_empty() && identity.in_group(g))
+    }
+
+    /// The identity in a verified payload header (see [`PAYLOAD_HEADER`]).
+    pub fn identity_of(&self, header: &str) -> Result<Identity, IdentityError> {
+        let encoded = header.trim().trim_end_matches('=');
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(encoded)
+            .map_err(|_| IdentityError::Payload("not base64url"))?;
+        let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&json)
+            .map_err(|_| IdentityError::Payload("not a JSON object"))?;
+        let user = claims
+            .get(&self.oidc_user_claim)
+            .and_then(|v| v.as_str())
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| IdentityError::MissingClaim(self.oidc_user_claim.clone()))?;
+        let groups = match claims.get(&self.oidc_groups_claim) {
+            Some(serde_json::Value::Array(items)) => {
+                items.iter().filter_map(|g| g.as_str()).collect()
+            }
+            Some(serde_json::Value::String(one)) => vec![one.as_str()],
+            _ => Vec::new(),
+        };
+        Ok(Identity::new(user, groups))
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdentityError {
+    #[error("the verified token payload is {0}")]
+    Payload(&'static str),
+    #[error("the token has no `{0}` claim naming the user")]
+    MissingClaim(String),
+    #[error("OpenID Connect discovery at {url} failed: {reason}")]
+    Discovery { url: String, reason: String },
+}
+
+/// The provider's endpoints, from its discovery document.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Provider {
+    pub issuer: String,
+    pub jwks_uri: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+}
+
+impl Provider {
+    /// Read `<issuer>/.well-known/openid-configuration`, retrying until the
+    /// provider answers (a gateway cannot check anyone without it).
+    pub async fn discover(issuer: &str) -> Self {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match Self::fetch(issuer).await {
+                Ok(provider) => return provider,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?delay, "the identity provider is not reachable yet");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    async fn fetch(issuer: &str) -> Result<Self, IdentityError> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let failed = |reason: String| IdentityError::Discovery {
+            url: url.clone(),
+            reason,
+        };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| failed(e.to_string()))?;
+        let provider: Provider = client
+            .get(&url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| failed(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        // OpenID Connect Discovery 1.0, 4.3: the document names its issuer.
+        if provider.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
+            return Err(failed(format!(
+                "the document names issuer `{}`",
+                provider.issuer
+            )));
+        }
+        Ok(provider)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use googletest::prelude::*;
+
+    use super::*;
+
+    fn config() -> IdentityConfig {
+        IdentityConfig {
+            oidc_user_claim: "sub".into(),
+            oidc_groups_claim: "groups".into(),
+            admin_groups: vec!["views-admins".into()],
+            ..IdentityConfig::default()
+        }
+    }
+
+    fn header(claims: serde_json::Value) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string())
+    }
+
+    #[gtest]
+    fn the_payload_names_the_user_and_groups() {
+        let config = config();
+        let ana = config
+            .identity_of(&header(
+                serde_json::json!({"sub": "ana", "groups": ["analysts", 7]}),
+            ))
+            .unwrap();
+        expect_that!(ana, eq(&Identity::new("ana", ["analysts"])));
+        expect_that!(config.is_admin(&ana), eq(false));
+        let ada = config
+            .identity_of(&header(
+                serde_json::json!({"sub": "ada", "groups": "views-admins"}),
+            ))
+            .unwrap();
+        expect_that!(config.is_admin(&ada), eq(true));
+        expect_that!(
+            config.identity_of(&header(serde_json::json!({"sub": "cy"}))),
+            ok(eq(&Identity::new("cy", Vec::<String>::new())))
+        );
+    }
+
+    #[gtest]
+    fn a_payload_without_a_user_or_not_json_is_refused() {
+        let config = config();
+        expect_that!(
+            config.identity_of(&header(serde_json::json!({"groups": ["a"]}))),
+            err(eq(&IdentityError::MissingClaim("sub".into())))
+        );
+        expect_that!(
+            config.identity_of(&header(serde_json::json!({"sub": ""}))),
+            err(anything())
+        );
+        expect_that!(config.identity_of("%%%"), err(anything()));
+        expect_that!(
+            config.identity_of(&header(serde_json::json!(["ana"]))),
+            err(anything())
+        );
     }
 }

@@ -10,16 +10,31 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use gateway_sidecar::config::Config;
 use gateway_sidecar::envoy_admin::EnvoyAdmin;
 use gateway_sidecar::{
-    activator, api, auth, credentials, drain, idle, index, kubernetes, telemetry, xds,
+    activator, api, auth, credentials, drain, identity, idle, index, kubernetes, telemetry, xds,
 };
 use tokio::sync::watch;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Arc::new(Config::parse());
+    let mut config = Config::parse();
     install_crypto_provider();
     telemetry::init_logging(config.log_json);
     config.validate()?;
+    match &config.identity.oidc_issuer {
+        Some(issuer) => {
+            let provider = identity::Provider::discover(issuer).await;
+            tracing::info!(
+                issuer,
+                jwks = provider.jwks_uri,
+                "sign-in with OpenID Connect"
+            );
+            config.provider = Some(provider);
+        }
+        None => tracing::warn!(
+            "OIDC_ISSUER is not set: nobody signs in, and everyone who reaches the gateway may do everything (development only)"
+        ),
+    }
+    let config = Arc::new(config);
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
@@ -76,25 +91,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let drain = drain::Drain::default();
     let stopped = drain.watch();
-    let auth = match &config.api_tokens_secret {
-        Some(secret) => auth::Auth::from_secret(
-            client.clone(),
-            &config.namespace,
-            secret,
-            config
-                .api_admins
-                .iter()
-                .filter(|a| !a.is_empty())
-                .cloned()
-                .collect(),
-        ),
-        None => {
-            tracing::warn!(
-                "API_TOKENS_SECRET is not set: the views API is open to anyone who reaches it"
-            );
-            auth::Auth::open()
-        }
-    };
+    let auth = auth::Auth::new(&config);
     let state = api::AppState {
         auth,
         drain: drain.watch(),

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use views_types::{ApiError, ApiErrorCode};
 
 use super::{Activator, Held, page};
+use crate::identity::PAYLOAD_HEADER;
 use crate::telemetry::CheckLabel;
 
 /// How soon a client told "still starting" should try again (seconds).
@@ -49,21 +50,24 @@ impl Authorization for ExtAuthz {
                 "unknown",
                 denied_json(404, ApiErrorCode::NotFound, "no such view".into(), None),
             ),
-            Some(view) => {
-                let wants_page = http.method == "GET"
-                    && http
-                        .headers
-                        .get("accept")
-                        .is_some_and(|accept| accept.contains("text/html"));
-                if wants_page && !self.activator.ready_now(&view) {
-                    // The page follows the start itself; the start begins now.
-                    drop(self.activator.activate(&view));
-                    ("page", page_response(&view))
-                } else {
-                    let held = self.activator.hold(&view, config.cold_start_budget()).await;
-                    held_response(&view, held)
+            Some(view) => match self.refused(&view, &http.headers) {
+                Some(refusal) => ("not_entitled", refusal),
+                None => {
+                    let wants_page = http.method == "GET"
+                        && http
+                            .headers
+                            .get("accept")
+                            .is_some_and(|accept| accept.contains("text/html"));
+                    if wants_page && !self.activator.ready_now(&view) {
+                        // The page follows the start itself; the start begins now.
+                        drop(self.activator.activate(&view));
+                        ("page", page_response(&view))
+                    } else {
+                        let held = self.activator.hold(&view, config.cold_start_budget()).await;
+                        held_response(&view, held)
+                    }
                 }
-            }
+            },
         };
         self.activator
             .metrics()
@@ -73,6 +77,49 @@ impl Authorization for ExtAuthz {
             })
             .inc();
         Ok(Response::new(response))
+    }
+}
+
+impl ExtAuthz {
+    /// With sign-in on, whoever starts a view must be entitled, now, to every
+    /// subset it reads: a removed entitlement stops the next start. (Envoy
+    /// has verified the caller and checked the view's owner and shares.)
+    fn refused(
+        &self,
+        view: &str,
+        headers: &std::collections::HashMap<String, String>,
+    ) -> Option<CheckResponse> {
+        let config = self.activator.config();
+        config.identity.oidc_issuer.as_ref()?;
+        let identity = headers
+            .get(PAYLOAD_HEADER)
+            .ok_or(crate::identity::IdentityError::MissingClaim(
+                config.identity.oidc_user_claim.clone(),
+            ))
+            .and_then(|payload| config.identity.identity_of(payload));
+        let identity = match identity {
+            Ok(identity) => identity,
+            Err(error) => {
+                return Some(denied_json(
+                    401,
+                    ApiErrorCode::Unauthenticated,
+                    error.to_string(),
+                    None,
+                ));
+            }
+        };
+        let snapshot = self.activator.index().snapshot();
+        let spec = &snapshot.views.get(view)?.spec;
+        let refused = snapshot
+            .entitlements
+            .check(&identity, &spec.subsets)
+            .err()?;
+        Some(denied_json(
+            403,
+            ApiErrorCode::NotEntitled,
+            format!("view {view} cannot start for you: {refused}"),
+            Some(refused.details()),
+        ))
     }
 }
 

@@ -169,6 +169,45 @@ impl Writer {
         }
     }
 
+    /// Change the spec of a view that `allowed` says the caller may change
+    /// (to anyone else it does not exist). The patch is preconditioned on the
+    /// Service's resourceVersion, so a concurrent change is a 409, never a
+    /// lost update. Returns the Service's uid and the stored spec.
+    pub async fn update_spec(
+        &self,
+        name: &str,
+        allowed: impl Fn(&ViewRequest) -> bool,
+        change: impl FnOnce(ViewRequest) -> ViewRequest,
+    ) -> Result<(String, ViewRequest), WriteError> {
+        let service_name = view::service_name(name);
+        let service = self
+            .services
+            .get_opt(&service_name)
+            .await
+            .map_err(|e| map(e, name))?
+            .filter(|s| s.metadata.deletion_timestamp.is_none())
+            .ok_or_else(|| WriteError::NotFound(name.into()))?;
+        let spec = view::from_service(&service)
+            .ok()
+            .filter(|spec| allowed(spec))
+            .ok_or_else(|| WriteError::NotFound(name.into()))?;
+        let changed = change(spec);
+        let patch = serde_json::json!({"metadata": {
+            "resourceVersion": service.metadata.resource_version,
+            "annotations": {view::SPEC_ANNOTATION: serde_json::to_string(&changed).expect("a ViewRequest serializes")},
+        }});
+        let updated = self
+            .services
+            .patch(
+                &service_name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|e| map(e, name))?;
+        Ok((updated.metadata.uid.unwrap_or_default(), changed))
+    }
+
     /// Delete the view's Service if `allowed` says so of its spec (a view the
     /// caller may not delete is, to them, one that does not exist);
     /// Kubernetes' garbage collector removes what it owns (Jobs, pods,

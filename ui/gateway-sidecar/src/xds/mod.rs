@@ -8,6 +8,7 @@
 //!                                       EnvoyStatus (what each Envoy holds) ◄──┘
 //! ```
 
+pub mod access;
 pub mod resources;
 mod server;
 

@@ -54,6 +54,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
 use prost::Message;
 
+use super::access::{self, SECRET_TYPE};
 use crate::changelog::ChangeLog;
 use crate::config::{AccessLog, Config};
 use crate::index::{Snapshot, ViewState};
@@ -67,11 +68,12 @@ pub const ENDPOINT_TYPE: &str =
     "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
 /// The order in which a change is pushed: clusters before the endpoints that
-/// warm them, listeners before the scopes they load, scopes before the routes
-/// they name.
-pub const PUSH_ORDER: [&str; 5] = [
+/// warm them, secrets before the listener that names them, listeners before
+/// the scopes they load, scopes before the routes they name.
+pub const PUSH_ORDER: [&str; 6] = [
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
+    SECRET_TYPE,
     LISTENER_TYPE,
     SCOPED_ROUTE_TYPE,
     ROUTE_TYPE,
@@ -241,6 +243,9 @@ struct Shape {
     /// that when the pod is ready only its endpoints are left to send, not a
     /// new cluster to warm.
     starting: bool,
+    /// Who may reach the view's host.
+    owner: Option<views_types::Owner>,
+    shared_with: Option<views_types::Shares>,
 }
 
 impl Shape {
@@ -250,6 +255,8 @@ impl Shape {
         Shape {
             serving,
             starting: view.live_activation().is_some(),
+            owner: view.spec.owner.clone(),
+            shared_with: view.spec.shared_with.clone(),
         }
     }
 
@@ -295,6 +302,20 @@ impl Builder {
     pub fn update(&mut self, snapshot: &Snapshot) -> Option<XdsSnapshot> {
         if !self.started {
             self.started = true;
+            for secret in access::secrets(&self.config) {
+                let name = secret.name.clone();
+                self.set(
+                    SECRET_TYPE,
+                    Resource::new(SECRET_TYPE, &name, &secret, Refs::default()),
+                );
+            }
+            for cluster in access::provider_clusters(&self.config) {
+                let name = cluster.name.clone();
+                self.set(
+                    CLUSTER_TYPE,
+                    Resource::new(CLUSTER_TYPE, &name, &cluster, Refs::default()),
+                );
+            }
             self.set(LISTENER_TYPE, gateway_listener(&self.config));
             self.set(SCOPED_ROUTE_TYPE, scope(GATEWAY, &self.gateway_label));
             self.rebuild_gateway_routes();
@@ -460,7 +481,7 @@ fn scope_key_of(host: &str) -> &str {
     host.split('.').next().unwrap_or(host)
 }
 
-fn any<M: Message>(type_url: &str, message: &M) -> Any {
+pub(super) fn any<M: Message>(type_url: &str, message: &M) -> Any {
     Any {
         type_url: type_url.into(),
         value: message.encode_to_vec(),
@@ -473,7 +494,7 @@ fn typed<M: Message>(type_url: &str, message: &M) -> Option<listener::filter::Co
     )))
 }
 
-fn ads() -> core::ConfigSource {
+pub(super) fn ads() -> core::ConfigSource {
     core::ConfigSource {
         resource_api_version: core::ApiVersion::V3 as i32,
         config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
@@ -495,14 +516,14 @@ fn socket_address(ip: IpAddr, port: u16) -> core::Address {
     }
 }
 
-fn seconds(s: i64) -> Option<Duration> {
+pub(super) fn seconds(s: i64) -> Option<Duration> {
     Some(Duration {
         seconds: s,
         nanos: 0,
     })
 }
 
-fn inline(body: &str) -> Option<core::DataSource> {
+pub(super) fn inline(body: &str) -> Option<core::DataSource> {
     Some(core::DataSource {
         specifier: Some(core::data_source::Specifier::InlineString(body.into())),
         ..Default::default()
@@ -565,20 +586,23 @@ fn gateway_listener(config: &Config) -> Arc<Resource> {
         // No scope for the host, or no virtual host in its scope: Envoy's
         // "no route" (NR), answered like an unknown view.
         local_reply_config: Some(hcm::LocalReplyConfig {
-            mappers: vec![hcm::ResponseMapper {
-                filter: Some(accesslog::AccessLogFilter {
-                    filter_specifier: Some(
-                        accesslog::access_log_filter::FilterSpecifier::ResponseFlagFilter(
-                            accesslog::ResponseFlagFilter {
-                                flags: vec!["NR".into()],
-                            },
+            mappers: access::local_replies(config)
+                .into_iter()
+                .chain([hcm::ResponseMapper {
+                    filter: Some(accesslog::AccessLogFilter {
+                        filter_specifier: Some(
+                            accesslog::access_log_filter::FilterSpecifier::ResponseFlagFilter(
+                                accesslog::ResponseFlagFilter {
+                                    flags: vec!["NR".into()],
+                                },
+                            ),
                         ),
-                    ),
-                }),
-                status_code: Some(UInt32Value { value: 404 }),
-                body: inline(NO_SUCH_VIEW),
-                ..Default::default()
-            }],
+                    }),
+                    status_code: Some(UInt32Value { value: 404 }),
+                    body: inline(NO_SUCH_VIEW),
+                    ..Default::default()
+                }])
+                .collect(),
             ..Default::default()
         }),
         // A held request sends nothing while its view starts.
@@ -587,27 +611,31 @@ fn gateway_listener(config: &Config) -> Arc<Resource> {
             AccessLog::Json => vec![access_log()],
             AccessLog::Off => Vec::new(),
         },
-        http_filters: vec![
-            hcm::HttpFilter {
-                name: EXT_AUTHZ_FILTER.into(),
-                config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
-                    "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-                    &authorization,
-                ))),
-                // Only routes of cold views turn it on: warm traffic never
-                // reaches the sidecar.
-                disabled: true,
-                ..Default::default()
-            },
-            hcm::HttpFilter {
-                name: "envoy.filters.http.router".into(),
-                config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
-                    "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
-                    &Router::default(),
-                ))),
-                ..Default::default()
-            },
-        ],
+        early_header_mutation_extensions: vec![access::strip_internal_headers()],
+        http_filters: access::http_filters(config)
+            .into_iter()
+            .chain([
+                hcm::HttpFilter {
+                    name: EXT_AUTHZ_FILTER.into(),
+                    config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+                        "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                        &authorization,
+                    ))),
+                    // Only routes of cold views turn it on: warm traffic never
+                    // reaches the sidecar.
+                    disabled: true,
+                    ..Default::default()
+                },
+                hcm::HttpFilter {
+                    name: "envoy.filters.http.router".into(),
+                    config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+                        "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                        &Router::default(),
+                    ))),
+                    ..Default::default()
+                },
+            ])
+            .collect(),
         ..Default::default()
     };
     let listener = listener::Listener {
@@ -805,6 +833,7 @@ fn view_routes(config: &Config, name: &str, views: &[&ViewState]) -> Arc<Resourc
         virtual_hosts.push(route::VirtualHost {
             name: cluster_name(view_name),
             domains: vec![config.view_hostname(view_name)],
+            typed_per_filter_config: access::view_access(config, &view.spec),
             routes: vec![
                 prefix_route(
                     GATEWAY_PREFIX,

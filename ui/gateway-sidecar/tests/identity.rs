@@ -1,0 +1,563 @@
+//! Who may see what, end to end: the real OpenID Connect provider of the
+//! local stack issues the tokens, the real Envoy verifies them (jwt_authn)
+//! and enforces each view's owner and shares (RBAC), the sidecar answers the
+//! API for the identity Envoy verified and checks the operator's
+//! entitlements (a ConfigMap) on create, share and start.
+
+use std::time::Duration;
+
+use anyhow::ensure;
+use googletest::prelude::*;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use test_support::gateway::Gateway;
+use test_support::{TestNamespace, echo_view_pod, eventually, oidc};
+
+const WAIT: Duration = Duration::from_secs(30);
+const ENTITLEMENTS: &str = "views-gateway-entitlements";
+
+/// analysts read sales/, finance reads tpch/ and sales-private/, both read shared/.
+const GRANTS: &str = r#"
+grants:
+- groups: [analysts]
+  bucket: lake
+  prefixes: [sales/]
+  access: read
+- groups: [finance]
+  bucket: lake
+  prefixes: [tpch/, sales-private/]
+  access: read
+- groups: [analysts, finance]
+  bucket: lake
+  prefixes: [shared/]
+  access: read
+"#;
+
+async fn set_entitlements(client: &kube::Client, namespace: &str, document: &str) {
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let config_map: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": ENTITLEMENTS},
+        "data": {"entitlements.yaml": document},
+    }))
+    .expect("ConfigMap");
+    config_maps
+        .patch(
+            ENTITLEMENTS,
+            &PatchParams::apply("identity-test").force(),
+            &Patch::Apply(&config_map),
+        )
+        .await
+        .expect("entitlements ConfigMap");
+}
+
+async fn signed_in_gateway(name: &str, namespace: &str) -> Gateway {
+    let issuer = oidc::provider().issuer;
+    Gateway::start_with(
+        name,
+        namespace,
+        &[("OIDC_ISSUER", &issuer), ("ADMIN_GROUPS", "views-admins")],
+    )
+    .await
+}
+
+async fn token(user: &str) -> String {
+    oidc::token(user, "views-cli", "urn:views-gateway")
+        .await
+        .unwrap_or_else(|e| panic!("a token for {user}: {e:#}"))
+}
+
+/// One request as `token` (none: anonymous); the status and the body.
+async fn call(
+    gateway: &Gateway,
+    token: Option<&str>,
+    method: Method,
+    host: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, String) {
+    let mut request = gateway.client().request(method, gateway.url(host, path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    (response.status(), response.text().await.unwrap_or_default())
+}
+
+fn json_of(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+fn view(name: &str, prefix: &str) -> Value {
+    json!({"name": name, "subsets": [{"bucket": "lake", "prefixes": [prefix]}]})
+}
+
+/// Wait until `token`'s request to `host` gets `status` (Envoy applies a
+/// route or policy change asynchronously).
+async fn eventually_status(
+    gateway: &Gateway,
+    token: &str,
+    host: &str,
+    status: StatusCode,
+) -> String {
+    eventually(WAIT, || async {
+        let (got, body) = call(gateway, Some(token), Method::GET, host, "/", None).await;
+        ensure!(got == status, "{host}: {got} {body}");
+        Ok(body)
+    })
+    .await
+}
+
+#[gtest]
+#[tokio::test]
+async fn people_reach_only_their_own_views_and_those_shared_with_them() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    set_entitlements(&client, namespace.name(), GRANTS).await;
+    let gateway = signed_in_gateway("identity", namespace.name()).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace.name());
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace.name());
+    let (ana, bob, ada) = (token("ana").await, token("bob").await, token("ada").await);
+
+    // Strangers: 401 with the API's JSON error, on the API and on any host.
+    let (status, body) = call(
+        &gateway,
+        None,
+        Method::GET,
+        "localhost",
+        "/_api/views",
+        None,
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::UNAUTHORIZED));
+    expect_that!(
+        json_of(&body)["error"].as_str(),
+        some(eq("unauthenticated"))
+    );
+    let (status, _) = call(&gateway, None, Method::GET, "nosuch.localhost", "/", None).await;
+    expect_that!(status, eq(StatusCode::UNAUTHORIZED));
+
+    // Ana creates views over what she may read, and nothing else.
+    let (status, body) = call(
+        &gateway,
+        Some(&ana),
+        Method::POST,
+        "localhost",
+        "/_api/views",
+        Some(view("anav", "sales/")),
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::CREATED), "{body}");
+    expect_that!(json_of(&body)["owner"].as_str(), some(eq("ana")));
+    let (status, body) = call(
+        &gateway,
+        Some(&ana),
+        Method::POST,
+        "localhost",
+        "/_api/views",
+        Some(view("secret", "sales-private/")),
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::FORBIDDEN));
+    let refused = json_of(&body);
+    expect_that!(refused["error"].as_str(), some(eq("not_entitled")));
+    expect_that!(
+        refused["details"]["prefix"].as_str(),
+        some(eq("sales-private/"))
+    );
+    expect_that!(refused["details"]["subset"].as_u64(), some(eq(0)));
+    let created = services
+        .list(&ListParams::default())
+        .await
+        .expect("services")
+        .items
+        .iter()
+        .filter_map(|s| s.metadata.name.clone())
+        .collect::<Vec<_>>();
+    expect_that!(created, not(contains(eq("view-secret"))));
+    // Nor for someone else.
+    let mut for_bob = view("bobv", "sales/");
+    for_bob["owner"] = "bob".into();
+    let (status, _) = call(
+        &gateway,
+        Some(&ana),
+        Method::POST,
+        "localhost",
+        "/_api/views",
+        Some(for_bob),
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::FORBIDDEN));
+    let (status, body) = call(
+        &gateway,
+        Some(&ana),
+        Method::POST,
+        "localhost",
+        "/_api/views",
+        Some(view("joint", "shared/")),
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::CREATED), "{body}");
+
+    for (pod, view) in [("anav-1", "anav"), ("joint-1", "joint")] {
+        pods.create(
+            &PostParams::default(),
+            &echo_view_pod(pod, view, "hello", true),
+        )
+        .await
+        .expect("pod");
+    }
+    let body = eventually_status(&gateway, &ana, "anav.localhost", StatusCode::OK).await;
+    expect_that!(body, contains_substring("pod: anav-1"));
+    eventually_status(&gateway, &ana, "joint.localhost", StatusCode::OK).await;
+
+    // Bob can neither open, list, delete nor learn of ana's views: to him
+    // they answer exactly like a host that does not exist.
+    let unknown = call(
+        &gateway,
+        Some(&bob),
+        Method::GET,
+        "nosuch.localhost",
+        "/",
+        None,
+    )
+    .await;
+    expect_that!(unknown.0, eq(StatusCode::NOT_FOUND));
+    let refused = call(
+        &gateway,
+        Some(&bob),
+        Method::GET,
+        "anav.localhost",
+        "/",
+        None,
+    )
+    .await;
+    expect_that!(refused, eq(&unknown));
+    let (status, body) = call(
+        &gateway,
+        Some(&bob),
+        Method::GET,
+        "localhost",
+        "/_api/views",
+        None,
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::OK));
+    expect_that!(
+        json_of(&body)["views"].as_array().map(Vec::len),
+        some(eq(0))
+    );
+    for method in [Method::GET, Method::DELETE] {
+        let (status, _) = call(
+            &gateway,
+            Some(&bob),
+            method,
+            "localhost",
+            "/_api/views/anav",
+            None,
+        )
+        .await;
+        expect_that!(status, eq(StatusCode::NOT_FOUND));
+    }
+    let (status, _) = call(
+        &gateway,
+        Some(&bob),
+        Method::PUT,
+        "localhost",
+        "/_api/views/anav/shares",
+        Some(json!({"users": ["bob"]})),
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::NOT_FOUND));
+
+    // Sharing is checked against the entitlements of whom it names.
+    let (status, body) = call(
+        &gateway,
+        Some(&ana),
+        Method::PUT,
+        "localhost",
+        "/_api/views/anav/shares",
+        Some(json!({"groups": ["finance"]})),
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::FORBIDDEN));
+    expect_that!(
+        json_of(&body)["details"]["group"].as_str(),
+        some(eq("finance"))
+    );
+    let (status, body) = call(
+        &gateway,
+        Some(&ana),
+        Method::PUT,
+        "localhost",
+        "/_api/views/joint/shares",
+        Some(json!({"groups": ["finance"]})),
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::OK), "{body}");
+    expect_that!(
+        json_of(&body)["sharedWith"]["groups"][0].as_str(),
+        some(eq("finance"))
+    );
+
+    // Once shared with his group, bob reaches it and sees it, but only its
+    // owner (or an admin) deletes or re-shares it.
+    let body = eventually_status(&gateway, &bob, "joint.localhost", StatusCode::OK).await;
+    expect_that!(body, contains_substring("pod: joint-1"));
+    let (_, body) = call(
+        &gateway,
+        Some(&bob),
+        Method::GET,
+        "localhost",
+        "/_api/views",
+        None,
+    )
+    .await;
+    let names: Vec<String> = json_of(&body)["views"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str().map(String::from))
+        .collect();
+    expect_that!(names, elements_are![eq("joint")]);
+    let (status, _) = call(
+        &gateway,
+        Some(&bob),
+        Method::DELETE,
+        "localhost",
+        "/_api/views/joint",
+        None,
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::FORBIDDEN));
+    let (status, _) = call(
+        &gateway,
+        Some(&bob),
+        Method::PUT,
+        "localhost",
+        "/_api/views/joint/shares",
+        Some(json!({})),
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::FORBIDDEN));
+
+    // An admin sees every view.
+    let (_, body) = call(
+        &gateway,
+        Some(&ada),
+        Method::GET,
+        "localhost",
+        "/_api/views",
+        None,
+    )
+    .await;
+    expect_that!(
+        json_of(&body)["views"].as_array().map(Vec::len),
+        some(eq(2))
+    );
+
+    // Warm, signed-in requests are checked in Envoy alone.
+    let checks = gateway
+        .metric("views_gateway_ext_authz_checks_total", "")
+        .await;
+    for _ in 0..50 {
+        let (status, _) = call(
+            &gateway,
+            Some(&ana),
+            Method::GET,
+            "anav.localhost",
+            "/",
+            None,
+        )
+        .await;
+        expect_that!(status, eq(StatusCode::OK));
+    }
+    expect_that!(
+        gateway
+            .metric("views_gateway_ext_authz_checks_total", "")
+            .await,
+        eq(checks)
+    );
+
+    // Un-sharing takes bob's access away again.
+    let (status, _) = call(
+        &gateway,
+        Some(&ana),
+        Method::PUT,
+        "localhost",
+        "/_api/views/joint/shares",
+        Some(json!({})),
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::OK));
+    let gone = eventually_status(&gateway, &bob, "joint.localhost", StatusCode::NOT_FOUND).await;
+    expect_that!(gone, eq(&unknown.1));
+}
+
+#[gtest]
+#[tokio::test]
+async fn only_valid_tokens_for_this_gateway_are_accepted() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    set_entitlements(&client, namespace.name(), GRANTS).await;
+    let gateway = signed_in_gateway("tokens", namespace.name()).await;
+    let ana = token("ana").await;
+
+    let (status, body) = call(
+        &gateway,
+        Some(&ana),
+        Method::GET,
+        "localhost",
+        "/_api/me",
+        None,
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::OK), "{body}");
+    let me = json_of(&body);
+    expect_that!(me["user"].as_str(), some(eq("ana")));
+    expect_that!(me["groups"], eq(&json!(["analysts"])));
+    expect_that!(me["admin"].as_bool(), some(eq(false)));
+    expect_that!(
+        me["grants"],
+        eq(&json!([{"bucket": "lake", "prefixes": ["sales/", "shared/"], "access": "read"}]))
+    );
+
+    // A changed claim breaks the signature.
+    let mut parts: Vec<String> = ana.split('.').map(String::from).collect();
+    let mut claims = oidc::claims(&ana).expect("claims");
+    claims["groups"] = json!(["finance"]);
+    parts[1] = base64_url(&claims.to_string());
+    let tampered = parts.join(".");
+    let foreign = oidc::token("ana", "views-cli", "urn:other-service")
+        .await
+        .expect("a token for another service");
+    for (what, token) in [
+        ("tampered", tampered.as_str()),
+        ("other audience", foreign.as_str()),
+        ("not a JWT", "hello"),
+    ] {
+        let (status, body) = call(
+            &gateway,
+            Some(token),
+            Method::GET,
+            "localhost",
+            "/_api/me",
+            None,
+        )
+        .await;
+        expect_that!(status, eq(StatusCode::UNAUTHORIZED), "{what}: {body}");
+        expect_that!(
+            json_of(&body)["error"].as_str(),
+            some(eq("unauthenticated")),
+            "{what}"
+        );
+    }
+    // A client-sent identity header is not believed.
+    let forged = base64_url(r#"{"sub":"ada","groups":["views-admins"]}"#);
+    let response = gateway
+        .client()
+        .get(gateway.url("localhost", "/_api/me"))
+        .header("x-views-identity", forged)
+        .send()
+        .await
+        .expect("request");
+    expect_that!(response.status(), eq(StatusCode::UNAUTHORIZED));
+
+    // A token that expires (this client's live 5 s) works, then stops.
+    let expiring = oidc::token("ana", "views-expiring", "urn:views-gateway")
+        .await
+        .expect("an expiring token");
+    let (status, _) = call(
+        &gateway,
+        Some(&expiring),
+        Method::GET,
+        "localhost",
+        "/_api/me",
+        None,
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::OK));
+    eventually(WAIT, || async {
+        let (status, _) = call(
+            &gateway,
+            Some(&expiring),
+            Method::GET,
+            "localhost",
+            "/_api/me",
+            None,
+        )
+        .await;
+        ensure!(status == StatusCode::UNAUTHORIZED, "still {status}");
+        Ok(())
+    })
+    .await;
+}
+
+fn base64_url(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+#[gtest]
+#[tokio::test]
+async fn a_removed_entitlement_stops_the_next_create_and_start() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    set_entitlements(&client, namespace.name(), GRANTS).await;
+    let gateway = signed_in_gateway("entitled", namespace.name()).await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace.name());
+    let ana = token("ana").await;
+    let (status, body) = call(
+        &gateway,
+        Some(&ana),
+        Method::POST,
+        "localhost",
+        "/_api/views",
+        Some(view("eu", "sales/")),
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::CREATED), "{body}");
+
+    // The operator takes sales/ away from analysts.
+    set_entitlements(
+        &client,
+        namespace.name(),
+        "grants:\n- groups: [finance]\n  bucket: lake\n  prefixes: [tpch/]\n  access: read\n",
+    )
+    .await;
+    let refused = eventually(WAIT, || async {
+        let (status, body) = call(
+            &gateway,
+            Some(&ana),
+            Method::POST,
+            "localhost",
+            "/_api/views",
+            Some(view("eu2", "sales/")),
+        )
+        .await;
+        ensure!(status == StatusCode::FORBIDDEN, "{status} {body}");
+        Ok(json_of(&body))
+    })
+    .await;
+    expect_that!(refused["error"].as_str(), some(eq("not_entitled")));
+    // The existing view no longer starts for her, and no workload is made.
+    let (status, body) = call(&gateway, Some(&ana), Method::GET, "eu.localhost", "/", None).await;
+    expect_that!(status, eq(StatusCode::FORBIDDEN), "{body}");
+    expect_that!(json_of(&body)["error"].as_str(), some(eq("not_entitled")));
+    expect_that!(
+        json_of(&body)["details"]["prefix"].as_str(),
+        some(eq("sales/"))
+    );
+    let made = jobs
+        .list(&ListParams::default())
+        .await
+        .expect("jobs")
+        .items
+        .len();
+    expect_that!(made, eq(0));
+}
