@@ -116,13 +116,13 @@ impl StatementCheck for Policy {
 
 /// One protected object as DuckDB's catalog shows it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Entry {
+struct Entry {
     /// `SECRET`, `VIEW`, `TABLE` or `MACRO`.
-    pub kind: String,
-    pub name: String,
+    kind: String,
+    name: String,
     /// The secret's redacted definition (scope, endpoint, key id…), the
     /// view's or table's SQL, the macro's schema.
-    pub definition: String,
+    definition: String,
 }
 
 /// The state no analyst's statement may change, read from DuckDB's own
@@ -197,11 +197,6 @@ impl Protected {
             })
             .collect())
     }
-
-    /// What the lockdown left (for tests and logs).
-    pub fn expected(&self) -> impl Iterator<Item = &Entry> {
-        self.expected.iter()
-    }
 }
 
 #[cfg(test)]
@@ -252,7 +247,8 @@ mod tests {
         let (_, _, policy) = workspace();
         let kinds: Vec<(&str, &str)> = policy
             .protected
-            .expected()
+            .expected
+            .iter()
             .map(|e| (e.kind.as_str(), e.name.as_str()))
             .collect();
         assert_eq!(kinds, [("SECRET", "view_s3"), ("VIEW", "orders")]);

@@ -420,7 +420,21 @@ async fn refuses_statements_that_change_its_credentials_or_lake_tables() {
 #[gtest]
 #[tokio::test]
 async fn cancels_a_running_query_and_stops_one_past_the_statement_timeout() {
-    let view = Fixture::start(&[("VIEW_STATEMENT_TIMEOUT", "3s")]).await;
+    // With a spill directory, so the local file system stays enabled: the
+    // lockdown must hold without disabling it.
+    let spill = common::TempDir::new("spill");
+    let spill_dir = spill.0.display().to_string();
+    let view = Fixture::start(&[
+        ("VIEW_STATEMENT_TIMEOUT", "3s"),
+        ("VIEW_TEMP_DIR", &spill_dir),
+    ])
+    .await;
+    expect_refused(
+        &view,
+        "forbidden",
+        &[("SELECT * FROM read_csv('/etc/passwd')", "Permission Error")],
+    )
+    .await;
     let endless = "SELECT sum(hash(i)) FROM range(1000000000000) t(i)";
 
     // Cancel: start a query with our own id, see it listed, cancel it.
