@@ -832,6 +832,36 @@ grants:
     }
 
     #[gtest]
+    fn the_example_config_map_is_valid_and_grants_the_local_demo_s_users() {
+        let example: ConfigMap =
+            serde_saphyr::from_str(include_str!("../../gateway/entitlements.example.yaml"))
+                .expect("a ConfigMap");
+        expect_that!(
+            example.metadata.name.as_deref(),
+            some(eq("views-gateway-entitlements"))
+        );
+        let entitlements = Entitlements::from_config_map(Some(&example));
+        expect_that!(entitlements.status(), eq(&Status::Valid));
+        let bob = Identity::new("bob", ["finance"]);
+        expect_that!(
+            entitlements.check(&ana(), &read("lake", &["sales/"])),
+            ok(anything())
+        );
+        expect_that!(
+            entitlements.check(&ana(), &read("lake", &["sales-private/"])),
+            err(anything())
+        );
+        expect_that!(
+            entitlements.check(&bob, &read("lake", &["tpch/", "sales-private/"])),
+            ok(anything())
+        );
+        expect_that!(
+            entitlements.check(&bob, &read("lake", &["sales/"])),
+            err(anything())
+        );
+    }
+
+    #[gtest]
     fn the_metrics_follow_the_index_s_current_entitlements() {
         let (tx, index) = crate::index::channel();
         let mut registry = Registry::with_prefix("views_gateway");
