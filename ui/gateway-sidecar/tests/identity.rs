@@ -518,7 +518,7 @@ async fn a_removed_entitlement_stops_the_next_create_and_start() {
         Method::POST,
         "localhost",
         "/_api/views",
-        Some(view("eu", "sales/")),
+        Some(view("euro", "sales/")),
     )
     .await;
     expect_that!(status, eq(StatusCode::CREATED), "{body}");
@@ -546,7 +546,7 @@ async fn a_removed_entitlement_stops_the_next_create_and_start() {
     .await;
     expect_that!(refused["error"].as_str(), some(eq("not_entitled")));
     // The existing view no longer starts for her, and no workload is made.
-    let (status, body) = call(&gateway, Some(&ana), Method::GET, "eu.localhost", "/", None).await;
+    let (status, body) = call(&gateway, Some(&ana), Method::GET, "euro.localhost", "/", None).await;
     expect_that!(status, eq(StatusCode::FORBIDDEN), "{body}");
     expect_that!(json_of(&body)["error"].as_str(), some(eq("not_entitled")));
     expect_that!(

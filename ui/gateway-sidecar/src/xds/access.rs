@@ -211,6 +211,10 @@ fn verify_tokens(config: &Config, provider: &Provider) -> jwt::JwtAuthentication
         issuer: provider.issuer.clone(),
         audiences: vec![identity.audience().to_string()],
         require_expiration: true,
+        // Envoy's default allows a minute; the provider and the gateway
+        // share NTP-synchronised clocks, and an expired token should stop
+        // working promptly.
+        clock_skew_seconds: 10,
         from_headers: vec![jwt::JwtHeader {
             name: "Authorization".into(),
             value_prefix: "Bearer ".into(),
