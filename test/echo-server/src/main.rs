@@ -83,6 +83,17 @@ struct State {
 fn handle(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, body) = match req.uri().path() {
         "/" => (StatusCode::OK, state.body.clone()),
+        // What reached the pod: lets tests see which headers the gateway
+        // passes on and which it keeps back.
+        "/headers" => (
+            StatusCode::OK,
+            Bytes::from(
+                req.headers()
+                    .iter()
+                    .map(|(name, value)| format!("{name}: {}\n", value.to_str().unwrap_or("?")))
+                    .collect::<String>(),
+            ),
+        ),
         "/healthz" if Instant::now() >= state.ready_at => {
             (StatusCode::OK, Bytes::from_static(b"ok\n"))
         }

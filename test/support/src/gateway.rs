@@ -153,6 +153,7 @@ impl Gateway {
             ("GATEWAY_HOSTNAME".into(), "localhost".into()),
             ("VIEWS_NAMESPACE".into(), namespace.into()),
             ("ENVOY_LISTEN".into(), format!("127.0.0.1:{port}")),
+            ("GATEWAY_PUBLIC_PORT".into(), port.to_string()),
             ("HTTP_LISTEN".into(), format!("127.0.0.1:{api_port}")),
             ("OPS_LISTEN".into(), format!("127.0.0.1:{ops_port}")),
             ("XDS_LISTEN".into(), format!("127.0.0.1:{xds_port}")),

@@ -22,6 +22,12 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_HOSTNAME", default_value = "localhost")]
     pub gateway_hostname: String,
 
+    /// The port people reach the gateway on, when it is not their scheme's
+    /// default (e.g. 8080 locally): sign-in sends browsers back to
+    /// `<scheme>://<host>:<port>/…` (Envoy strips ports from hosts before routing).
+    #[arg(long, env = "GATEWAY_PUBLIC_PORT")]
+    pub gateway_public_port: Option<u16>,
+
     /// Namespace holding the views (Services, Jobs). Defaults to the pod's own.
     #[arg(long, env = "VIEWS_NAMESPACE", default_value = "default")]
     pub namespace: String,

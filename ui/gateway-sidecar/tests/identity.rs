@@ -97,6 +97,21 @@ fn view(name: &str, prefix: &str) -> Value {
     json!({"name": name, "subsets": [{"bucket": "lake", "prefixes": [prefix]}]})
 }
 
+/// Wait until Envoy routes `view` to a serving endpoint, without a request
+/// that could start it (these tests bring their own pods).
+async fn wait_routed(gateway: &Gateway, view: &str) {
+    let cluster = format!("view-{view}");
+    eventually(WAIT, || async {
+        let envoys: Value = gateway.debug_envoys().await?;
+        let has = envoys[&gateway.name]["clusters_with_endpoints"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c == &cluster));
+        ensure!(has, "{view} not routed yet");
+        Ok(())
+    })
+    .await;
+}
+
 /// Wait until `token`'s request to `host` gets `status` (Envoy applies a
 /// route or policy change asynchronously).
 async fn eventually_status(
@@ -211,6 +226,7 @@ async fn people_reach_only_their_own_views_and_those_shared_with_them() {
         )
         .await
         .expect("pod");
+        wait_routed(&gateway, view).await;
     }
     let body = eventually_status(&gateway, &ana, "anav.localhost", StatusCode::OK).await;
     expect_that!(body, contains_substring("pod: anav-1"));
@@ -498,6 +514,30 @@ async fn only_valid_tokens_for_this_gateway_are_accepted() {
     .await;
 }
 
+/// The cookies a response sets (not those it deletes).
+fn set_cookies(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|c| c.to_str().ok().map(String::from))
+        .filter(|c| {
+            !c.split(';')
+                .next()
+                .is_some_and(|pair| pair.ends_with("=deleted"))
+        })
+        .collect()
+}
+
+/// A `Cookie` header carrying every cookie of these `Set-Cookie`s.
+fn cookie_header(set_cookies: &[String]) -> String {
+    set_cookies
+        .iter()
+        .filter_map(|c| c.split(';').next())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn base64_url(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
@@ -546,7 +586,15 @@ async fn a_removed_entitlement_stops_the_next_create_and_start() {
     .await;
     expect_that!(refused["error"].as_str(), some(eq("not_entitled")));
     // The existing view no longer starts for her, and no workload is made.
-    let (status, body) = call(&gateway, Some(&ana), Method::GET, "euro.localhost", "/", None).await;
+    let (status, body) = call(
+        &gateway,
+        Some(&ana),
+        Method::GET,
+        "euro.localhost",
+        "/",
+        None,
+    )
+    .await;
     expect_that!(status, eq(StatusCode::FORBIDDEN), "{body}");
     expect_that!(json_of(&body)["error"].as_str(), some(eq("not_entitled")));
     expect_that!(
@@ -560,4 +608,180 @@ async fn a_removed_entitlement_stops_the_next_create_and_start() {
         .items
         .len();
     expect_that!(made, eq(0));
+}
+
+/// A browser's sign-in, step by step: Envoy sends it to the provider with
+/// PKCE, takes the code back on the view's own host and sets that host's
+/// session; the session opens that host and no other.
+#[gtest]
+#[tokio::test]
+async fn a_browser_signs_in_per_host_and_its_session_works_on_that_host_only() {
+    use reqwest::header::{ACCEPT, COOKIE, LOCATION};
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    set_entitlements(&client, namespace.name(), GRANTS).await;
+    let provider = oidc::provider();
+    let secret = provider
+        .client("views-gateway")
+        .expect("the gateway's client")
+        .secret
+        .clone()
+        .expect("its secret");
+    let gateway = Gateway::start_with(
+        "browser",
+        namespace.name(),
+        &[
+            ("OIDC_ISSUER", &provider.issuer),
+            ("OIDC_CLIENT_SECRET", &secret),
+            ("OIDC_RESOURCE", "urn:views-gateway"),
+            ("OIDC_SCOPES", "openid,profile,email,groups"),
+        ],
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace.name());
+    let ana = token("ana").await;
+    for name in ["anav", "anav2"] {
+        let (status, body) = call(
+            &gateway,
+            Some(&ana),
+            Method::POST,
+            "localhost",
+            "/_api/views",
+            Some(view(name, "sales/")),
+        )
+        .await;
+        expect_that!(status, eq(StatusCode::CREATED), "{body}");
+        pods.create(
+            &PostParams::default(),
+            &echo_view_pod(&format!("{name}-1"), name, "hello", true),
+        )
+        .await
+        .expect("pod");
+        wait_routed(&gateway, name).await;
+    }
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], gateway.port));
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("anav.localhost", loopback)
+        .resolve("anav2.localhost", loopback)
+        .no_proxy()
+        .build()
+        .expect("browser");
+    let page = gateway.url("anav.localhost", "/");
+    let location = |response: &reqwest::Response| -> String {
+        response
+            .headers()
+            .get(LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+
+    // A program without a session: 401, never a redirect.
+    let response = browser.get(&page).send().await.expect("request");
+    expect_that!(response.status(), eq(StatusCode::UNAUTHORIZED));
+    // A person: to the provider, with PKCE, coming back to this very host.
+    // (Envoy's cookies are `Secure`: browsers keep them for http://*.localhost,
+    // reqwest's jar does not, so they are carried by hand.)
+    let response = browser
+        .get(&page)
+        .header(ACCEPT, "text/html")
+        .send()
+        .await
+        .expect("request");
+    expect_that!(response.status(), eq(StatusCode::FOUND));
+    let flow_cookies = cookie_header(&set_cookies(&response));
+    let mut url = reqwest::Url::parse(&location(&response)).expect("authorization URL");
+    let query: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+    expect_that!(
+        url.as_str(),
+        starts_with(format!("{}/auth", provider.issuer))
+    );
+    expect_that!(
+        query.get("code_challenge_method").map(String::as_str),
+        some(eq("S256"))
+    );
+    expect_that!(
+        query.get("redirect_uri").map(String::as_str),
+        some(eq(format!(
+            "http://anav.localhost:{}/_gateway/oauth2/callback",
+            gateway.port
+        )
+        .as_str()))
+    );
+    // At the provider: its login form, ana's password, back to the callback.
+    let user = provider.user("ana").expect("ana");
+    let mut posted = false;
+    let callback = loop {
+        let mut response = browser.get(url.clone()).send().await.expect("provider");
+        if response.status() == StatusCode::OK && !posted {
+            posted = true;
+            response = browser
+                .post(url.clone())
+                .form(&[
+                    ("username", user.name.as_str()),
+                    ("password", user.password.as_str()),
+                ])
+                .send()
+                .await
+                .expect("login form");
+        }
+        assert!(
+            response.status().is_redirection(),
+            "{url}: {}",
+            response.status()
+        );
+        let next = url.join(&location(&response)).expect("Location");
+        if next.host_str() == Some("anav.localhost") {
+            break next;
+        }
+        url = next;
+    };
+    // Envoy trades the code for tokens and sets this host's session.
+    let response = browser
+        .get(callback)
+        .header(COOKIE, &flow_cookies)
+        .send()
+        .await
+        .expect("callback");
+    expect_that!(response.status(), eq(StatusCode::FOUND));
+    let cookies = set_cookies(&response);
+    expect_that!(cookies, not(is_empty()));
+    let session = cookie_header(&cookies);
+    for cookie in &cookies {
+        let lower = cookie.to_lowercase();
+        expect_that!(lower, contains_substring("httponly"), "{cookie}");
+        expect_that!(lower, contains_substring("secure"), "{cookie}");
+        expect_that!(lower, contains_substring("samesite=lax"), "{cookie}");
+        expect_that!(lower, not(contains_substring("domain=")), "{cookie}");
+    }
+    let response = browser
+        .get(&page)
+        .header(ACCEPT, "text/html")
+        .header(COOKIE, &session)
+        .send()
+        .await
+        .expect("signed in");
+    expect_that!(response.status(), eq(StatusCode::OK));
+    expect_that!(
+        response.text().await.unwrap_or_default(),
+        contains_substring("pod: anav-1")
+    );
+
+    // What the view receives: who the caller is, never their session or token.
+    let response = browser
+        .get(gateway.url("anav.localhost", "/headers"))
+        .header(COOKIE, &session)
+        .send()
+        .await
+        .expect("headers");
+    let seen = response.text().await.unwrap_or_default().to_lowercase();
+    expect_that!(seen, contains_substring("x-views-identity:"));
+    expect_that!(seen, not(contains_substring("cookie:")));
+    expect_that!(seen, not(contains_substring("authorization:")));
+    // Cookies without the `__Host-` prefix could be planted from a sibling host.
+    for cookie in &cookies {
+        expect_that!(cookie, starts_with("__Host-"));
+    }
 }

@@ -161,12 +161,29 @@ fn sign_in(config: &Config, provider: &Provider) -> oauth2::OAuth2Config {
             token_formation: Some(oauth2::o_auth2_credentials::TokenFormation::HmacSecret(
                 sds(HMAC_SECRET).unwrap(),
             )),
-            // Host-only cookies (no Domain): one view's pages never receive
-            // another host's session, and cannot set one for it.
+            // Host-only cookies (no Domain), named `__Host-…`: a browser
+            // refuses such a cookie set with a Domain, so a page on one view
+            // host cannot plant a session on another host or on the gateway's
+            // (cookie tossing, the JupyterHub advisory GHSA-7r3h).
             cookie_domain: String::new(),
+            cookie_names: Some(oauth2::o_auth2_credentials::CookieNames {
+                bearer_token: "__Host-views-token".into(),
+                oauth_hmac: "__Host-views-hmac".into(),
+                oauth_expires: "__Host-views-expires".into(),
+                id_token: "__Host-views-id".into(),
+                refresh_token: "__Host-views-refresh".into(),
+                oauth_nonce: "__Host-views-nonce".into(),
+                code_verifier: "__Host-views-verifier".into(),
+            }),
             ..Default::default()
         }),
-        redirect_uri: format!("%REQ(x-forwarded-proto)%://%REQ(:authority)%{CALLBACK_PATH}"),
+        redirect_uri: format!(
+            "%REQ(x-forwarded-proto)%://%REQ(:authority)%{}{CALLBACK_PATH}",
+            config
+                .gateway_public_port
+                .map(|port| format!(":{port}"))
+                .unwrap_or_default()
+        ),
         redirect_path_matcher: path_matcher(CALLBACK_PATH),
         signout_path: path_matcher(SIGN_OUT_PATH),
         // The session's access token goes on to jwt_authn as a bearer token

@@ -834,6 +834,9 @@ fn view_routes(config: &Config, name: &str, views: &[&ViewState]) -> Arc<Resourc
             name: cluster_name(view_name),
             domains: vec![config.view_hostname(view_name)],
             typed_per_filter_config: access::view_access(config, &view.spec),
+            // A view never receives the caller's session cookies (or any
+            // cookie): its pages could not replay what they never see.
+            request_headers_to_remove: vec!["cookie".into()],
             routes: vec![
                 prefix_route(
                     GATEWAY_PREFIX,
