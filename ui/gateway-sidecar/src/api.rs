@@ -770,6 +770,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "kubernetesReachable": snapshot.kubernetes_reachable,
         "views": snapshot.views.len(),
         "envoys": state.envoys.borrow().len(),
+        // Reported, not failed on: invalid entitlements refuse creates and
+        // starts with a clear error, but warm views keep serving.
+        "entitlementsInvalid": snapshot.entitlements.invalid().map(ToString::to_string),
     });
     let draining = state.drain.is_draining();
     let body = {
@@ -795,9 +798,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
             .filter(|v| v.serving_endpoints().next().is_some())
             .count() as i64,
     );
+    let mut registry = state.metrics.registry();
+    crate::entitlements::register_metrics(&mut registry, state.index.clone());
     let mut text = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry())
-    {
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
             ApiErrorCode::Internal,

@@ -175,7 +175,6 @@ fn sign_in(config: &Config, provider: &Provider) -> oauth2::OAuth2Config {
                 oauth_nonce: "__Host-views-nonce".into(),
                 code_verifier: "__Host-views-verifier".into(),
             }),
-            ..Default::default()
         }),
         redirect_uri: format!(
             "%REQ(x-forwarded-proto)%://%REQ(:authority)%{}{CALLBACK_PATH}",
