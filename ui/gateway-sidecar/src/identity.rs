@@ -185,6 +185,7 @@ impl Provider {
     }
 
     async fn fetch(issuer: &str) -> Result<Self, IdentityError> {
+        use http_body_util::BodyExt;
         let url = format!(
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
@@ -193,19 +194,32 @@ impl Provider {
             url: url.clone(),
             reason,
         };
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| failed(e.to_string()))?;
-        let provider: Provider = client
-            .get(&url)
-            .send()
+        let uri: hyper::Uri = url.parse().map_err(|e| failed(format!("{e}")))?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .map_err(|e| failed(format!("TLS roots: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build::<_, http_body_util::Empty<hyper::body::Bytes>>(connector);
+        let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
             .await
-            .and_then(|r| r.error_for_status())
+            .map_err(|_| failed("no answer within 10 s".into()))?
+            .map_err(|e| failed(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(failed(format!("HTTP {}", response.status())));
+        }
+        let body = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+            .await
+            .map_err(|_| failed("the document did not arrive within 10 s".into()))?
             .map_err(|e| failed(e.to_string()))?
-            .json()
-            .await
-            .map_err(|e| failed(e.to_string()))?;
+            .to_bytes();
+        let provider: Provider = serde_json::from_slice(&body)
+            .map_err(|e| failed(format!("not a discovery document: {e}")))?;
         // OpenID Connect Discovery 1.0, 4.3: the document names its issuer.
         if provider.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
             return Err(failed(format!(

@@ -156,6 +156,30 @@ async fn people_reach_only_their_own_views_and_those_shared_with_them() {
     );
     let (status, _) = call(&gateway, None, Method::GET, "nosuch.localhost", "/", None).await;
     expect_that!(status, eq(StatusCode::UNAUTHORIZED));
+    let challenge = gateway
+        .client()
+        .get(gateway.url("localhost", "/_api/views"))
+        .send()
+        .await
+        .expect("request");
+    expect_that!(
+        challenge
+            .headers()
+            .get("www-authenticate")
+            .and_then(|c| c.to_str().ok()),
+        some(starts_with("Bearer"))
+    );
+    // The readiness path stays open for probes.
+    let (status, _) = call(
+        &gateway,
+        None,
+        Method::GET,
+        "localhost",
+        "/_api/readyz",
+        None,
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::OK));
 
     // Ana creates views over what she may read, and nothing else.
     let (status, body) = call(
