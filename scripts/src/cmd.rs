@@ -48,11 +48,24 @@ pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
 /// Make sure `binary` exists, installing Debian's `package` if it does not
 /// (root and the package registry are needed), with progress output.
 pub fn ensure_debian_package(binary: &str, package: &str) -> anyhow::Result<()> {
-    if std::path::Path::new(binary).exists() {
+    ensure_debian_packages(&[(binary, package)])
+}
+
+/// [`ensure_debian_package`] for several packages at once: one
+/// `apt-get update` and one install for all that are missing.
+pub fn ensure_debian_packages(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(binary, _)| !std::path::Path::new(binary).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    let step = crate::progress::step(format!("installing {package} (apt-get install {package})"));
-    for args in [&["update", "-qq"][..], &["install", "-y", "-qq", package]] {
+    let packages = missing.join(" ");
+    let step = crate::progress::step(format!("installing {packages} (apt-get install)"));
+    let install = [&["install", "-y", "-qq"][..], &missing].concat();
+    for args in [&["update", "-qq"][..], &install] {
         let status = Command::new("apt-get")
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")

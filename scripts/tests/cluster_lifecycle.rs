@@ -84,7 +84,7 @@ async fn up_reuses_a_running_cluster_and_starts_a_stopped_one_quickly() {
             .ok(),
         eq(pki_before)
     );
-    expect_that!(pids_before.len(), eq(6));
+    expect_that!(pids_before.len(), eq(10));
 
     xtask(&["cluster", "down"]);
     expect_that!(pids(), is_empty());
@@ -99,6 +99,6 @@ async fn up_reuses_a_running_cluster_and_starts_a_stopped_one_quickly() {
         .list(&ListParams::default())
         .await
         .expect("nodes");
-    expect_that!(nodes.items.len(), eq(2));
+    expect_that!(nodes.items.len(), eq(3));
     eprintln!("cluster up: {warm:?} on a running cluster, {cold:?} cold from cached binaries");
 }

@@ -28,6 +28,9 @@ const KWOK_PORT: u16 = 32247;
 const SERVICE_CIDR: &str = "10.234.0.0/16";
 /// The ClusterIP of the `kubernetes` Service: the first address of the range.
 pub const SERVICE_IP_KUBERNETES: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 234, 0, 1));
+/// The cluster DNS Service's address (`kube-system/kube-dns`), in the part of
+/// the range the API server keeps for addresses asked for by name.
+pub const SERVICE_IP_DNS: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 234, 0, 10));
 
 /// One process of the cluster.
 pub struct Component {
@@ -94,6 +97,20 @@ pub fn all(layout: &Layout, kube_bin: &Path, pod_runner: Component) -> Vec<Compo
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
                 "--authorization-mode=Node,RBAC".into(),
                 "--allow-privileged=true".into(),
+                // Logs, exec and port-forward reach the real node's kubelet
+                // at its InternalIP (the bridge address: never the machine's
+                // hostname), verified against the cluster CA, as a client the
+                // kubelet authorizes through this API server.
+                format!(
+                    "--kubelet-client-certificate={}",
+                    path(pki.apiserver_kubelet_client_cert())
+                ),
+                format!(
+                    "--kubelet-client-key={}",
+                    path(pki.apiserver_kubelet_client_key())
+                ),
+                format!("--kubelet-certificate-authority={}", path(pki.ca_cert())),
+                "--kubelet-preferred-address-types=InternalIP".into(),
                 "--max-requests-inflight=2000".into(),
                 "--max-mutating-requests-inflight=1000".into(),
             ],
@@ -211,6 +228,24 @@ impl Component {
             format!("{pid}\n{}\n", self.program.display()),
         )?;
         Ok(pid)
+    }
+
+    /// Whether the running process `pid` was started with this component's
+    /// current arguments (a changed flag calls for a restart).
+    pub fn args_match(&self, pid: Pid) -> bool {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+            let running: Vec<&[u8]> = cmdline
+                .strip_suffix(&[0])
+                .unwrap_or(&cmdline)
+                .split(|b| *b == 0)
+                .skip(1)
+                .collect();
+            running.len() == self.args.len()
+                && running
+                    .iter()
+                    .zip(&self.args)
+                    .all(|(running, arg)| *running == arg.as_bytes())
+        })
     }
 
     fn has_exec(&self, pid: Pid) -> bool {

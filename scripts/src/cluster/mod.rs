@@ -1,15 +1,19 @@
-//! The local Kubernetes cluster: a real control plane, kwok, a pod network
-//! and a pod runner, all as processes on this machine.
+//! The local Kubernetes cluster: a real control plane, kwok, a pod network,
+//! a pod runner and a real node, all as processes on this machine.
 //!
 //! ```text
 //!  etcd ◄── kube-apiserver (127.0.0.1:32443) ◄── kube-controller-manager
-//!                 ▲   ▲   ▲                      kube-scheduler
-//!                 │   │   └── kwok: heartbeats both nodes, simulates pods on
-//!                 │   │         kwok-node-0 (scripts/cluster/kwok-stages.yaml)
-//!                 │   └────── pod runner: the "kubelet" of process-node-0; runs
-//!                 │             pods of RuntimeClass `process` as real processes
-//!                 │             in the `views-pods` network namespace
-//!                 └────────── tests, `kubectl`, the gateway (admin kubeconfig)
+//!              ▲   ▲   ▲   ▲                     kube-scheduler
+//!              │   │   │   └── kwok: heartbeats kwok-node-0 and process-node-0,
+//!              │   │   │         simulates pods on kwok-node-0
+//!              │   │   │         (scripts/cluster/kwok-stages.yaml)
+//!              │   │   └────── pod runner: the "kubelet" of process-node-0; runs
+//!              │   │             pods of RuntimeClass `process` as real processes
+//!              │   │             in the `views-pods` network namespace
+//!              │   └────────── real-node-0 (real_node): kubelet + containerd +
+//!              │                 runc, CNI bridge vg-real0, kube-proxy, CoreDNS;
+//!              │                 pods of RuntimeClass `runc` as real containers
+//!              └────────────── tests, `kubectl`, the gateway (admin kubeconfig)
 //! ```
 //!
 //! Everything lives under `<cache>/cluster/` (pki, etcd data, logs, pids,
@@ -17,11 +21,13 @@
 //! are started again; `down` stops only the processes it started.
 
 mod components;
+mod image;
 mod kube_binaries;
 pub mod network;
 mod objects;
 mod pki;
 mod pod_runner;
+mod real_node;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -50,6 +56,16 @@ pub enum Command {
     /// The kubelet of process-node-0 (started by `up`).
     #[command(hide = true)]
     PodRunner(pod_runner::Args),
+    /// Make a FROM-scratch image of binaries (in /bin, with the shared
+    /// libraries they load) and import it into the real node's containerd;
+    /// prints its reference, `<name>:<content hash>`.
+    Image {
+        /// The image's name, e.g. views.dev/echo-server.
+        name: String,
+        /// The binaries it holds.
+        #[arg(required = true)]
+        binaries: Vec<PathBuf>,
+    },
 }
 
 /// Where the cluster's files are.
@@ -95,6 +111,11 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::PodRunner(args) => pod_runner::run(args),
+        Command::Image { name, binaries } => {
+            let spec = image::Spec::for_binaries(&name, &binaries)?;
+            println!("{}", image::ensure(&Layout::new(), &spec)?);
+            Ok(())
+        }
     }
 }
 
@@ -127,16 +148,17 @@ fn pod_runner_component(layout: &Layout) -> anyhow::Result<Component> {
     })
 }
 
+/// Every process of the cluster in start order: the control plane, kwok and
+/// the pod runner, then the real node's.
 fn components(layout: &Layout) -> anyhow::Result<Vec<Component>> {
-    Ok(components::all(
-        layout,
-        &kube_binaries::dir()?,
-        pod_runner_component(layout)?,
-    ))
+    let kube_bin = kube_binaries::dir()?;
+    let mut all = components::all(layout, &kube_bin, pod_runner_component(layout)?);
+    all.extend(real_node::components(layout, &kube_bin));
+    Ok(all)
 }
 
 /// Bring the cluster up (or confirm it is up) and return once the API is
-/// ready, both nodes are Ready and the default ServiceAccount exists.
+/// ready, every node is Ready and the default ServiceAccount exists.
 pub fn up() -> anyhow::Result<()> {
     let started = Instant::now();
     let layout = Layout::new();
@@ -147,19 +169,33 @@ pub fn up() -> anyhow::Result<()> {
     }
     layout.pki.ensure()?;
     write_kubeconfig(&layout)?;
+    real_node::prepare(&layout)?;
 
     let runtime = tokio::runtime::Runtime::new()?;
     let mut restarted = Vec::new();
     for component in components(&layout)? {
-        if component.running(&layout).is_some() {
-            continue;
+        match component.running(&layout) {
+            Some(pid) if component.args_match(pid) => {}
+            running => {
+                if running.is_some() {
+                    progress::info(format!("restarting {}: its flags changed", component.name));
+                    component.stop(&layout)?;
+                }
+                component.start(&layout)?;
+                restarted.push(component.name);
+                match component.name {
+                    "etcd" => wait_for_port(components::ETCD_CLIENT_PORT, &component, &layout)?,
+                    "kube-apiserver" => {
+                        runtime.block_on(objects::wait_for_api(&layout, &component))?
+                    }
+                    "containerd" => real_node::wait_for_containerd(&layout, &component)?,
+                    _ => {}
+                }
+            }
         }
-        component.start(&layout)?;
-        restarted.push(component.name);
-        match component.name {
-            "etcd" => wait_for_port(components::ETCD_CLIENT_PORT, &component, &layout)?,
-            "kube-apiserver" => runtime.block_on(objects::wait_for_api(&layout, &component))?,
-            _ => {}
+        if component.name == "containerd" {
+            // Before the kubelet starts: every pod's sandbox needs it.
+            real_node::ensure_sandbox_image(&layout)?;
         }
     }
     if restarted.is_empty() {
@@ -193,6 +229,8 @@ pub fn up() -> anyhow::Result<()> {
 fn down(purge: bool) -> anyhow::Result<()> {
     let layout = Layout::new();
     let step = progress::step("stopping the local cluster");
+    let kube_bin = kube_binaries::dir()?;
+    real_node::down(&layout, &real_node::components(&layout, &kube_bin))?;
     for component in components(&layout)?.iter().rev() {
         if component.stop(&layout)? {
             progress::info(format!("stopped {}", component.name));

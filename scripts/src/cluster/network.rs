@@ -15,6 +15,13 @@
 //! namespace takes that half as its own (a `local` route), so a connection
 //! there is refused at once, as at a real pod whose port is closed, rather
 //! than left waiting for an ARP reply that never comes.
+//!
+//! The real node's pods live on a bridge of their own, `vg-real0`
+//! (10.235.0.0/24, the host at 10.235.0.1: the node's address, where its
+//! kubelet and CoreDNS listen). The CNI bridge plugin attaches each pod's veth
+//! to it; routing between pods, Service addresses and the host needs IPv4
+//! forwarding, which `up` turns on. Nothing masquerades pod traffic, so pods
+//! reach only addresses on this machine.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -39,16 +46,55 @@ pub const PROCESS_POD_IPS: (Ipv4Addr, Ipv4Addr) = (
 pub const SIMULATED_POD_CIDR: &str = "10.233.128.1/17";
 /// The same range as a route.
 const SIMULATED_POD_ROUTE: &str = "10.233.128.0/17";
+/// The real node's pod bridge, its address and its pods' range (outside the
+/// process pods' 10.233.0.0/16 and the Services' 10.234.0.0/16).
+pub const REAL_BRIDGE: &str = "vg-real0";
+pub const REAL_NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 235, 0, 1);
+pub const REAL_POD_CIDR: &str = "10.235.0.0/24";
+const REAL_BRIDGE_PREFIX: u8 = 24;
 
 /// Whether the namespace and both ends of the veth are in place and up.
 pub fn is_up() -> bool {
     ip(&["-n", NETNS, "link", "show", POD_IFACE]).is_ok_and(|out| out.contains("UP"))
         && ip(&["link", "show", HOST_IFACE]).is_ok_and(|out| out.contains("UP"))
+        && real_bridge_is_up()
+}
+
+fn real_bridge_is_up() -> bool {
+    ip(&["link", "show", REAL_BRIDGE]).is_ok_and(|out| out.contains("UP"))
+        && ip(&["-o", "-4", "addr", "show", "dev", REAL_BRIDGE])
+            .is_ok_and(|out| out.contains(&format!("{REAL_NODE_IP}/{REAL_BRIDGE_PREFIX}")))
+}
+
+/// The real node's bridge with the node's address, and IPv4 forwarding.
+/// Idempotent; an existing bridge keeps its pods' veths.
+fn real_bridge_up() -> anyhow::Result<()> {
+    if !real_bridge_is_up() {
+        let step = progress::step(format!("real node bridge: {REAL_BRIDGE}, {REAL_POD_CIDR}"));
+        if ip(&["link", "show", REAL_BRIDGE]).is_err() {
+            ip(&["link", "add", REAL_BRIDGE, "type", "bridge"])?;
+        }
+        ip(&[
+            "addr",
+            "replace",
+            &format!("{REAL_NODE_IP}/{REAL_BRIDGE_PREFIX}"),
+            "dev",
+            REAL_BRIDGE,
+        ])?;
+        ip(&["link", "set", REAL_BRIDGE, "up"])?;
+        step.done();
+    }
+    let forwarding = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(forwarding)?.trim() != "1" {
+        std::fs::write(forwarding, "1").context("turning on IPv4 forwarding")?;
+    }
+    Ok(())
 }
 
 /// Create the namespace, veth pair, addresses and routes. Idempotent: a
 /// half-built network is torn down and built again.
 pub fn up() -> anyhow::Result<()> {
+    real_bridge_up()?;
     if is_up() {
         // A network built before simulated addresses refused connections
         // gets the route without being rebuilt (its pods keep their addresses).
@@ -93,8 +139,18 @@ fn refuse_simulated_pods() -> anyhow::Result<()> {
     .map(drop)
 }
 
-/// Remove the namespace (which takes the veth pair with it). Idempotent.
+/// Remove the namespace (which takes the veth pair with it) and the real
+/// node's bridge with any pod veth left on it. Idempotent.
 pub fn down() -> anyhow::Result<()> {
+    if ip(&["link", "show", REAL_BRIDGE]).is_ok() {
+        for line in ip(&["-o", "link", "show", "master", REAL_BRIDGE])?.lines() {
+            // `7: veth1234@if2: <…> …`: the name up to `@`.
+            if let Some(name) = line.split(": ").nth(1).and_then(|n| n.split('@').next()) {
+                let _ = ip(&["link", "delete", name]);
+            }
+        }
+        ip(&["link", "delete", REAL_BRIDGE])?;
+    }
     if ip(&["netns", "list"])?
         .lines()
         .any(|l| l.split_whitespace().next() == Some(NETNS))

@@ -1,17 +1,22 @@
-//! What the cluster holds besides its processes: the two nodes and the
-//! `process` RuntimeClass, applied server-side (so a repeated `up` changes
-//! nothing), and the checks that say the cluster is usable.
+//! What the cluster holds besides its processes: the two simulated nodes, the
+//! `process` RuntimeClass and the real node's objects, applied server-side
+//! (so a repeated `up` changes nothing), and the checks that say the cluster
+//! is usable.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use k8s_openapi::api::core::v1::{Node, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 
 use super::Layout;
 use super::components::Component;
+use super::real_node;
 
 const FIELD_MANAGER: &str = "views-cluster";
 /// Simulated pods (kwok stages) run here.
@@ -85,7 +90,7 @@ pub async fn apply(client: &kube::Client) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("registering node {name}"))?;
     }
-    let runtime_classes: Api<k8s_openapi::api::node::v1::RuntimeClass> = Api::all(client.clone());
+    let runtime_classes: Api<RuntimeClass> = Api::all(client.clone());
     let runtime_class = json!({
         "apiVersion": "node.k8s.io/v1",
         "kind": "RuntimeClass",
@@ -107,6 +112,32 @@ pub async fn apply(client: &kube::Client) -> anyhow::Result<()> {
         )
         .await
         .context("registering RuntimeClass process")?;
+    for object in real_node::objects() {
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        let namespace = object["metadata"]["namespace"].as_str();
+        let patch = Patch::Apply(&object);
+        let applied = match (object["kind"].as_str(), namespace) {
+            (Some("ClusterRoleBinding"), _) => Api::<ClusterRoleBinding>::all(client.clone())
+                .patch(name, &params, &patch)
+                .await
+                .map(drop),
+            (Some("RuntimeClass"), _) => {
+                runtime_classes.patch(name, &params, &patch).await.map(drop)
+            }
+            (Some("Service"), Some(ns)) => Api::<Service>::namespaced(client.clone(), ns)
+                .patch(name, &params, &patch)
+                .await
+                .map(drop),
+            (Some("EndpointSlice"), Some(ns)) => {
+                Api::<EndpointSlice>::namespaced(client.clone(), ns)
+                    .patch(name, &params, &patch)
+                    .await
+                    .map(drop)
+            }
+            (kind, _) => bail!("no API for {kind:?} {name}"),
+        };
+        applied.with_context(|| format!("applying {} {name}", object["kind"]))?;
+    }
     Ok(())
 }
 
@@ -117,7 +148,8 @@ fn node_ready(node: &Node) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// Wait until pods can run: both nodes Ready (kwok is heartbeating) and the
+/// Wait until pods can run: every node Ready (kwok is heartbeating, the real
+/// node's kubelet has registered and its runtime and network are up) and the
 /// `default` ServiceAccount exists (the controller-manager is working; pods
 /// are refused without it).
 pub async fn wait_until_usable(client: &kube::Client, layout: &Layout) -> anyhow::Result<()> {
@@ -125,20 +157,25 @@ pub async fn wait_until_usable(client: &kube::Client, layout: &Layout) -> anyhow
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let ready_nodes = nodes
+        let ready: Vec<String> = nodes
             .list(&ListParams::default())
             .await?
             .items
             .iter()
             .filter(|n| node_ready(n))
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        let ready_nodes = [SIMULATED_NODE, PROCESS_NODE, real_node::NODE_NAME]
+            .iter()
+            .filter(|name| ready.iter().any(|r| r == *name))
             .count();
         let account = accounts.get_opt("default").await?.is_some();
-        if ready_nodes >= 2 && account {
+        if ready_nodes == 3 && account {
             return Ok(());
         }
         if Instant::now() > deadline {
             bail!(
-                "cluster not usable after 60s ({ready_nodes}/2 nodes Ready, default ServiceAccount {}); see logs in {}",
+                "cluster not usable after 60s ({ready_nodes}/3 nodes Ready, default ServiceAccount {}); see logs in {}",
                 if account { "present" } else { "missing" },
                 layout.logs.display()
             );
