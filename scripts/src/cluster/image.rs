@@ -217,7 +217,7 @@ fn imported(layout: &Layout, reference: &str, manifest_digest: &str) -> anyhow::
         .context("running ctr")?;
     if !out.status.success() {
         bail!(
-            "ctr images ls: {}",
+            "ctr images ls: {} (is the real node's containerd running? `cargo xtask cluster up`)",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }

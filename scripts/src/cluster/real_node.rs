@@ -496,7 +496,8 @@ pub fn down(layout: &Layout, components: &[Component]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGKILL every process in the pods' cgroups (the kubelet's `kubepods`).
+/// SIGKILL every process in the pods' cgroups (the kubelet's `kubepods`,
+/// in the memory hierarchy of cgroup v1 or in cgroup v2's single one).
 fn kill_containers() {
     fn walk(dir: &Path) {
         if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
@@ -510,7 +511,9 @@ fn kill_containers() {
             }
         }
     }
-    walk(Path::new("/sys/fs/cgroup/memory/kubepods"));
+    for root in ["/sys/fs/cgroup/memory/kubepods", "/sys/fs/cgroup/kubepods"] {
+        walk(Path::new(root));
+    }
 }
 
 /// SIGKILL the containerd shims our containerd started (they outlive it).
