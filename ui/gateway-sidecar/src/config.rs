@@ -28,6 +28,11 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_PUBLIC_PORT")]
     pub gateway_public_port: Option<u16>,
 
+    /// How many proxies in front of Envoy append to X-Forwarded-For (a load
+    /// balancer: 1); addresses beyond them are the client's own claims.
+    #[arg(long, env = "TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    pub trusted_proxy_hops: u32,
+
     /// Namespace holding the views (Services, Jobs). Defaults to the pod's own.
     #[arg(long, env = "VIEWS_NAMESPACE", default_value = "default")]
     pub namespace: String,

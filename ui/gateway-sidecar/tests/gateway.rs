@@ -580,3 +580,68 @@ async fn a_namespace_quota_on_services_caps_the_number_of_views() {
         .expect("JSON");
     expect_that!(listed["views"].as_array().map(Vec::len), some(eq(1)));
 }
+
+#[gtest]
+#[tokio::test]
+async fn the_edge_normalises_paths_and_bounds_headers() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let gateway = Gateway::start("edge", namespace.name()).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace.name());
+    let (status, _) = post_view(&gateway, &view_spec("edge", "edge/")).await;
+    expect_that!(status, eq(StatusCode::CREATED));
+    pods.create(
+        &PostParams::default(),
+        &echo_view_pod("edge-1", "edge", "hello", true),
+    )
+    .await
+    .expect("pod");
+    wait_routed(&gateway, "edge.localhost").await;
+    let http = gateway.client();
+
+    // One spelling per path: the view sees what routing saw.
+    let (status, seen) = get(&gateway, "edge.localhost", "//nowhere/..//headers").await;
+    expect_that!(status, eq(StatusCode::OK));
+    expect_that!(seen, contains_substring("host: edge.localhost"));
+    // The client's own X-Forwarded-For is not its address: Envoy appends
+    // what it saw and names the client by its connection.
+    let seen = http
+        .get(gateway.url("edge.localhost", "/headers"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body");
+    expect_that!(seen, contains_substring("x-forwarded-for: 203.0.113.9,"));
+    expect_that!(
+        seen,
+        contains_substring("x-envoy-external-address: 127.0.0.1\n")
+    );
+    // Underscored names could pass for the identity header at a view that
+    // folds `_` into `-`: refused.
+    let status = http
+        .get(gateway.url("edge.localhost", "/headers"))
+        .header("x_views_identity", "eyJzdWIiOiJhZGEifQ")
+        .send()
+        .await
+        .expect("request")
+        .status();
+    expect_that!(status, eq(StatusCode::BAD_REQUEST));
+    // Header size and count are bounded.
+    let status = http
+        .get(gateway.url("edge.localhost", "/headers"))
+        .header("x-big", "a".repeat(70 * 1024))
+        .send()
+        .await
+        .expect("request")
+        .status();
+    expect_that!(status, eq(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+    let mut many = http.get(gateway.url("edge.localhost", "/headers"));
+    for i in 0..120 {
+        many = many.header(format!("x-h{i}"), "1");
+    }
+    let status = many.send().await.expect("request").status();
+    expect_that!(status, eq(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+}

@@ -583,6 +583,36 @@ fn gateway_listener(config: &Config) -> Arc<Resource> {
             },
         )),
         strip_port_mode: Some(hcm::http_connection_manager::StripPortMode::StripAnyHostPort(true)),
+        strip_trailing_host_dot: true,
+        // The edge: the client's address is the connection's, plus at most
+        // TRUSTED_PROXY_HOPS addresses a load balancer in front appended to
+        // X-Forwarded-For; what a client writes there itself is not believed.
+        use_remote_address: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
+        xff_num_trusted_hops: config.trusted_proxy_hops,
+        // One spelling per path (RFC 3986 normalisation, `//` merged), so
+        // routing and the view see the same path. `%2F` is kept as sent:
+        // access is decided per host, never per path, and the API answers
+        // a name with an escaped slash with its own 400.
+        normalize_path: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
+        merge_slashes: true,
+        // Bounded headers: size, count, time to send them.
+        max_request_headers_kb: Some(UInt32Value { value: 60 }),
+        request_headers_timeout: seconds(10),
+        common_http_protocol_options: Some(core::HttpProtocolOptions {
+            max_headers_count: Some(UInt32Value { value: 100 }),
+            // `x_views_identity` must not slip past the filter that drops
+            // `x-views-identity` and reach a view that folds `_` into `-`.
+            headers_with_underscores_action:
+                core::http_protocol_options::HeadersWithUnderscoresAction::RejectRequest as i32,
+            ..Default::default()
+        }),
+        // Envoy's edge recommendations for HTTP/2 clients.
+        http2_protocol_options: Some(core::Http2ProtocolOptions {
+            max_concurrent_streams: Some(UInt32Value { value: 100 }),
+            initial_stream_window_size: Some(UInt32Value { value: 65_536 }),
+            initial_connection_window_size: Some(UInt32Value { value: 1_048_576 }),
+            ..Default::default()
+        }),
         // No scope for the host, or no virtual host in its scope: Envoy's
         // "no route" (NR), answered like an unknown view.
         local_reply_config: Some(hcm::LocalReplyConfig {
