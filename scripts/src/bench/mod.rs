@@ -2,7 +2,9 @@
 //! against baselines taken in the same run, on this machine's local cluster;
 //! prints the tables and writes `BENCHMARKS.md` (and `docs/bench-scale.svg`).
 //!
-//! - [`warm`]: the warm path — direct to the pod, a static Envoy, the gateway.
+//! - [`warm`]: the warm path — direct to the pod, a static Envoy, the gateway;
+//!   with sign-in on by default ([`sign_in`]: the same authentication filters
+//!   in both Envoys, the local OpenID Connect provider's tokens).
 //! - [`cold`]: what the activator adds to a start, step by step after the
 //!   pod is ready; and with simulated pods, the overhead alone.
 //! - [`scale`]: 100 … 10,000 views.
@@ -24,6 +26,7 @@ mod objects;
 mod procs;
 mod report;
 mod scale;
+mod sign_in;
 mod warm;
 mod wrk;
 
@@ -60,6 +63,10 @@ pub struct Args {
     /// warm: the gateway's ACCESS_LOG (json, as shipped, or off).
     #[arg(long, default_value = "json", value_parser = ["json", "off"])]
     access_log: String,
+    /// warm: sign-in (OpenID Connect through the local provider, as in a
+    /// real deployment) in the gateway and the static baseline alike.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    sign_in: String,
     /// scale: numbers of views.
     #[arg(long, value_delimiter = ',', default_value = "100,1000,5000,10000")]
     sizes: Vec<usize>,
@@ -131,8 +138,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         build()?;
     }
     envoy::ensure()?;
+    let mut provider = None;
     if warm {
         wrk::ensure()?;
+        if args.sign_in == "on" {
+            provider = Some(crate::oidc::ensure_running()?);
+        }
     }
     let machine = report::machine();
     // Last: the pod runner (restarted by `cluster up` above, if it had died)
@@ -150,8 +161,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             seconds: args.seconds,
             connections: args.connections.clone(),
             access_log: args.access_log.clone(),
+            sign_in: provider,
         }))?;
-        sections.warm = Some(report::Section::new(started, &machine, results));
+        sections.set_warm(report::Section::new(started, &machine, results));
     }
     if cold {
         let started = Instant::now();

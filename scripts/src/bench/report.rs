@@ -141,16 +141,33 @@ impl<T> Section<T> {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Sections {
+    /// With sign-in on: what the warm goals are judged on.
     pub warm: Option<Section<warm::Results>>,
+    /// With sign-in off, for comparison.
+    pub warm_sign_in_off: Option<Section<warm::Results>>,
     pub cold: Option<Section<cold::Results>>,
     pub scale: Option<Section<scale::Results>>,
 }
 
 impl Sections {
+    /// Keep `section` as the warm results of its sign-in setting.
+    pub fn set_warm(&mut self, section: Section<warm::Results>) {
+        if section.results.sign_in {
+            self.warm = Some(section);
+        } else {
+            self.warm_sign_in_off = Some(section);
+        }
+    }
+
     /// The tables of what this run measured, for the terminal.
     pub fn tables(&self) -> String {
         let mut out = String::new();
-        if let Some(warm) = &self.warm {
+        for warm in [&self.warm, &self.warm_sign_in_off].into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "\nwarm, sign-in {}:",
+                if warm.results.sign_in { "on" } else { "off" }
+            );
             out += &warm_tables(&warm.results);
         }
         if let Some(cold) = &self.cold {
@@ -260,6 +277,19 @@ fn warm_tables(results: &warm::Results) -> String {
                     paired(|r| r.p999_us as f64),
                 );
             }
+        }
+    }
+    if !results.verdicts.is_empty() {
+        out += "\nSign-in filters over the measured runs (Envoy's counters; a request still in \
+                flight when a run ended counts there but not in wrk's figure):\n\n";
+        out += "| proxy | requests (wrk) | jwt_authn allowed / denied | rbac allowed / denied |\n";
+        out += "|---|---:|---:|---:|\n";
+        for v in &results.verdicts {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} / {} | {} / {} |",
+                v.path, v.requests, v.jwt_allowed, v.jwt_denied, v.rbac_allowed, v.rbac_denied
+            );
         }
     }
     let authz = &results.ext_authz;
@@ -404,6 +434,7 @@ fn goals(sections: &Sections) -> String {
     };
     let rps = paired(super::wrk::Run::requests_per_second);
     let p99 = paired(|r| r.p99_us as f64);
+    let cpu = paired(|r| r.proxy_cpu_us.unwrap_or(f64::NAN));
     let at = loaded.map_or(String::new(), |l| {
         format!(
             ", median of {} paired runs, {} connections",
@@ -412,20 +443,26 @@ fn goals(sections: &Sections) -> String {
         )
     });
     rows.push(Goal {
-        what: "warm: gateway/static requests/s",
+        what: "warm, sign-in on: gateway/static requests/s",
         bar: "≥ 0.97",
         measured: rps.map_or("–".into(), |r| format!("{r:.3}{at}")),
         verdict: verdict(rps, 0.97, true),
     });
     rows.push(Goal {
-        what: "warm: gateway/static p99 latency",
+        what: "warm, sign-in on: gateway/static p99 latency",
         bar: "≤ 1.05",
         measured: p99.map_or("–".into(), |r| format!("{r:.3}{at}")),
         verdict: verdict(p99, 1.05, false),
     });
+    rows.push(Goal {
+        what: "warm, sign-in on: gateway/static proxy CPU per request",
+        bar: "(no bar: the steadiest figure)",
+        measured: cpu.map_or("–".into(), |r| format!("{r:.3}{at}")),
+        verdict: String::new(),
+    });
     let authz = warm.map(|w| &w.ext_authz);
     rows.push(Goal {
-        what: "warm: ext_authz calls on the warm path",
+        what: "warm, sign-in on: ext_authz calls on the warm path",
         bar: "0",
         measured: authz.map_or("–".into(), |a| match (a.sidecar_checks, a.envoy_checks) {
             (None, None) => "n/a: no ext_authz yet (no sidecar counter, no Envoy filter)".into(),
@@ -707,6 +744,55 @@ fn measured_line(measured: &Measured) -> String {
     )
 }
 
+/// A warm section's text: when, how, the tables.
+fn warm_section(warm: &Section<warm::Results>) -> String {
+    let results = &warm.results;
+    let mut md = measured_line(&warm.measured);
+    md += "\n\n";
+    let (static_config, sign_in) = if results.sign_in {
+        (
+            "[scripts/bench/envoy-static-signed-in.yaml](scripts/bench/envoy-static-signed-in.yaml): \
+             the gateway's sign-in filters and nothing else of its",
+            "\n\n**Sign-in on**, as in a real deployment: the gateway runs with the local OpenID \
+             Connect provider as its issuer and the gateway client's secret (`OIDC_ISSUER`, \
+             `OIDC_CLIENT_SECRET`, `OIDC_RESOURCE=urn:views-gateway`), so its chain is oauth2 → \
+             jwt_authn → RBAC (the view's owner) → ext_authz (disabled on warm routes) → router; \
+             the view is ana's, created through the API with her token; and every request of every \
+             path carries `Authorization: Bearer <ana's access token>` (from the provider's \
+             authorization-code flow; its tokens live 1 h, a run takes minutes). The static Envoy \
+             runs the same three filters with the same settings, copied from \
+             `ui/gateway-sidecar/src/xds/access.rs`: the run compares both Envoys' config dumps and \
+             fails on any difference, and fails unless every measured request was verified and \
+             allowed by both filters (counters below), no response had a status ≥ 400 and nothing \
+             reached the sidecar (ext_authz).",
+        )
+    } else {
+        (
+            "[scripts/bench/envoy-static.yaml](scripts/bench/envoy-static.yaml)",
+            "\n\n**Sign-in off**: no authentication in either Envoy, requests without a token.",
+        )
+    };
+    let _ = write!(
+        md,
+        "One backend, a real pod process: {}. Three paths to it, every round running each once \
+         (order rotating): **direct** to the pod IP; **static**: the same Envoy binary with a \
+         static listener and cluster ({static_config}; no xDS, no ext_authz, no access log, no \
+         scoped routes); **gateway**: the gateway's Envoy, configured by the sidecar over \
+         xDS (`ACCESS_LOG={}`), Host `bench.localhost` with the view warm. Load: wrk, one \
+         thread, keep-alive connections, `GET /`. Placement: {}. *proxy CPU*: the proxy's CPU time (all its \
+         threads) per request, steadier than requests/s on a shared machine.{sign_in}",
+        results.backend,
+        results.access_log.as_deref().unwrap_or("json"),
+        results
+            .placement
+            .as_deref()
+            .unwrap_or("wrk, the Envoys and the backend share the machine's cores")
+    );
+    md += "\n";
+    md += &warm_tables(results);
+    md
+}
+
 /// The sections last written to `BENCHMARKS.md`, from its data comments.
 fn previous(path: &Path) -> Sections {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -719,7 +805,12 @@ fn previous(path: &Path) -> Sections {
             continue;
         };
         match kind {
-            "warm" => sections.warm = serde_json::from_str(json).ok(),
+            // Results from before sign-in existed were measured without it.
+            "warm" | "warm-sign-in-off" => {
+                if let Ok(section) = serde_json::from_str(json) {
+                    sections.set_warm(section);
+                }
+            }
             "cold" => sections.cold = serde_json::from_str(json).ok(),
             "scale" => sections.scale = serde_json::from_str(json).ok(),
             _ => {}
@@ -743,6 +834,7 @@ pub fn write(now: Sections, machine: &Machine) -> anyhow::Result<()> {
     let before = previous(&path);
     let sections = Sections {
         warm: now.warm.or(before.warm),
+        warm_sign_in_off: now.warm_sign_in_off.or(before.warm_sign_in_off),
         cold: now.cold.or(before.cold),
         scale: now.scale.or(before.scale),
     };
@@ -772,6 +864,10 @@ pub fn write(now: Sections, machine: &Machine) -> anyhow::Result<()> {
     );
     for (name, measured) in [
         ("warm", sections.warm.as_ref().map(|s| &s.measured)),
+        (
+            "warm (sign-in off)",
+            sections.warm_sign_in_off.as_ref().map(|s| &s.measured),
+        ),
         ("cold", sections.cold.as_ref().map(|s| &s.measured)),
         ("scale", sections.scale.as_ref().map(|s| &s.measured)),
     ] {
@@ -787,30 +883,14 @@ pub fn write(now: Sections, machine: &Machine) -> anyhow::Result<()> {
     md += "\n## Goals (issue 7) and where we stand\n";
     md += &goals(&sections);
 
-    md += "\n## Warm path\n\n";
+    md += "\n## Warm path, sign-in on\n\n";
     match &sections.warm {
-        Some(warm) => {
-            md += &measured_line(&warm.measured);
-            md += "\n\n";
-            let _ = writeln!(
-                md,
-                "One backend, a real pod process: {}. Three paths to it, every round running each once \
-                 (order rotating): **direct** to the pod IP; **static**: the same Envoy binary with a \
-                 static listener and cluster ([scripts/bench/envoy-static.yaml](scripts/bench/envoy-static.yaml): \
-                 no xDS, no ext_authz); **gateway**: the gateway's Envoy, configured by the sidecar over \
-                 xDS (`ACCESS_LOG={}`), Host `bench.localhost` with the view warm. Load: wrk, one \
-                 thread, keep-alive connections, `GET /`. Placement: {}. *proxy CPU*: the proxy's CPU time (all its \
-                 threads) per request, steadier than requests/s on a shared machine.",
-                warm.results.backend,
-                warm.results.access_log.as_deref().unwrap_or("json"),
-                warm.results
-                    .placement
-                    .as_deref()
-                    .unwrap_or("wrk, the Envoys and the backend share the machine's cores")
-            );
-            md += &warm_tables(&warm.results);
-        }
+        Some(warm) => md += &warm_section(warm),
         None => md += "Not measured yet: `cargo xtask bench warm`.\n",
+    }
+    if let Some(warm) = &sections.warm_sign_in_off {
+        md += "\n### Sign-in off, for comparison\n\n";
+        md += &warm_section(warm);
     }
 
     md += "\n## Cold start\n\n";
@@ -873,6 +953,9 @@ pub fn write(now: Sections, machine: &Machine) -> anyhow::Result<()> {
     md += "\n";
     if let Some(warm) = &sections.warm {
         let _ = writeln!(md, "{DATA_PREFIX}warm {} -->", comment_json(warm));
+    }
+    if let Some(warm) = &sections.warm_sign_in_off {
+        let _ = writeln!(md, "{DATA_PREFIX}warm-sign-in-off {} -->", comment_json(warm));
     }
     if let Some(cold) = &sections.cold {
         let _ = writeln!(md, "{DATA_PREFIX}cold {} -->", comment_json(cold));

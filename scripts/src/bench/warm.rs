@@ -23,6 +23,15 @@
 //! so drifts of a noisy machine spread over all three; a path's figure is
 //! the median over the rounds. Two loads: one connection (latency without
 //! queueing) and many (throughput).
+//!
+//! With sign-in on (the default, as in a real deployment; see [`sign_in`]),
+//! the gateway runs with the local provider as its issuer and a client
+//! secret (oauth2, jwt_authn and the view's RBAC in its chain), the view is
+//! ana's, created with her token, and every request of every path carries
+//! `Authorization: Bearer <her token>`; the static Envoy runs
+//! `scripts/bench/envoy-static-signed-in.yaml`, the same filters. The run
+//! fails if the two Envoys' sign-in settings differ, if any request was
+//! refused or not verified, or if the sidecar was asked (ext_authz) at all.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -35,7 +44,7 @@ use test_support::TestNamespace;
 use test_support::gateway::Gateway;
 
 use super::gateway::{self as gw, poll};
-use super::{objects, procs, wrk};
+use super::{objects, procs, sign_in, wrk};
 use crate::{paths, progress};
 
 const VIEW: &str = "bench";
@@ -59,6 +68,8 @@ pub struct Options {
     pub connections: Vec<u32>,
     /// The gateway's `ACCESS_LOG` (`json`, the default, or `off`).
     pub access_log: String,
+    /// Sign-in on, with this provider (`cargo xtask oidc up`'s).
+    pub sign_in: Option<test_support::oidc::Oidc>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +86,13 @@ pub struct Results {
     /// The gateway's `ACCESS_LOG` setting (None: before it existed, `json`).
     #[serde(default)]
     pub access_log: Option<String>,
+    /// Sign-in on (false: off, and results from before it existed).
+    #[serde(default)]
+    pub sign_in: bool,
+    /// With sign-in on: what the static and the gateway's sign-in filters
+    /// counted over the measured runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<sign_in::Verdicts>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,31 +183,62 @@ struct Target {
     host: Option<String>,
     /// The proxy in the path, whose CPU time is measured.
     proxy: Option<u32>,
+    /// Its admin port, for the sign-in filters' counters.
+    admin_port: Option<u16>,
 }
 
 pub async fn run(options: &Options) -> anyhow::Result<Results> {
     let client = objects::client().await?;
     let namespace = TestNamespace::create(&client).await;
+    let signed_in = match &options.sign_in {
+        Some(provider) => {
+            let step = progress::step(format!(
+                "sign-in: entitlements, {}'s token from {}",
+                sign_in::USER,
+                provider.issuer
+            ));
+            let signed_in = sign_in::SignedIn::prepare(provider, &client, namespace.name()).await?;
+            // Setting up and tearing down take a minute or two besides.
+            let runs = options.rounds as u64
+                * PATHS.len() as u64
+                * options.connections.len() as u64
+                * (options.seconds + 1);
+            let left = signed_in.check_lifetime(Duration::from_secs(runs + 300))?;
+            progress::info(format!(
+                "the token lives {} more minutes; the runs take about {} s",
+                left.as_secs() / 60,
+                runs
+            ));
+            step.done();
+            Some(signed_in)
+        }
+        None => None,
+    };
+    let token = signed_in.as_ref().map(|s| s.token.as_str());
     let step = progress::step(format!(
-        "gateway (release sidecar + Envoy) for namespace {}",
-        namespace.name()
-    ));
-    let gateway = gw::start_with(
-        NODE,
+        "gateway (release sidecar + Envoy) for namespace {}, sign-in {}",
         namespace.name(),
-        &[("ACCESS_LOG", &options.access_log)],
-        &ENVOY_ARGS,
-    )
-    .await?;
+        if signed_in.is_some() { "on" } else { "off" }
+    ));
+    let mut env = vec![("ACCESS_LOG", options.access_log.clone())];
+    env.extend(signed_in.iter().flat_map(sign_in::SignedIn::gateway_env));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let gateway = gw::start_with(NODE, namespace.name(), &env, &ENVOY_ARGS).await?;
     step.done();
 
-    let step = progress::step("view `bench` through the API, and its echo-server pod");
-    let response = gateway
-        .client()
-        .post(gateway.url("localhost", "/_api/views"))
-        .json(&objects::view_spec(VIEW))
-        .send()
-        .await?;
+    let step = progress::step(format!(
+        "view `bench` through the API{}, and its echo-server pod",
+        if token.is_some() { " as ana" } else { "" }
+    ));
+    let response = authorised(
+        gateway
+            .client()
+            .post(gateway.url("localhost", "/_api/views"))
+            .json(&objects::view_spec(VIEW)),
+        token,
+    )
+    .send()
+    .await?;
     if !response.status().is_success() {
         bail!(
             "POST /_api/views: {} {}",
@@ -224,14 +273,26 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
     )
     .await
     .context("Envoy did not get the view's ready endpoint within 30 s")?;
-    let (status, body) = gw::get(&gateway, &gateway.url(&format!("{VIEW}.localhost"), "/")).await?;
+    let (status, body) = get(&http, &gateway.url(&format!("{VIEW}.localhost"), "/"), token).await?;
     if status != 200 || !body.contains("bench") {
         bail!("the warm view answered {status}: {body}");
     }
     progress::info(format!("pod {pod_name} at {pod_ip}: warm"));
     step.done();
 
-    let static_envoy = StaticEnvoy::start(&gateway, pod_ip).await?;
+    let static_envoy = StaticEnvoy::start(&http, pod_ip, signed_in.as_ref()).await?;
+    if signed_in.is_some() {
+        sign_in::check_same_filters(
+            &http,
+            VIEW,
+            (gateway.admin_port, gateway.port),
+            (static_envoy.admin_port, static_envoy.port),
+        )
+        .await?;
+        progress::info(
+            "sign-in filters and the view's RBAC policy: the same in both Envoys' config dumps",
+        );
+    }
     let gateway_envoy = gateway
         .envoy_pid()
         .context("the gateway's Envoy is not running")?;
@@ -243,29 +304,39 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
             port: 8080,
             host: None,
             proxy: None,
+            admin_port: None,
         },
         Target {
             address: [127, 0, 0, 1].into(),
             port: static_envoy.port,
             host: None,
             proxy: Some(static_envoy.child.id()),
+            admin_port: Some(static_envoy.admin_port),
         },
         Target {
             address: [127, 0, 0, 1].into(),
             port: gateway.port,
             host: Some(format!("{VIEW}.localhost")),
             proxy: Some(gateway_envoy),
+            admin_port: Some(gateway.admin_port),
         },
     ];
 
     let step = progress::step("warm-up: 1 s per path");
     for target in &targets {
-        load(target, 8, Duration::from_secs(1), load_cpus).await?;
+        load(target, 8, Duration::from_secs(1), load_cpus, token).await?;
     }
     step.done();
 
     let metrics_before = gw::metrics(&gateway).await?;
     let envoy_authz_before = ext_authz_stats(&gateway).await?;
+    let mut verdicts_before = Vec::new();
+    for target in &targets {
+        verdicts_before.push(match (token, target.admin_port) {
+            (Some(_), Some(port)) => Some(sign_in::counters(&http, port).await?),
+            _ => None,
+        });
+    }
 
     let mut levels = Vec::new();
     for &connections in &options.connections {
@@ -288,6 +359,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
                     connections,
                     Duration::from_secs(options.seconds),
                     load_cpus,
+                    token,
                 )
                 .await?;
                 progress::info(format!(
@@ -338,16 +410,29 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
         (before, Some(after)) => Some(after - before.unwrap_or(0.0)),
         (_, None) => None,
     };
+    let requests = |path: &str| -> u64 {
+        levels
+            .iter()
+            .filter_map(|l| l.path(path))
+            .flat_map(|p| &p.runs)
+            .map(|r| r.requests)
+            .sum()
+    };
     let ext_authz = ExtAuthz {
         sidecar_checks,
         envoy_checks: envoy_authz_after.map(|after| after - envoy_authz_before.unwrap_or(0)),
-        gateway_requests: levels
-            .iter()
-            .filter_map(|l| l.path("gateway"))
-            .flat_map(|p| &p.runs)
-            .map(|r| r.requests)
-            .sum(),
+        gateway_requests: requests("gateway"),
     };
+    let mut verdicts = Vec::new();
+    for ((target, path), before) in targets.iter().zip(PATHS).zip(verdicts_before) {
+        if let (Some(before), Some(port)) = (before, target.admin_port) {
+            let after = sign_in::counters(&http, port).await?;
+            verdicts.push(sign_in::Verdicts::new(path, requests(path), before, after));
+        }
+    }
+    if signed_in.is_some() {
+        check_signed_in(&levels, &ext_authz, &verdicts)?;
+    }
 
     drop(static_envoy);
     drop(gateway);
@@ -360,7 +445,83 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
         ext_authz,
         placement: Some(placement),
         access_log: Some(options.access_log.clone()),
+        sign_in: signed_in.is_some(),
+        verdicts,
     })
+}
+
+/// With sign-in on, the figures only compare what they claim to if every
+/// measured request was verified and allowed in Envoy (a refusal is a
+/// cheap local reply) and the warm path never reached the sidecar.
+fn check_signed_in(
+    levels: &[Level],
+    ext_authz: &ExtAuthz,
+    verdicts: &[sign_in::Verdicts],
+) -> anyhow::Result<()> {
+    let mut problems: Vec<String> = verdicts.iter().flat_map(|v| v.problems()).collect();
+    if verdicts.len() != 2 {
+        problems.push(format!(
+            "sign-in counters of {} proxies, expected the static Envoy's and the gateway's",
+            verdicts.len()
+        ));
+    }
+    for level in levels {
+        for path in &level.paths {
+            let refused: u64 = path.runs.iter().map(|r| r.non_2xx).sum();
+            if refused > 0 {
+                problems.push(format!(
+                    "{} at {} connections: {refused} responses with status ≥ 400",
+                    path.path, level.connections
+                ));
+            }
+        }
+    }
+    match ext_authz.envoy_checks {
+        None => problems.push("the gateway's Envoy has no ext_authz stats".into()),
+        Some(0) => {}
+        Some(n) => problems.push(format!("the gateway's Envoy made {n} ext_authz calls")),
+    }
+    if let Some(n) = ext_authz.sidecar_checks.filter(|n| *n != 0.0) {
+        problems.push(format!("the sidecar counted {n} ext_authz checks"));
+    }
+    if problems.is_empty() {
+        progress::info(format!(
+            "signed in: every request verified and allowed in Envoy ({}), no ext_authz call",
+            verdicts
+                .iter()
+                .map(|v| format!(
+                    "{}: {} requests, jwt_authn allowed {}, rbac allowed {}",
+                    v.path, v.requests, v.jwt_allowed, v.rbac_allowed
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+        Ok(())
+    } else {
+        bail!(
+            "the signed-in warm path was not what it is meant to be:\n  {}",
+            problems.join("\n  ")
+        )
+    }
+}
+
+/// `request` with `Authorization: Bearer <token>`, if any.
+fn authorised(request: reqwest::RequestBuilder, token: Option<&str>) -> reqwest::RequestBuilder {
+    match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    }
+}
+
+/// GET `url` (as `token`'s owner, if any); status and body.
+async fn get(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    let response = authorised(http.get(url), token).send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
 }
 
 async fn load(
@@ -368,12 +529,14 @@ async fn load(
     connections: u32,
     duration: Duration,
     cpus: Option<&str>,
+    token: Option<&str>,
 ) -> anyhow::Result<wrk::Run> {
     let before = target.proxy.map(procs::cpu_ns).transpose()?;
     let mut run = wrk::run(&wrk::Load {
         address: target.address,
         port: target.port,
         host: target.host.as_deref(),
+        bearer: token,
         connections,
         duration,
         cpus,
@@ -466,32 +629,58 @@ fn backend_binary() -> String {
 /// Envoy with the static baseline config, on free loopback ports.
 struct StaticEnvoy {
     port: u16,
+    admin_port: u16,
     child: std::process::Child,
 }
 
 impl StaticEnvoy {
-    async fn start(gateway: &Gateway, backend: IpAddr) -> anyhow::Result<Self> {
-        let step = progress::step("static Envoy (scripts/bench/envoy-static.yaml)");
+    /// `scripts/bench/envoy-static.yaml`, or with sign-in on
+    /// [`sign_in::TEMPLATE`] (ana's token then opens it).
+    async fn start(
+        http: &reqwest::Client,
+        backend: IpAddr,
+        signed_in: Option<&sign_in::SignedIn>,
+    ) -> anyhow::Result<Self> {
+        let template = match signed_in {
+            Some(_) => sign_in::TEMPLATE,
+            None => "scripts/bench/envoy-static.yaml",
+        };
+        let step = progress::step(format!("static Envoy ({template})"));
         let dir = std::env::temp_dir().join(format!("views-bench-static-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let port = test_support::gateway::free_port();
         let admin_port = test_support::gateway::free_port();
-        let template =
-            std::fs::read_to_string(paths::repo_root().join("scripts/bench/envoy-static.yaml"))?;
-        let config = template
-            .replace("{{LISTEN_PORT}}", &port.to_string())
-            .replace("{{ADMIN_PORT}}", &admin_port.to_string())
-            .replace("{{BACKEND_IP}}", &backend.to_string())
-            .replace("{{BACKEND_PORT}}", "8080");
+        let mut values = vec![
+            ("LISTEN_PORT", port.to_string()),
+            ("ADMIN_PORT", admin_port.to_string()),
+            ("BACKEND_IP", backend.to_string()),
+            ("BACKEND_PORT", "8080".to_string()),
+        ];
+        if let Some(signed_in) = signed_in {
+            values.extend(signed_in.template_values(VIEW)?);
+        }
+        let mut config = std::fs::read_to_string(paths::repo_root().join(template))?;
+        for (name, value) in values {
+            config = config.replace(&format!("{{{{{name}}}}}"), &value);
+        }
+        if let Some(left) = config.split("{{").nth(1) {
+            bail!("{template}: nothing fills in {{{{{left:.30}…");
+        }
         std::fs::write(dir.join("envoy.yaml"), config)?;
         let child = test_support::gateway::spawn_envoy_with(&dir, "bench-static", &ENVOY_ARGS);
-        let mut envoy = StaticEnvoy { port, child };
+        let mut envoy = StaticEnvoy {
+            port,
+            admin_port,
+            child,
+        };
         let url = format!("http://127.0.0.1:{port}/");
+        let token = signed_in.map(|s| s.token.as_str());
+        // Signed in, this also waits for jwt_authn's first JWKS fetch.
         let ready = poll(
             Duration::from_secs(20),
             Duration::from_millis(50),
             || async {
-                let (status, body) = gw::get(gateway, &url).await.ok()?;
+                let (status, body) = get(http, &url, token).await.ok()?;
                 (status == 200 && body.contains("bench")).then_some(())
             },
         )

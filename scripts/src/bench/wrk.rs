@@ -43,6 +43,8 @@ pub struct Load<'a> {
     pub port: u16,
     /// The Host header, when not the address.
     pub host: Option<&'a str>,
+    /// A token sent as `Authorization: Bearer <token>` with every request.
+    pub bearer: Option<&'a str>,
     pub connections: u32,
     pub duration: Duration,
     /// Run wrk on these CPUs only (a `taskset` list), if set.
@@ -131,6 +133,13 @@ pub async fn run(load: &Load<'_>) -> anyhow::Result<Run> {
         .kill_on_drop(true);
     if let Some(host) = load.host {
         command.arg("-H").arg(format!("Host: {host}"));
+    }
+    // On the command line, like the Host: wrk has no other way, and the
+    // token is a short-lived one of the local provider's demo user.
+    if let Some(token) = load.bearer {
+        command
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"));
     }
     command.arg(&url);
     let child = command.spawn().context("starting wrk")?;
