@@ -45,6 +45,8 @@ pub struct AppState {
     pub activator: Activator,
     pub drain: crate::drain::DrainWatch,
     pub auth: Auth,
+    /// The cluster's ServiceAccount token keys, for Envoy (when accepted).
+    pub service_account_keys: Option<crate::kubernetes::service_accounts::Keys>,
 }
 
 /// `/_api/…`, served on `HTTP_LISTEN` (localhost; reached through Envoy).
@@ -62,6 +64,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(views)
         .route("/_api/readyz", get(readyz))
+        .route(SERVICE_ACCOUNT_KEYS_PATH, get(service_account_keys))
         .route(page::STATUS_PATH, get(status_stream))
         .method_not_allowed_fallback(|| async {
             error(
@@ -760,6 +763,30 @@ pub fn to_api(view: &ViewState, config: &Config) -> View {
             message,
             reason,
         },
+    }
+}
+
+/// Where Envoy's `jwt_authn` reads the ServiceAccount issuer's keys (never
+/// routed by Envoy: only Envoy itself reaches the sidecar's HTTP port).
+pub const SERVICE_ACCOUNT_KEYS_PATH: &str = "/service-account-keys";
+
+async fn service_account_keys(State(state): State<AppState>) -> Response {
+    match state
+        .service_account_keys
+        .as_ref()
+        .and_then(|k| k.borrow().clone())
+    {
+        Some(jwks) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            jwks.to_string(),
+        )
+            .into_response(),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ApiErrorCode::KubernetesUnavailable,
+            "the ServiceAccount issuer's keys have not been read (yet)",
+        )
+        .into_response(),
     }
 }
 

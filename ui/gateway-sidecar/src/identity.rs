@@ -104,6 +104,22 @@ pub struct IdentityConfig {
     )]
     pub oidc_ca_file: String,
 
+    /// Also accept Kubernetes ServiceAccount tokens issued for the gateway's
+    /// audience (`kubectl create token <sa> --audience <audience>`); their
+    /// user is `system:serviceaccount:<namespace>:<name>`.
+    #[arg(
+        long,
+        env = "SERVICE_ACCOUNT_TOKENS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub service_account_tokens: bool,
+
+    /// The cluster's ServiceAccount token issuer, read at start-up when
+    /// sign-in and ServiceAccount tokens are on.
+    #[arg(skip)]
+    pub service_account_issuer: Option<String>,
+
     /// Groups whose members see and manage every view (comma-separated).
     #[arg(long, env = "ADMIN_GROUPS", value_delimiter = ',', default_value = "")]
     pub admin_groups: Vec<String>,

@@ -34,10 +34,19 @@ async fn main() -> anyhow::Result<()> {
             "OIDC_ISSUER is not set: nobody signs in, and everyone who reaches the gateway may do everything (development only)"
         ),
     }
-    let config = Arc::new(config);
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let mut service_account_keys = None;
+    if config.identity.oidc_issuer.is_some() && config.identity.service_account_tokens {
+        let issuer = kubernetes::service_accounts::issuer(&client).await;
+        tracing::info!(issuer, "ServiceAccount tokens accepted");
+        config.identity.service_account_issuer = Some(issuer);
+        let (keys, refresh) = kubernetes::service_accounts::keys(client.clone());
+        tokio::spawn(refresh);
+        service_account_keys = Some(keys);
+    }
+    let config = Arc::new(config);
     let metrics = Arc::new(telemetry::Metrics::default());
 
     let (index_tx, index) = index::channel();
@@ -94,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
     let auth = auth::Auth::new(&config);
     let state = api::AppState {
         auth,
+        service_account_keys,
         drain: drain.watch(),
         config: config.clone(),
         index: index.clone(),

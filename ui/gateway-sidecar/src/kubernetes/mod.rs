@@ -1,9 +1,11 @@
 //! Everything the sidecar says to Kubernetes: watching the views (Services,
 //! EndpointSlices, Jobs, pods, Job events) for the index, writing views and
-//! their workloads, and the credentials master key. Writers never touch the
+//! their workloads, the credentials master key, and the ServiceAccount token
+//! issuer's keys. Writers never touch the
 //! index: their changes come back through the watches.
 
 pub mod master_key;
+pub mod service_accounts;
 mod watch;
 mod write;
 

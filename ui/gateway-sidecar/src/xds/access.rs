@@ -36,6 +36,7 @@ use sha2::{Digest, Sha256};
 use views_types::ViewRequest;
 
 use super::resources::{NO_SUCH_VIEW, ads, any, inline, seconds};
+use crate::api::SERVICE_ACCOUNT_KEYS_PATH;
 use crate::config::Config;
 use crate::identity::{PAYLOAD_HEADER, Provider};
 
@@ -52,6 +53,7 @@ pub const READINESS_PATH: &str = "/_api/readyz";
 const JWT_FILTER: &str = "envoy.filters.http.jwt_authn";
 const RBAC_FILTER: &str = "envoy.filters.http.rbac";
 const PROVIDER: &str = "oidc";
+const KUBERNETES_PROVIDER: &str = "kubernetes";
 /// Where jwt_authn puts a verified token's claims, under [`JWT_FILTER`].
 const CLAIMS_KEY: &str = "jwt";
 const CLIENT_SECRET: &str = "oidc-client-secret";
@@ -219,12 +221,34 @@ fn sign_in(config: &Config, provider: &Provider) -> oauth2::OAuth2Config {
     }
 }
 
-/// Every request but the readiness probe carries a token of the provider's,
-/// for this gateway's audience.
-fn verify_tokens(config: &Config, provider: &Provider) -> jwt::JwtAuthentication {
+/// `envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication` with its
+/// providers in a fixed order: prost encodes a map in its `HashMap`'s order,
+/// which differs between processes, and a listener whose bytes change on
+/// every restart would be pushed again (draining every connection).
+#[derive(Clone, PartialEq, prost::Message)]
+struct JwtAuthentication {
+    #[prost(message, repeated, tag = "1")]
+    providers: Vec<ProviderEntry>,
+    #[prost(message, repeated, tag = "2")]
+    rules: Vec<jwt::RequirementRule>,
+}
+
+/// One entry of `map<string, JwtProvider>`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProviderEntry {
+    #[prost(string, tag = "1")]
+    key: String,
+    #[prost(message, optional, tag = "2")]
+    value: Option<jwt::JwtProvider>,
+}
+
+/// Every request but the readiness probe carries a token of the provider's
+/// (or, for programs in the cluster, of Kubernetes'), for this gateway's
+/// audience.
+fn verify_tokens(config: &Config, provider: &Provider) -> JwtAuthentication {
     let identity = &config.identity;
-    let oidc = jwt::JwtProvider {
-        issuer: provider.issuer.clone(),
+    let verified = |issuer: &str, jwks: core::HttpUri, cache: i64| jwt::JwtProvider {
+        issuer: issuer.into(),
         audiences: vec![identity.audience().to_string()],
         require_expiration: true,
         // Envoy's default allows a minute; the provider and the gateway
@@ -245,8 +269,8 @@ fn verify_tokens(config: &Config, provider: &Provider) -> jwt::JwtAuthentication
         }),
         jwks_source_specifier: Some(jwt::jwt_provider::JwksSourceSpecifier::RemoteJwks(
             jwt::RemoteJwks {
-                http_uri: Some(http_uri(&provider.jwks_uri)),
-                cache_duration: seconds(600),
+                http_uri: Some(jwks),
+                cache_duration: seconds(cache),
                 async_fetch: Some(jwt::JwksAsyncFetch {
                     failed_refetch_duration: seconds(2),
                     ..Default::default()
@@ -256,22 +280,53 @@ fn verify_tokens(config: &Config, provider: &Provider) -> jwt::JwtAuthentication
         )),
         ..Default::default()
     };
-    let rule =
-        |path: route::route_match::PathSpecifier, requires: Option<&str>| jwt::RequirementRule {
+    let mut providers = vec![ProviderEntry {
+        key: PROVIDER.into(),
+        value: Some(verified(
+            &provider.issuer,
+            http_uri(&provider.jwks_uri),
+            600,
+        )),
+    }];
+    if let Some(issuer) = &identity.service_account_issuer {
+        let keys = core::HttpUri {
+            uri: format!("http://gateway-sidecar{SERVICE_ACCOUNT_KEYS_PATH}"),
+            timeout: seconds(5),
+            http_upstream_type: Some(core::http_uri::HttpUpstreamType::Cluster(
+                config.sidecar_api_cluster.clone(),
+            )),
+        };
+        providers.push(ProviderEntry {
+            key: KUBERNETES_PROVIDER.into(),
+            value: Some(verified(issuer, keys, 300)),
+        });
+    }
+    let by_name = |name: &str| jwt::JwtRequirement {
+        requires_type: Some(jwt::jwt_requirement::RequiresType::ProviderName(
+            name.into(),
+        )),
+    };
+    let signed_in = match providers.len() {
+        1 => by_name(PROVIDER),
+        _ => jwt::JwtRequirement {
+            requires_type: Some(jwt::jwt_requirement::RequiresType::RequiresAny(
+                jwt::JwtRequirementOrList {
+                    requirements: providers.iter().map(|p| by_name(&p.key)).collect(),
+                },
+            )),
+        },
+    };
+    let rule = |path: route::route_match::PathSpecifier, requires: Option<jwt::JwtRequirement>| {
+        jwt::RequirementRule {
             r#match: Some(route::RouteMatch {
                 path_specifier: Some(path),
                 ..Default::default()
             }),
-            requirement_type: requires.map(|provider| {
-                jwt::requirement_rule::RequirementType::Requires(jwt::JwtRequirement {
-                    requires_type: Some(jwt::jwt_requirement::RequiresType::ProviderName(
-                        provider.into(),
-                    )),
-                })
-            }),
-        };
-    jwt::JwtAuthentication {
-        providers: HashMap::from([(PROVIDER.to_string(), oidc)]),
+            requirement_type: requires.map(jwt::requirement_rule::RequirementType::Requires),
+        }
+    };
+    JwtAuthentication {
+        providers,
         rules: vec![
             rule(
                 route::route_match::PathSpecifier::Path(READINESS_PATH.into()),
@@ -279,10 +334,9 @@ fn verify_tokens(config: &Config, provider: &Provider) -> jwt::JwtAuthentication
             ),
             rule(
                 route::route_match::PathSpecifier::Prefix("/".into()),
-                Some(PROVIDER),
+                Some(signed_in),
             ),
         ],
-        ..Default::default()
     }
 }
 
