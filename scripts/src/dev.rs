@@ -4,14 +4,20 @@
 //!  local cluster (cluster::up)      namespace `views`: ServiceAccount `gateway` + ui/gateway's RBAC
 //!  lake (lake::ensure_running)      s3s-fs on 10.233.0.1:32900 with the sample data
 //!  OIDC (oidc::ensure_running)      oidc-provider, issuer http://localhost:32902, demo users
+//!  namespace `views`                + ConfigMap views-gateway-entitlements: the demo's grants
+//!                                   (ui/gateway/entitlements.example.yaml)
 //!  gateway-sidecar (target/debug)   as the `gateway` ServiceAccount (a token kubeconfig);
+//!                                   sign-in on: bearer tokens and browser sign-in (client
+//!                                   `views-gateway`) against the local provider, admins
+//!                                   = group views-admins;
 //!                                   API 127.0.0.1:8081, xDS 127.0.0.1:18000, ops 127.0.0.1:9090,
 //!                                   the views' S3 endpoint on 10.233.0.1:32901 → the lake
 //!  Envoy 1.37 (ui/gateway/envoy.yaml, node `dev`) on localhost:8080 (`VIEWS_GATEWAY_PORT`)
 //!  view pods                        the real duckdb-view (target/debug), run by the pod
 //!                                   runner (RuntimeClass `process`), reading the lake
 //!                                   through the sidecar's S3 endpoint
-//!  view `demo`                      over `sales/` (table `sales`), created if absent
+//!  view `demo`                      over `sales/` (table `sales`), ana's: created with her
+//!                                   token (from the provider) if absent
 //! ```
 //!
 //! Everything already running is reused, except the gateway replica (Envoy
@@ -24,6 +30,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+use test_support::oidc::{CLI_CLIENT, GATEWAY_CLIENT, GATEWAY_RESOURCE, Oidc};
 
 use crate::cluster::network::HOST_IP;
 use crate::cluster::{self, Component, Layout};
@@ -39,6 +47,12 @@ const CREDENTIALS_PORT: u16 = 32901;
 /// The demo view: the sales sample (Parquet, partitioned by region), not its
 /// sibling `sales-private/` nor TPC-H.
 const DEMO_VIEW: &str = r#"{"name":"demo","subsets":[{"bucket":"lake","prefixes":["sales/"],"tables":{"sales":{"path":"sales/**/*.parquet","format":"parquet"}}}]}"#;
+/// The demo view's owner (group analysts, entitled to `sales/`).
+const DEMO_OWNER: &str = "ana";
+/// Sees and manages every view (`ADMIN_GROUPS`): ada's group.
+const ADMIN_GROUP: &str = "views-admins";
+/// The demo's grants (who reads which prefixes), applied as they are.
+const ENTITLEMENTS: &str = "ui/gateway/entitlements.example.yaml";
 
 fn layout() -> Layout {
     let root = paths::cache_dir().join("dev");
@@ -115,7 +129,7 @@ pub fn up() -> anyhow::Result<u16> {
     let lake = lake::ensure_running()?;
     step.done();
     let step = progress::step("OpenID Connect provider (demo users)");
-    oidc::ensure_running()?;
+    let provider = oidc::ensure_running()?;
     step.done();
     // duckdb-view links DuckDB's prebuilt library: fetch it before cargo builds.
     crate::duckdb_runtime::ensure()?;
@@ -136,9 +150,13 @@ pub fn up() -> anyhow::Result<u16> {
         std::fs::create_dir_all(dir)?;
     }
     let step = progress::step(format!(
-        "namespace {NAMESPACE}: the gateway's ServiceAccount and RBAC"
+        "namespace {NAMESPACE}: the gateway's ServiceAccount and RBAC, the demo's entitlements"
     ));
     let kubeconfig = gateway_kubeconfig(&layout.root)?;
+    kubectl(
+        &["apply", "--namespace", NAMESPACE, "-f", ENTITLEMENTS],
+        None,
+    )?;
     step.done();
 
     let [sidecar, envoy] = components()?;
@@ -149,12 +167,12 @@ pub fn up() -> anyhow::Result<u16> {
     // bootstrap just built. Envoy goes first: a sidecar that is told to stop
     // drains its Envoy (which then must not be reused) and waits for it.
     stop_gateway()?;
-    sidecar.start_with_env(&layout, &sidecar_env(port, &kubeconfig, &lake))?;
+    sidecar.start_with_env(&layout, &sidecar_env(port, &kubeconfig, &lake, &provider)?)?;
     envoy.start(&layout)?;
     wait_until_routed(port, &[&sidecar, &envoy], &layout)?;
     step.done();
 
-    let step = progress::step("the demo view");
+    let step = progress::step(format!("the demo view ({DEMO_OWNER}'s)"));
     create_demo(port)?;
     step.done();
     Ok(port)
@@ -162,13 +180,28 @@ pub fn up() -> anyhow::Result<u16> {
 
 /// The sidecar's settings: views in `views`, view pods running the real
 /// duckdb-view as processes, their lake credentials served by the sidecar's
-/// S3 endpoint on the pod network and re-signed to the local lake.
-fn sidecar_env(port: u16, kubeconfig: &Path, lake: &lake::Lake) -> Vec<(&'static str, String)> {
-    vec![
+/// S3 endpoint on the pod network and re-signed to the local lake; sign-in
+/// against the local provider, as against an organisation's (bearer tokens,
+/// and browsers through the `views-gateway` client with its secret).
+fn sidecar_env(
+    port: u16,
+    kubeconfig: &Path,
+    lake: &lake::Lake,
+    provider: &Oidc,
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let secret = provider
+        .client(GATEWAY_CLIENT)?
+        .secret
+        .clone()
+        .with_context(|| format!("the provider's client {GATEWAY_CLIENT} has no secret"))?;
+    Ok(vec![
         ("KUBECONFIG", kubeconfig.display().to_string()),
         ("GATEWAY_HOSTNAME", "localhost".into()),
         ("VIEWS_NAMESPACE", NAMESPACE.into()),
         ("ENVOY_LISTEN", format!("127.0.0.1:{port}")),
+        // Sign-in sends browsers back to `<host>:<port>` (Envoy routes on
+        // hosts without their port).
+        ("GATEWAY_PUBLIC_PORT", port.to_string()),
         ("LOG_JSON", "false".into()),
         ("VIEW_IMAGE", VIEW_IMAGE.into()),
         ("VIEW_RUNTIME_CLASS", "process".into()),
@@ -184,27 +217,63 @@ fn sidecar_env(port: u16, kubeconfig: &Path, lake: &lake::Lake) -> Vec<(&'static
         ("LAKE_REGION", lake.region.clone()),
         ("LAKE_ACCESS_KEY_ID", lake.access_key_id.clone()),
         ("LAKE_SECRET_ACCESS_KEY", lake.secret_access_key.clone()),
-    ]
+        ("OIDC_ISSUER", provider.issuer.clone()),
+        ("OIDC_CLIENT_ID", GATEWAY_CLIENT.into()),
+        ("OIDC_CLIENT_SECRET", secret),
+        // Access tokens as JWTs for the audience views-gateway (the
+        // provider issues them per resource indicator).
+        ("OIDC_RESOURCE", GATEWAY_RESOURCE.into()),
+        ("OIDC_SCOPES", "openid,profile,email,groups".into()),
+        ("ADMIN_GROUPS", ADMIN_GROUP.into()),
+    ])
 }
 
 fn print_usage(port: u16) {
     let layout = layout();
     let cache = paths::cache_dir();
+    let bearer =
+        |user: &str| format!("-H \"Authorization: Bearer $(cargo xtask token {user} | tail -1)\"");
     println!();
-    println!("The views gateway is running. Open the demo view (DuckDB over s3://lake/sales/):");
+    println!(
+        "The views gateway is running, with sign-in. Open the demo view (DuckDB over s3://lake/sales/):"
+    );
     println!();
     println!("  http://demo.localhost:{port}/");
     println!();
-    println!("Create another view (here over TPC-H orders; names are 3-8 characters):");
-    println!("  curl -H 'content-type: application/json' http://localhost:{port}/_api/views \\");
     println!(
-        "       -d '{{\"name\":\"orders\",\"subsets\":[{{\"bucket\":\"lake\",\"prefixes\":[\"tpch/sf0.01/orders/\"],\"tables\":{{\"orders\":{{\"path\":\"tpch/sf0.01/orders/*.parquet\",\"format\":\"parquet\"}}}}}}]}}'"
+        "It is {DEMO_OWNER}'s, and only she (and whom she shares it with) may open it; to anyone"
     );
     println!(
-        "  then open http://orders.localhost:{port}/   (list: curl localhost:{port}/_api/views)"
+        "else it answers 404, like a view that does not exist. The browser goes to the provider's"
+    );
+    println!(
+        "sign-in page first: sign in as {DEMO_OWNER} (password below) and it comes back to the view."
+    );
+    println!(
+        "Each host has its own session (the provider remembers you: other hosts sign you in without"
+    );
+    println!("the form). Sign out: http://demo.localhost:{port}/_gateway/sign-out");
+    println!();
+    println!("The API takes the provider's access tokens (analysts such as ana may read sales/,");
+    println!("finance such as bob tpch/ and sales-private/; group {ADMIN_GROUP} sees every view):");
+    println!(
+        "  curl {} http://localhost:{port}/_api/me",
+        bearer(DEMO_OWNER)
+    );
+    println!("Create another view (names are 3-8 characters):");
+    println!(
+        "  curl {} -H 'content-type: application/json' http://localhost:{port}/_api/views \\",
+        bearer(DEMO_OWNER)
+    );
+    println!(
+        "       -d '{{\"name\":\"eu\",\"subsets\":[{{\"bucket\":\"lake\",\"prefixes\":[\"sales/region=eu/\"],\"tables\":{{\"orders\":{{\"path\":\"sales/region=eu/*.parquet\",\"format\":\"parquet\"}}}}}}]}}'"
+    );
+    println!(
+        "  then open http://eu.localhost:{port}/   (list: curl {} localhost:{port}/_api/views)",
+        bearer(DEMO_OWNER)
     );
     println!();
-    if let Ok(provider) = test_support::oidc::Oidc::load() {
+    if let Ok(provider) = Oidc::load() {
         oidc::print_usage(&provider);
         println!();
     }
@@ -258,7 +327,7 @@ pub fn stop_gateway() -> anyhow::Result<()> {
 
 /// Whether a gateway answers `GET /_api/readyz` with 200 on `port`.
 pub fn ready(port: u16) -> bool {
-    request(port, "GET", "/_api/readyz", None).is_ok_and(|(status, _)| status == 200)
+    request(port, "GET", "/_api/readyz", None, None).is_ok_and(|(status, _)| status == 200)
 }
 
 /// Run the local cluster's kubectl as admin, in the repository root, with
@@ -372,33 +441,79 @@ fn wait_until_routed(port: u16, components: &[&Component], layout: &Layout) -> a
     }
 }
 
-/// Create the demo view. The same spec again is fine (201); a `demo` with
-/// another spec is somebody's and stays as it is.
+/// Create the demo view as its owner, with a token the provider gave her
+/// (so it is hers, as if she had created it). The same spec again is fine
+/// (201). A `demo` made while sign-in was off (no owner: now only admins
+/// could open it) is replaced by an admin; one with another owner or spec is
+/// somebody's and stays as it is.
 fn create_demo(port: u16) -> anyhow::Result<()> {
+    let owner = token(DEMO_OWNER)?;
+    let mut replaced = false;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, body) = request(port, "POST", "/_api/views", Some(DEMO_VIEW))?;
+        let (status, body) = request(port, "POST", "/_api/views", Some(&owner), Some(DEMO_VIEW))?;
         match status {
             201 => return Ok(()),
-            409 => {
-                progress::info(format!(
-                    "a view `demo` with another spec exists; left as it is: {body}"
-                ));
-                return Ok(());
+            409 if !replaced => {
+                let admin = token(admin_user()?.as_str())?;
+                let (_, existing) = request(port, "GET", "/_api/views/demo", Some(&admin), None)?;
+                let existing: serde_json::Value =
+                    serde_json::from_str(&existing).unwrap_or_default();
+                if !existing["owner"].is_null() {
+                    progress::info(format!(
+                        "a view `demo` of {} with another spec exists; left as it is: {body}",
+                        existing["owner"]
+                    ));
+                    return Ok(());
+                }
+                progress::info("replacing the `demo` made while sign-in was off (it had no owner)");
+                let (status, body) =
+                    request(port, "DELETE", "/_api/views/demo", Some(&admin), None)?;
+                if status != 204 && status != 404 {
+                    bail!("deleting the ownerless demo view: HTTP {status}: {body}");
+                }
+                replaced = true;
             }
-            // The sidecar's index or Envoy lagging behind: retry.
-            503 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(500)),
+            // The sidecar's index or Envoy lagging behind, or the old demo
+            // still being deleted: retry.
+            503 | 409 if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(500))
+            }
             _ => bail!("creating the demo view: HTTP {status}: {body}"),
         }
     }
 }
 
+/// A demo user's access token through the provider's real sign-in flow.
+fn token(user: &str) -> anyhow::Result<String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(test_support::oidc::token(
+            user,
+            CLI_CLIENT,
+            GATEWAY_RESOURCE,
+        ))
+        .with_context(|| format!("signing {user} in at the local provider"))
+}
+
+/// A demo user in the admins' group.
+fn admin_user() -> anyhow::Result<String> {
+    Oidc::load()?
+        .users
+        .into_iter()
+        .find(|user| user.groups.iter().any(|group| group == ADMIN_GROUP))
+        .map(|user| user.name)
+        .with_context(|| format!("no demo user in the group {ADMIN_GROUP}"))
+}
+
 /// One HTTP/1.1 request to the gateway on `127.0.0.1:port` (Host
-/// `localhost`): the status and the body.
+/// `localhost`), with a bearer token if given: the status and the body.
 fn request(
     port: u16,
     method: &str,
     path: &str,
+    token: Option<&str>,
     json: Option<&str>,
 ) -> anyhow::Result<(u16, String)> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
@@ -409,9 +524,12 @@ fn request(
     } else {
         ""
     };
+    let authorization = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{authorization}{content_type}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )?;
     let mut response = Vec::new();

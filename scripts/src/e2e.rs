@@ -7,6 +7,12 @@
 //! (Envoy and the sidecar) again, so nothing of it outlives the run; the
 //! cluster and the lake stay up for the next run, as after `cargo xtask test`
 //! (`cargo xtask down` stops them).
+//!
+//! The gateway runs with sign-in on. The suite calls the API as the demo
+//! users `ana`, `bob` and `ada` with access tokens this task gets from the
+//! local provider through its real sign-in flow (`VIEWS_E2E_TOKEN_<USER>`);
+//! in the browser, people sign in on the provider's login page with the
+//! passwords in its `oidc.json`.
 
 use std::path::Path;
 use std::process::Command;
@@ -15,6 +21,9 @@ use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
 use crate::{browser, cluster, dev, paths, progress};
+
+/// Whose API calls the suite makes (support/identity.js names the same).
+const TOKEN_USERS: [&str; 3] = ["ana", "bob", "ada"];
 
 pub fn run() -> anyhow::Result<()> {
     browser::ensure()?;
@@ -31,11 +40,14 @@ pub fn run() -> anyhow::Result<()> {
         dev::up()?;
         true
     };
-    let step = progress::step("end-to-end suite (test/e2e, vitest + Chromium)");
-    let result = vitest(&dir, port);
-    if result.is_ok() {
-        step.done();
-    }
+    let result = tokens().and_then(|tokens| {
+        let step = progress::step("end-to-end suite (test/e2e, vitest + Chromium)");
+        let result = vitest(&dir, port, &tokens);
+        if result.is_ok() {
+            step.done();
+        }
+        result
+    });
     if started {
         progress::info("stopping the gateway this run started (the cluster and the lake stay)");
         dev::stop_gateway()?;
@@ -80,9 +92,37 @@ pub fn npm_ci(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn vitest(dir: &Path, port: u16) -> anyhow::Result<()> {
+/// `VIEWS_E2E_TOKEN_<USER>` for each of [`TOKEN_USERS`], signed in at the
+/// running provider (authorization code + PKCE; they live an hour).
+fn tokens() -> anyhow::Result<Vec<(String, String)>> {
+    let step = progress::step(format!(
+        "access tokens for {} from the OIDC provider",
+        TOKEN_USERS.join(", ")
+    ));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let tokens = TOKEN_USERS
+        .iter()
+        .map(|user| {
+            let token = runtime
+                .block_on(test_support::oidc::token(
+                    user,
+                    test_support::oidc::CLI_CLIENT,
+                    test_support::oidc::GATEWAY_RESOURCE,
+                ))
+                .with_context(|| format!("signing {user} in"))?;
+            Ok((format!("VIEWS_E2E_TOKEN_{}", user.to_uppercase()), token))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    step.done();
+    Ok(tokens)
+}
+
+fn vitest(dir: &Path, port: u16, tokens: &[(String, String)]) -> anyhow::Result<()> {
     let status = Command::new(dir.join("node_modules/.bin/vitest"))
         .arg("run")
+        .envs(tokens.iter().map(|(name, token)| (name, token)))
         .current_dir(dir)
         .env("VIEWS_GATEWAY_PORT", port.to_string())
         .env("VIEWS_KUBECTL", cluster::kubectl()?)

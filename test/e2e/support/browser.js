@@ -5,7 +5,8 @@ import { join } from 'node:path';
 
 import { chromium } from 'playwright-core';
 
-import { artifacts, port } from './gateway.js';
+import { artifacts, gatewayUrl, port } from './gateway.js';
+import { password, provider } from './identity.js';
 
 export async function launch() {
   return chromium.launch({
@@ -16,15 +17,18 @@ export async function launch() {
   });
 }
 
-/// A browser context that may talk only to the gateway (our machines are
-/// offline; a page that reaches elsewhere is a bug), recording what it refused.
+/// A browser context that may talk only to the gateway and the identity
+/// provider people sign in at (our machines are offline; a page that reaches
+/// elsewhere is a bug), recording what it refused.
 export async function offlineContext(browser) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   context.externalRequests = [];
+  const issuer = new URL(provider().issuer);
   await context.route('**/*', (route) => {
     const url = new URL(route.request().url());
     const local = url.hostname === 'localhost' || url.hostname.endsWith('.localhost');
-    if ((local && Number(url.port) === port) || url.protocol === 'data:' || url.protocol === 'blob:') {
+    const gateway = local && Number(url.port || (url.protocol === 'https:' ? 443 : 80)) === port;
+    if (gateway || url.origin === issuer.origin || url.protocol === 'data:' || url.protocol === 'blob:') {
       return route.continue();
     }
     context.externalRequests.push(url.href);
@@ -57,3 +61,44 @@ export async function runQuery(page, sql) {
   );
   return { header, rows, status: await page.locator('#status').textContent() };
 }
+
+/// Whether `page` shows the provider's login form.
+export async function onLoginPage(page) {
+  return page.url().startsWith(provider().issuer) && (await page.locator('form input[name="username"]').count()) > 0;
+}
+
+/// On the provider's login page: sign in as `user` with their password and
+/// wait until the browser is back at `url` (the page it had asked for, on
+/// the gateway) and that page has loaded. Returns the milliseconds from
+/// submitting the form to that page's `load` (the sign-in round trip, no
+/// typing) and the document's response.
+export async function submitLogin(page, user, url) {
+  if (!(await onLoginPage(page))) throw new Error(`not on the provider's login page: ${page.url()}`);
+  await page.locator('input[name="username"]').fill(user);
+  await page.locator('input[name="password"]').fill(password(user));
+  const back = page.waitForResponse(
+    (response) => response.url() === url && response.request().resourceType() === 'document' && !isRedirect(response),
+    { timeout: 30_000 },
+  );
+  const submitted = Date.now();
+  await page.locator('form button[type="submit"]').click();
+  const response = await back;
+  await page.waitForLoadState('load');
+  return { ms: Date.now() - submitted, response };
+}
+
+/// Sign `context` in as `user` at the provider, through the gateway's own
+/// sign-in on its API host: afterwards each view host signs the browser in
+/// on its first visit without showing the form again (the provider
+/// remembers the user), as for a person who has signed in once today.
+export async function signInContext(context, user) {
+  const page = await context.newPage();
+  const url = gatewayUrl('/_api/me');
+  await page.goto(url);
+  const { response } = await submitLogin(page, user, url);
+  const me = await response.json();
+  if (me.user !== user) throw new Error(`signed in as ${me.user}, not ${user}`);
+  await page.close();
+}
+
+export const isRedirect = (response) => response.status() >= 300 && response.status() < 400;

@@ -20,8 +20,11 @@ export const port = Number(process.env.VIEWS_GATEWAY_PORT || 8080);
 export const namespace = 'views';
 export const artifacts = resolve(dirname(fileURLToPath(import.meta.url)), '../artifacts');
 
-/// `http://<view>.localhost:<port>/…`: what a person types.
-export const viewUrl = (name, path = '/') => `http://${name}.localhost:${port}${path}`;
+/// `http://<view>.localhost:<port>/…`: what a person types (as the browser
+/// writes it: no `:80`).
+export const viewUrl = (name, path = '/') => new URL(path, `http://${name}.localhost:${port}`).href;
+/// `http://localhost:<port>/…`: the gateway's own host (the API).
+export const gatewayUrl = (path = '/') => new URL(path, `http://localhost:${port}`).href;
 
 // Node's resolver does not know that *.localhost is loopback (Chromium does):
 // resolve those names to 127.0.0.1 ourselves, where Envoy listens.
@@ -52,7 +55,7 @@ export function request(url, { method = 'GET', headers = {}, body, timeout = 120
   });
 }
 
-const json = (response) => {
+export const json = (response) => {
   try {
     return JSON.parse(response.body);
   } catch {
@@ -74,50 +77,6 @@ export function uniqueName() {
   const alphabet = 'abcdefghijklmnopqrstuvwxyz0123456789';
   const bytes = randomBytes(5);
   return 'e2' + Array.from(bytes, (b) => alphabet[b % alphabet.length]).join('');
-}
-
-/// The views API.
-export const api = {
-  async create(spec) {
-    const response = await request(`http://localhost:${port}/_api/views`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(spec),
-    });
-    if (response.status !== 201) throw new Error(`POST /_api/views: ${response.status} ${response.body}`);
-    return json(response);
-  },
-  async get(name) {
-    const response = await request(`http://localhost:${port}/_api/views/${name}`);
-    return { status: response.status, view: json(response) };
-  },
-  async delete(name) {
-    const response = await request(`http://localhost:${port}/_api/views/${name}`, { method: 'DELETE' });
-    return response.status;
-  },
-};
-
-/// Views a test file created, deleted (and waited for) by `deleteAll`.
-export class Views {
-  names = new Set();
-
-  async create(spec) {
-    this.names.add(spec.name);
-    return api.create(spec);
-  }
-
-  /// Delete every view still there and wait until its pods are gone, so a
-  /// run leaves no processes behind.
-  async deleteAll() {
-    for (const name of this.names) {
-      const status = await api.delete(name);
-      if (status !== 204 && status !== 404) throw new Error(`DELETE view ${name}: ${status}`);
-    }
-    for (const name of this.names) {
-      await eventually(`the pods of ${name} are gone`, async () => (await pods(name)).length === 0, 60_000);
-    }
-    this.names.clear();
-  }
 }
 
 /// Poll `check` (async, truthy = done) until it holds or `timeout` passes.

@@ -8,13 +8,22 @@
 //   (`cargo xtask e2e`, which `cargo xtask test` runs, brings the stack up
 //   before vitest and stops the gateway it started afterwards itself: then
 //   VIEWS_E2E_STACK=managed and this only checks.)
+//
+// Then it provides the tests with access tokens of the demo users (ana, bob,
+// ada), from the provider's real sign-in flow (support/identity.js).
 
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 
 import { artifacts, gatewayReady, port, repoRoot } from './gateway.js';
+import { accessTokens } from './identity.js';
 
-export default async function setup() {
+export default async function setup({ provide }) {
+  await stack();
+  provide('tokens', accessTokens());
+}
+
+async function stack() {
   mkdirSync(artifacts, { recursive: true });
   if (!existsSync('/usr/bin/chromium')) {
     throw new Error('no Chromium at /usr/bin/chromium: apt-get install -y chromium (cargo xtask e2e does it)');

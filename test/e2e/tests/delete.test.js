@@ -1,11 +1,12 @@
 // Deleting a running view ends it everywhere: its pod process stops, its
-// host answers 404, and the lake credentials its pod had stop working.
+// host answers 404, and the lake credentials its pod had stop working. The
+// view is bob's (finance may read TPC-H); he calls the API with his token.
 
 import { afterAll, describe, expect, test } from 'vitest';
 
+import { bearer, Views } from '../support/api.js';
 import {
   activationCredentials,
-  api,
   eventually,
   pods,
   processAlive,
@@ -13,12 +14,11 @@ import {
   uniqueName,
   viewProcesses,
   viewUrl,
-  Views,
 } from '../support/gateway.js';
 import { listObjects } from '../support/lake.js';
 
 describe('deleting a view', () => {
-  const views = new Views();
+  const views = new Views('bob');
 
   afterAll(async () => {
     await views.deleteAll();
@@ -33,7 +33,7 @@ describe('deleting a view', () => {
     });
 
     // Start it: a request that is not from a browser is held until the view serves.
-    const first = await request(viewUrl(name, '/api/catalog'), { headers: { accept: 'application/json' } });
+    const first = await request(viewUrl(name, '/api/catalog'), { headers: { accept: 'application/json', ...bearer('bob') } });
     expect(first.status).toBe(200);
     expect(JSON.parse(first.body).tables.map((t) => t.name)).toEqual(['nation']);
 
@@ -59,12 +59,12 @@ describe('deleting a view', () => {
     expect(outside.ok).toBe(false);
     expect(outside.stderr).toMatch(/AccessDenied/);
 
-    expect(await api.delete(name)).toBe(204);
+    expect(await views.api.delete(name)).toBe(204);
 
     // The host is gone at once (the API answers after Envoy has the change).
-    const gone = await request(viewUrl(name), { headers: { accept: 'text/html' } });
+    const gone = await request(viewUrl(name), { headers: { accept: 'text/html', ...bearer('bob') } });
     expect(gone.status).toBe(404);
-    expect((await api.get(name)).status).toBe(404);
+    expect((await views.api.get(name)).status).toBe(404);
 
     // The credentials are refused: the view no longer exists.
     const refused = await listObjects(credentials, prefix);

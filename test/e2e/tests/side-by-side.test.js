@@ -1,14 +1,16 @@
-// Two views over different prefixes, started together and open side by
-// side in one browser: each sees its own data and nothing of the other's.
+// Two views of ana's over different prefixes, started together and open
+// side by side in her browser: each sees its own data and nothing of the
+// other's.
 
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 
-import { launch, offlineContext, runQuery, screenshot } from '../support/browser.js';
-import { pods, uniqueName, viewUrl, Views } from '../support/gateway.js';
+import { launch, offlineContext, runQuery, screenshot, signInContext } from '../support/browser.js';
+import { Views } from '../support/api.js';
+import { pods, uniqueName, viewUrl } from '../support/gateway.js';
 import { countRows } from '../support/lake.js';
 
 describe('two views side by side', () => {
-  const views = new Views();
+  const views = new Views('ana');
   let browser;
 
   beforeAll(async () => {
@@ -39,6 +41,7 @@ describe('two views side by side', () => {
 
     // Both opened at once, cold: two starts in parallel.
     const context = await offlineContext(browser);
+    await signInContext(context, 'ana');
     const pages = Object.fromEntries(await Promise.all(regions.map(async (region) => [region, await context.newPage()])));
     const opened = Date.now();
     await Promise.all(regions.map((region) => pages[region].goto(viewUrl(byRegion[region].name))));

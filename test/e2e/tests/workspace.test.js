@@ -1,16 +1,18 @@
-// A person's first visit: a view created through the API, opened in
-// Chromium while it is cold → the progress page → the DuckDB workspace by
-// itself → a query over the view's table shows the right rows; a query
-// outside the view's subset is refused with a clear message.
+// A person's first visit: a view ana created through the API, opened by
+// her in Chromium while it is cold (signed in at the provider already, so
+// the view host signs her in without the form) → the progress page → the
+// DuckDB workspace by itself → a query over the view's table shows the right
+// rows; a query outside the view's subset is refused with a clear message.
 
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 
-import { launch, offlineContext, runQuery, screenshot } from '../support/browser.js';
-import { api, uniqueName, viewUrl, Views } from '../support/gateway.js';
+import { isRedirect, launch, offlineContext, runQuery, screenshot, signInContext } from '../support/browser.js';
+import { Views } from '../support/api.js';
+import { uniqueName, viewUrl } from '../support/gateway.js';
 import { countRows, generatedRows } from '../support/lake.js';
 
 describe('a view in the browser', () => {
-  const views = new Views();
+  const views = new Views('ana');
   let browser;
 
   beforeAll(async () => {
@@ -43,12 +45,17 @@ describe('a view in the browser', () => {
     expect(expectedEu).toBeLessThan(10_000); // the page shows up to 10,000 rows
 
     const context = await offlineContext(browser);
+    await signInContext(context, 'ana');
     const page = await context.newPage();
     const pageErrors = [];
     page.on('pageerror', (error) => pageErrors.push(String(error)));
+    // The pages the view's host served (the sign-in's redirects apart).
     const documents = [];
+    const redirects = [];
     page.on('response', (response) => {
-      if (response.request().resourceType() === 'document') documents.push(response.status());
+      if (response.request().resourceType() !== 'document') return;
+      if (isRedirect(response)) redirects.push(new URL(response.url()).origin);
+      else documents.push(response.status());
     });
 
     // Cold: the browser gets the progress page at once (503 + HTML).
@@ -67,6 +74,8 @@ describe('a view in the browser', () => {
     console.log(`[e2e] ${name}: progress page to workspace in ${((Date.now() - opened) / 1000).toFixed(1)} s`);
     expect(page.url()).toBe(viewUrl(name));
     expect(documents).toEqual([503, 200]);
+    // The host signed her in through the provider, without its form.
+    expect(redirects).toContain(new URL(viewUrl(name)).origin);
     await expect(page.locator('#view-name').textContent()).resolves.toBe(name);
     await page.locator('#catalog details[data-table="sales"]').waitFor();
 
@@ -95,7 +104,7 @@ describe('a view in the browser', () => {
     const tpch = await runQuery(page, "SELECT count(*) FROM read_parquet('s3://lake/tpch/sf0.01/orders/*.parquet')");
     expect(tpch.error?.title).toBe('Not allowed in this view');
 
-    expect((await api.get(name)).view.status.phase).toBe('ready');
+    expect((await views.api.get(name)).view.status.phase).toBe('ready');
     expect(context.externalRequests).toEqual([]);
     expect(pageErrors).toEqual([]);
     await context.close();
