@@ -606,9 +606,8 @@ async fn share(
     may_manage(&state, &caller, &name, "share")?;
     let shares = normalize_shares(Some(shares));
     // Checked against the stored spec inside the update, so the subsets
-    // checked are the ones shared.
+    // checked are the ones shared; a refusal writes nothing.
     let entitlements = state.index.snapshot().entitlements.clone();
-    let mut refused = None;
     let (uid, _) = state
         .writer
         .update_spec(
@@ -616,19 +615,11 @@ async fn share(
             |spec| caller.may_manage(spec),
             |mut spec| {
                 spec.shared_with = shares.clone();
-                if let Err(failure) = check_entitlements(&caller, &entitlements, &spec) {
-                    refused = Some(failure);
-                    // Unchanged: the update below writes what was there.
-                    spec.shared_with = None;
-                }
-                spec
+                check_entitlements(&caller, &entitlements, &spec).map(|()| spec)
             },
         )
         .await
-        .map_err(write_error)?;
-    if let Some(failure) = refused {
-        return Err(failure);
-    }
+        .map_err(write_error)??;
     let wait = Duration::from_millis(state.config.index_wait_ms);
     let seen = state
         .index

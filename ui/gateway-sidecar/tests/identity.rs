@@ -19,7 +19,8 @@ use test_support::{TestNamespace, echo_view_pod, eventually, oidc};
 const WAIT: Duration = Duration::from_secs(30);
 const ENTITLEMENTS: &str = "views-gateway-entitlements";
 
-/// analysts read sales/, finance reads tpch/ and sales-private/, both read shared/.
+/// analysts read sales/, finance reads tpch/ and sales-private/, both read
+/// shared/; cy (no groups) reads sales/.
 const GRANTS: &str = r#"
 grants:
 - groups: [analysts]
@@ -34,6 +35,9 @@ grants:
   bucket: lake
   prefixes: [shared/]
   access: read
+- users: [cy]
+  bucket: lake
+  prefixes: [sales/]
 "#;
 
 async fn set_entitlements(client: &kube::Client, namespace: &str, document: &str) {
@@ -315,7 +319,18 @@ async fn people_reach_only_their_own_views_and_those_shared_with_them() {
     .await;
     expect_that!(status, eq(StatusCode::NOT_FOUND));
 
-    // Sharing is checked against the entitlements of whom it names.
+    // Sharing is checked against the entitlements of whom it names; a
+    // refused share changes nothing.
+    let (status, body) = call(
+        &gateway,
+        Some(&ana),
+        Method::PUT,
+        "localhost",
+        "/_api/views/anav/shares",
+        Some(json!({"users": ["cy"]})),
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::OK), "{body}");
     let (status, body) = call(
         &gateway,
         Some(&ana),
@@ -330,6 +345,16 @@ async fn people_reach_only_their_own_views_and_those_shared_with_them() {
         json_of(&body)["details"]["group"].as_str(),
         some(eq("finance"))
     );
+    let (_, body) = call(
+        &gateway,
+        Some(&ana),
+        Method::GET,
+        "localhost",
+        "/_api/views/anav",
+        None,
+    )
+    .await;
+    expect_that!(json_of(&body)["sharedWith"], eq(&json!({"users": ["cy"]})));
     let (status, body) = call(
         &gateway,
         Some(&ana),
@@ -840,12 +865,7 @@ async fn service_account_token(
         "spec": {"audiences": audience.map(|a| vec![a]).unwrap_or_default(), "expirationSeconds": 600},
     });
     let issued: TokenRequest = accounts
-        .create_subresource(
-            "token",
-            name,
-            &PostParams::default(),
-            &request,
-        )
+        .create_subresource("token", name, &PostParams::default(), &request)
         .await
         .expect("a token");
     issued.status.expect("a token in the status").token

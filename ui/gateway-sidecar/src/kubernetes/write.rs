@@ -170,15 +170,16 @@ impl Writer {
     }
 
     /// Change the spec of a view that `allowed` says the caller may change
-    /// (to anyone else it does not exist). The patch is preconditioned on the
+    /// (to anyone else it does not exist). `change` may refuse (its error
+    /// comes back, nothing written). The patch is preconditioned on the
     /// Service's resourceVersion, so a concurrent change is a 409, never a
     /// lost update. Returns the Service's uid and the stored spec.
-    pub async fn update_spec(
+    pub async fn update_spec<E>(
         &self,
         name: &str,
         allowed: impl Fn(&ViewRequest) -> bool,
-        change: impl FnOnce(ViewRequest) -> ViewRequest,
-    ) -> Result<(String, ViewRequest), WriteError> {
+        change: impl FnOnce(ViewRequest) -> Result<ViewRequest, E>,
+    ) -> Result<Result<(String, ViewRequest), E>, WriteError> {
         let service_name = view::service_name(name);
         let service = self
             .services
@@ -191,7 +192,10 @@ impl Writer {
             .ok()
             .filter(|spec| allowed(spec))
             .ok_or_else(|| WriteError::NotFound(name.into()))?;
-        let changed = change(spec);
+        let changed = match change(spec) {
+            Ok(changed) => changed,
+            Err(refused) => return Ok(Err(refused)),
+        };
         let patch = serde_json::json!({"metadata": {
             "resourceVersion": service.metadata.resource_version,
             "annotations": {view::SPEC_ANNOTATION: serde_json::to_string(&changed).expect("a ViewRequest serializes")},
@@ -205,7 +209,7 @@ impl Writer {
             )
             .await
             .map_err(|e| map(e, name))?;
-        Ok((updated.metadata.uid.unwrap_or_default(), changed))
+        Ok(Ok((updated.metadata.uid.unwrap_or_default(), changed)))
     }
 
     /// Delete the view's Service if `allowed` says so of its spec (a view the
