@@ -380,6 +380,29 @@ fn write_error(error_value: WriteError) -> Failure {
     }
 }
 
+/// The view `name` once this replica's index shows it as `done` says (a
+/// write's effect comes back through the watches); 503 if it lags.
+async fn indexed(
+    state: &AppState,
+    name: &str,
+    what: &str,
+    done: impl Fn(&ViewState) -> bool,
+) -> Result<Arc<ViewState>, Failure> {
+    let wait = Duration::from_millis(state.config.index_wait_ms);
+    let seen = state
+        .index
+        .wait_for(wait, |s| s.views.get(name).is_some_and(|v| done(v)))
+        .await;
+    state
+        .index
+        .snapshot()
+        .views
+        .get(name)
+        .filter(|_| seen)
+        .cloned()
+        .ok_or_else(|| index_lagging(what))
+}
+
 fn index_lagging(what: &str) -> Failure {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -433,21 +456,12 @@ async fn create(
     let uid = created.service().metadata.uid.clone().unwrap_or_default();
     let name = spec.name.to_string();
     let wait = Duration::from_millis(state.config.index_wait_ms);
-    let seen = state
-        .index
-        .wait_for(wait, |s| s.views.get(&name).is_some_and(|v| v.uid == uid))
-        .await;
-    let snapshot = state.index.snapshot();
-    let view = snapshot
-        .views
-        .get(&name)
-        .filter(|_| seen)
-        .ok_or_else(|| index_lagging("the view was created"))?;
+    let view = indexed(&state, &name, "the view was created", |v| v.uid == uid).await?;
     let host = crate::xds::resources::cluster_name(&name);
     if !wait_for_envoys(&state, wait, |routed| routed.contains(&host)).await {
         return Err(envoy_lagging("the view was created"));
     }
-    Ok((StatusCode::CREATED, Json(to_api(view, &state.config))).into_response())
+    Ok((StatusCode::CREATED, Json(to_api(&view, &state.config))).into_response())
 }
 
 /// The progress page's event stream, on the view's own host.
@@ -620,22 +634,11 @@ async fn share(
         )
         .await
         .map_err(write_error)??;
-    let wait = Duration::from_millis(state.config.index_wait_ms);
-    let seen = state
-        .index
-        .wait_for(wait, |s| {
-            s.views
-                .get(&name)
-                .is_some_and(|v| v.uid == uid && v.spec.shared_with == shares)
-        })
-        .await;
-    let snapshot = state.index.snapshot();
-    let view = snapshot
-        .views
-        .get(&name)
-        .filter(|_| seen)
-        .ok_or_else(|| index_lagging("the shares were changed"))?;
-    Ok(Json(to_api(view, &state.config)).into_response())
+    let view = indexed(&state, &name, "the shares were changed", |v| {
+        v.uid == uid && v.spec.shared_with == shares
+    })
+    .await?;
+    Ok(Json(to_api(&view, &state.config)).into_response())
 }
 
 /// `GET /_api/me`: who the caller is and what they may read.

@@ -661,7 +661,8 @@ async fn a_removed_entitlement_stops_the_next_create_and_start() {
 
 /// A browser's sign-in, step by step: Envoy sends it to the provider with
 /// PKCE, takes the code back on the view's own host and sets that host's
-/// session; the session opens that host and no other.
+/// session (cookies a sibling host cannot plant); the view behind it learns
+/// who calls but never sees the session.
 #[gtest]
 #[tokio::test]
 async fn a_browser_signs_in_per_host_and_its_session_works_on_that_host_only() {
