@@ -2,15 +2,19 @@
 //!
 //! ```text
 //!  Kubernetes ──watch──► kubernetes::watch_views ──► index (one task owns the
-//!  (Services,                                        view state; publishes Snapshots
-//!   EndpointSlices)                                  through tokio::sync::watch)
+//!  (Services, EndpointSlices,                        view state and the entitlements;
+//!   Jobs, pods, events, the                          publishes Snapshots through
+//!   entitlements ConfigMap)                          tokio::sync::watch)
 //!        ▲                                                  │
-//!        │                               ┌──────────────────┼─────────────────┐
-//!        │                               ▼                  ▼                 ▼
-//!        │                 xds (resources::build → ADS   api (/_api,     (activator:
-//!        │                  streams, ACK/NACK per Envoy)  /readyz, …)     next issue)
-//!        └─────── kubernetes::Writer (create/delete view Services) ◄───────┘
-//!  credentials: per-view S3 keys and the S3 endpoint that enforces them
+//!        │                     ┌────────────────┬───────────┼──────────────┬─────────────┐
+//!        │                     ▼                ▼           ▼              ▼             ▼
+//!        │    xds (resources + access: sign-in   api (/_api:   activator      idle    credentials
+//!        │     filters, per-view RBAC → ADS)     auth, shares, (ext_authz,            (S3 endpoint,
+//!        │                                       /_api/me)     entitlements           per-view keys)
+//!        │                                                      at start)
+//!        └─────── kubernetes::Writer (view Services, Jobs, Secrets) ◄──────┘
+//!  identity: the verified caller (Envoy's jwt_authn) and the provider's endpoints
+//!  entitlements: the operator's data grants, checked on create, share and start
 //! ```
 //!
 //! Data flows one way: watchers feed the index, the index feeds xDS and the
