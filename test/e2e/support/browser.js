@@ -80,9 +80,22 @@ export async function submitLogin(page, user, url) {
     (response) => response.url() === url && response.request().resourceType() === 'document' && !isRedirect(response),
     { timeout: 30_000 },
   );
+  // A navigation that fails on the way back (say, a redirect to a port
+  // nothing listens on) fails the sign-in at once, saying where.
+  let failed;
+  const failure = new Promise((_, reject) => {
+    failed = (request) => {
+      if (request.isNavigationRequest()) {
+        reject(new Error(`signed in as ${user}, the browser did not get back to ${url}: ${request.url()} failed (${request.failure()?.errorText})`));
+      }
+    };
+    page.on('requestfailed', failed);
+  });
+  back.catch(() => {});
+  failure.catch(() => {});
   const submitted = Date.now();
   await page.locator('form button[type="submit"]').click();
-  const response = await back;
+  const response = await Promise.race([back, failure]).finally(() => page.off('requestfailed', failed));
   await page.waitForLoadState('load');
   return { ms: Date.now() - submitted, response };
 }
