@@ -142,15 +142,7 @@ fn refuse_simulated_pods() -> anyhow::Result<()> {
 /// Remove the namespace (which takes the veth pair with it) and the real
 /// node's bridge with any pod veth left on it. Idempotent.
 pub fn down() -> anyhow::Result<()> {
-    if ip(&["link", "show", REAL_BRIDGE]).is_ok() {
-        for line in ip(&["-o", "link", "show", "master", REAL_BRIDGE])?.lines() {
-            // `7: veth1234@if2: <…> …`: the name up to `@`.
-            if let Some(name) = line.split(": ").nth(1).and_then(|n| n.split('@').next()) {
-                let _ = ip(&["link", "delete", name]);
-            }
-        }
-        ip(&["link", "delete", REAL_BRIDGE])?;
-    }
+    real_bridge_down()?;
     if ip(&["netns", "list"])?
         .lines()
         .any(|l| l.split_whitespace().next() == Some(NETNS))
@@ -161,6 +153,21 @@ pub fn down() -> anyhow::Result<()> {
         ip(&["link", "delete", HOST_IFACE])?;
     }
     Ok(())
+}
+
+/// Remove the real node's bridge and any pod veth left on it (the pods'
+/// network namespaces are gone by now, which usually takes the veths along).
+fn real_bridge_down() -> anyhow::Result<()> {
+    if ip(&["link", "show", REAL_BRIDGE]).is_err() {
+        return Ok(());
+    }
+    for line in ip(&["-o", "link", "show", "master", REAL_BRIDGE])?.lines() {
+        // `7: veth1234@if2: <…> …`: the name up to `@`.
+        if let Some(name) = line.split(": ").nth(1).and_then(|n| n.split('@').next()) {
+            let _ = ip(&["link", "delete", name]);
+        }
+    }
+    ip(&["link", "delete", REAL_BRIDGE]).map(drop)
 }
 
 /// Run `ip` and return its stdout; a failure carries its stderr.
