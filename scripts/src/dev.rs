@@ -241,18 +241,13 @@ fn print_usage(port: u16) {
     println!("  http://demo.localhost:{port}/");
     println!();
     println!(
-        "It is {DEMO_OWNER}'s, and only she (and whom she shares it with) may open it; to anyone"
+        "\
+It is {DEMO_OWNER}'s: only she (and whom she shares it with) may open it; to anyone else
+it answers 404, like a view that does not exist. The browser goes to the provider's
+sign-in page first: sign in as {DEMO_OWNER} (password below) and it comes back to the
+view. Each host has its own session; the provider remembers you, so other hosts sign
+you in without the form. Sign out: http://demo.localhost:{port}/_gateway/sign-out"
     );
-    println!(
-        "else it answers 404, like a view that does not exist. The browser goes to the provider's"
-    );
-    println!(
-        "sign-in page first: sign in as {DEMO_OWNER} (password below) and it comes back to the view."
-    );
-    println!(
-        "Each host has its own session (the provider remembers you: other hosts sign you in without"
-    );
-    println!("the form). Sign out: http://demo.localhost:{port}/_gateway/sign-out");
     println!();
     println!("The API takes the provider's access tokens (analysts such as ana may read sales/,");
     println!("finance such as bob tpch/ and sales-private/; group {ADMIN_GROUP} sees every view):");
@@ -266,10 +261,10 @@ fn print_usage(port: u16) {
         bearer(DEMO_OWNER)
     );
     println!(
-        "       -d '{{\"name\":\"eu\",\"subsets\":[{{\"bucket\":\"lake\",\"prefixes\":[\"sales/region=eu/\"],\"tables\":{{\"orders\":{{\"path\":\"sales/region=eu/*.parquet\",\"format\":\"parquet\"}}}}}}]}}'"
+        "       -d '{{\"name\":\"euro\",\"subsets\":[{{\"bucket\":\"lake\",\"prefixes\":[\"sales/region=eu/\"],\"tables\":{{\"orders\":{{\"path\":\"sales/region=eu/*.parquet\",\"format\":\"parquet\"}}}}}}]}}'"
     );
     println!(
-        "  then open http://eu.localhost:{port}/   (list: curl {} localhost:{port}/_api/views)",
+        "  then open http://euro.localhost:{port}/   (list: curl {} localhost:{port}/_api/views)",
         bearer(DEMO_OWNER)
     );
     println!();
