@@ -19,6 +19,9 @@ pub struct Gateway {
     pub port: u16,
     pub admin_port: u16,
     pub ops_port: u16,
+    /// Where readiness is probed over plain HTTP: the listener, or with TLS
+    /// the plain listener beside it (`ENVOY_HTTP_LISTEN`).
+    probe_port: u16,
     sidecar: Option<Child>,
     envoy: Option<Child>,
     sidecar_env: Vec<(String, String)>,
@@ -169,11 +172,17 @@ impl Gateway {
             ("RUST_LOG".into(), "info,gateway_sidecar=debug".into()),
         ];
         sidecar_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let probe_port = env
+            .iter()
+            .find(|(k, _)| *k == "ENVOY_HTTP_LISTEN")
+            .and_then(|(_, v)| v.parse::<SocketAddr>().ok())
+            .map_or(port, |address| address.port());
         let mut gateway = Gateway {
             name: name.into(),
             port,
             admin_port,
             ops_port,
+            probe_port,
             sidecar: None,
             envoy: None,
             sidecar_env,
@@ -239,7 +248,7 @@ impl Gateway {
     /// A process that exits meanwhile fails the wait at once, with its log.
     async fn wait_ready(&mut self) {
         let client = self.client();
-        let url = self.url("localhost", "/_api/readyz");
+        let url = format!("http://localhost:{}/_api/readyz", self.probe_port);
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             self.assert_running();

@@ -50,6 +50,17 @@ pub struct Config {
     #[arg(long, env = "OPS_LISTEN", default_value = "127.0.0.1:9090")]
     pub ops_listen: SocketAddr,
 
+    /// A `kubernetes.io/tls` Secret (in the views' namespace) with the
+    /// certificate for `<hostname>` and `*.<hostname>`: Envoy then serves
+    /// TLS on `ENVOY_LISTEN`. Replace the Secret to rotate it.
+    #[arg(long, env = "TLS_SECRET")]
+    pub tls_secret: Option<String>,
+
+    /// With TLS: where Envoy also listens for plain HTTP, which it redirects
+    /// to HTTPS (on `localhost` it serves it, for development).
+    #[arg(long, env = "ENVOY_HTTP_LISTEN")]
+    pub envoy_http_listen: Option<SocketAddr>,
+
     /// Where Envoy's gateway listener binds (pushed over LDS).
     #[arg(long, env = "ENVOY_LISTEN", default_value = "0.0.0.0:8080")]
     pub envoy_listen: SocketAddr,

@@ -8,6 +8,7 @@
 //! their pods ───────────┤        (a batch of events marks          (Service + endpoints
 //! FailedCreate events ──┘         the views it touches)             + activations)
 //! entitlements ConfigMap ──► Entitlements (parsed once per change, shared by snapshots)
+//! TLS Secret ──────────────► tls::Certificate (the last usable one)
 //! ```
 //!
 //! One task owns the state ([`run`]); everyone else reads immutable
@@ -31,7 +32,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::Event;
 use tokio::sync::watch;
@@ -131,6 +132,8 @@ pub struct Snapshot {
     /// The operator's data entitlements (grant nothing until their
     /// ConfigMap has been read, and while it is absent or invalid).
     pub entitlements: Arc<Entitlements>,
+    /// The certificate Envoy serves TLS with (`TLS_SECRET`), once usable.
+    pub tls: Option<Arc<crate::tls::Certificate>>,
 }
 
 impl Snapshot {
@@ -284,31 +287,53 @@ impl<T> Store<T> {
     }
 }
 
-/// What the entitlements watch holds: the parsed ConfigMap, and its relist
-/// in progress.
+/// One object watched by name, through a relist: what it is once an event
+/// settles it.
+struct Named<K> {
+    /// Relisting: the object seen so far in this list, if any.
+    relisting: Option<Option<K>>,
+}
+
+impl<K> Default for Named<K> {
+    fn default() -> Self {
+        Self { relisting: None }
+    }
+}
+
+impl<K> Named<K> {
+    /// The object as it stands after `event`, when the event settles it (a
+    /// list's end, a change, a deletion); None in the middle of a list.
+    fn apply(&mut self, event: Event<K>) -> Option<Option<K>> {
+        match event {
+            Event::Init => {
+                self.relisting = Some(None);
+                None
+            }
+            Event::InitApply(object) => {
+                if let Some(listed) = self.relisting.as_mut() {
+                    *listed = Some(object);
+                }
+                None
+            }
+            Event::InitDone => Some(self.relisting.take().flatten()),
+            Event::Apply(object) => Some(Some(object)),
+            Event::Delete(_) => Some(None),
+        }
+    }
+}
+
+/// What the entitlements watch holds: the parsed ConfigMap.
 #[derive(Default)]
 struct EntitlementsStore {
+    watch: Named<ConfigMap>,
     current: Arc<Entitlements>,
-    /// Relisting: the ConfigMap seen so far in this list, if any.
-    relisting: Option<Option<ConfigMap>>,
     synced: bool,
 }
 
 impl EntitlementsStore {
     fn apply(&mut self, event: Event<ConfigMap>) {
-        match event {
-            Event::Init => self.relisting = Some(None),
-            Event::InitApply(config_map) => {
-                if let Some(listed) = self.relisting.as_mut() {
-                    *listed = Some(config_map);
-                }
-            }
-            Event::InitDone => {
-                let listed = self.relisting.take().flatten();
-                self.set(Entitlements::from_config_map(listed.as_ref()));
-            }
-            Event::Apply(config_map) => self.set(Entitlements::from_config_map(Some(&config_map))),
-            Event::Delete(_) => self.set(Entitlements::from_config_map(None)),
+        if let Some(config_map) = self.watch.apply(event) {
+            self.set(Entitlements::from_config_map(config_map.as_ref()));
         }
     }
 
@@ -333,6 +358,38 @@ impl EntitlementsStore {
     }
 }
 
+/// What the TLS Secret watch holds: the last usable certificate.
+#[derive(Default)]
+struct TlsStore {
+    watch: Named<Secret>,
+    current: Option<Arc<crate::tls::Certificate>>,
+    synced: bool,
+}
+
+impl TlsStore {
+    fn apply(&mut self, event: Event<Secret>) {
+        let Some(secret) = self.watch.apply(event) else {
+            return;
+        };
+        self.synced = true;
+        match crate::tls::Certificate::from_secret(secret.as_ref()) {
+            Ok(certificate) if self.current.as_deref() != Some(&certificate) => {
+                tracing::info!("TLS certificate loaded");
+                self.current = Some(Arc::new(certificate));
+            }
+            Ok(_) => {}
+            // No Secret (or no TLS_SECRET at all) and nothing served yet:
+            // the xDS builder says what the TLS listener waits for.
+            Err(crate::tls::Unusable::Missing) if self.current.is_none() => {}
+            Err(unusable) => tracing::error!(
+                %unusable,
+                serving_previous = self.current.is_some(),
+                "the TLS Secret cannot be used; the certificate in use is kept"
+            ),
+        }
+    }
+}
+
 /// The index's private state: what each watch currently holds, and the views
 /// as last published.
 #[derive(Default)]
@@ -346,6 +403,7 @@ struct State {
     /// `FailedCreate` events of Jobs.
     events: Store<Arc<KubeEvent>>,
     entitlements: EntitlementsStore,
+    tls: TlsStore,
     reachable: bool,
     views: Views,
 }
@@ -375,6 +433,7 @@ pub async fn run(changes: impl Stream<Item = Change>, tx: watch::Sender<Arc<Snap
             && published.synced == synced
             && published.kubernetes_reachable == state.reachable
             && Arc::ptr_eq(&published.entitlements, &state.entitlements.current)
+            && same(&published.tls, &state.tls.current)
         {
             continue;
         }
@@ -384,7 +443,16 @@ pub async fn run(changes: impl Stream<Item = Change>, tx: watch::Sender<Arc<Snap
         published.synced = synced;
         published.kubernetes_reachable = state.reachable;
         published.entitlements = state.entitlements.current.clone();
+        published.tls = state.tls.current.clone();
         tx.send_replace(Arc::new(published.clone()));
+    }
+}
+
+fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }
 
@@ -403,6 +471,7 @@ impl State {
             Change::Pod(event) => self.pods.apply(*event, owned_by_view, dirty),
             Change::Event(event) => self.events.apply(*event, read_event, dirty),
             Change::Entitlements(event) => self.entitlements.apply(*event),
+            Change::Tls(event) => self.tls.apply(*event),
             Change::Failed(_) => {}
         }
     }
@@ -414,6 +483,7 @@ impl State {
             && self.pods.synced
             && self.events.synced
             && self.entitlements.synced
+            && self.tls.synced
     }
 
     /// Bring the published views in line with the stores for every view that
@@ -695,6 +765,7 @@ mod tests {
             events.push(Change::Pod(Box::new(Event::InitDone)));
             events.push(Change::Event(Box::new(Event::InitDone)));
             events.push(Change::Entitlements(Box::new(Event::InitDone)));
+            events.push(Change::Tls(Box::new(Event::InitDone)));
             for event in events {
                 changes.send(event).expect("the index runs");
             }
@@ -859,6 +930,7 @@ mod tests {
             Change::Job(Box::new(Event::InitDone)),
             Change::Pod(Box::new(Event::InitDone)),
             Change::Event(Box::new(Event::InitDone)),
+            Change::Tls(Box::new(Event::InitDone)),
             Change::Entitlements(Box::new(Event::Init)),
             Change::Entitlements(Box::new(Event::InitApply(entitlements(
                 "grants: [{users: [ana], bucket: lake, prefixes: [sales/]}]",

@@ -35,6 +35,7 @@ pub mod idle;
 pub mod index;
 pub mod kubernetes;
 pub mod telemetry;
+pub mod tls;
 pub mod view;
 pub mod workload;
 pub mod xds;

@@ -55,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
             client.clone(),
             &config.namespace,
             &config.entitlements_configmap,
+            config.tls_secret.as_deref(),
         ),
         index_tx,
     ));

@@ -2,12 +2,12 @@
 //! view Services and their EndpointSlices (selected by the view label, which
 //! EndpointSlices inherit from their Service), the views' Jobs and pods (same
 //! label, set by the activator), and the Job controller's `FailedCreate`
-//! events (how a quota or admission refusal of a view's pod shows), and the
-//! operator's entitlements ConfigMap (selected by name).
+//! events (how a quota or admission refusal of a view's pod shows), the
+//! operator's entitlements ConfigMap and TLS Secret (each selected by name).
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
@@ -24,6 +24,9 @@ pub enum Change {
     Event(Box<watcher::Event<Event>>),
     /// The entitlements ConfigMap (the only object its watch selects).
     Entitlements(Box<watcher::Event<ConfigMap>>),
+    /// The TLS Secret (the only object its watch selects); without
+    /// `TLS_SECRET` one empty listing.
+    Tls(Box<watcher::Event<Secret>>),
     Failed(watcher::Error),
 }
 
@@ -36,6 +39,7 @@ pub fn watch_views(
     client: kube::Client,
     namespace: &str,
     entitlements: &str,
+    tls: Option<&str>,
 ) -> impl Stream<Item = Change> + Send + use<> {
     let labelled = watcher::Config::default().labels(view::SELECTOR);
     let events = watcher::Config::default().fields(FAILED_CREATE);
@@ -48,6 +52,21 @@ pub fn watch_views(
         watch(&client, namespace, labelled, Change::Pod),
         watch(&client, namespace, events, Change::Event),
         watch(&client, namespace, entitlements, Change::Entitlements),
+        match tls {
+            // By name, as the Role allows.
+            Some(name) => watch(
+                &client,
+                namespace,
+                watcher::Config::default().fields(&format!("metadata.name={name}")),
+                Change::Tls,
+            ),
+            None => futures::stream::iter([
+                Change::Tls(Box::new(watcher::Event::Init)),
+                Change::Tls(Box::new(watcher::Event::InitDone)),
+            ])
+            .chain(futures::stream::pending())
+            .boxed(),
+        },
     ])
 }
 

@@ -57,6 +57,8 @@ const KUBERNETES_PROVIDER: &str = "kubernetes";
 /// Where jwt_authn puts a verified token's claims, under [`JWT_FILTER`].
 const CLAIMS_KEY: &str = "jwt";
 const CLIENT_SECRET: &str = "oidc-client-secret";
+/// The SDS name of the gateway's certificate.
+const CERTIFICATE: &str = "gateway-tls";
 const HMAC_SECRET: &str = "oauth2-hmac";
 
 /// The sign-in settings with the provider's endpoints: present when sign-in is on.
@@ -707,6 +709,83 @@ pub fn local_replies(config: &Config) -> Vec<hcm::ResponseMapper> {
         unauthenticated(status(403)),
         unauthenticated(status(401)),
     ]
+}
+
+/// TLS on the gateway's listener, with the certificate from SDS (rotated
+/// without touching the listener, so open connections stay).
+pub fn terminate_tls() -> core::TransportSocket {
+    let context = tls::DownstreamTlsContext {
+        common_tls_context: Some(tls::CommonTlsContext {
+            tls_certificate_sds_secret_configs: vec![sds(CERTIFICATE).unwrap()],
+            alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    core::TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            &context,
+        ))),
+    }
+}
+
+/// The certificate as an SDS secret.
+pub fn certificate(certificate: &crate::tls::Certificate) -> tls::Secret {
+    let bytes = |b: &[u8]| core::DataSource {
+        specifier: Some(core::data_source::Specifier::InlineBytes(b.to_vec())),
+        ..Default::default()
+    };
+    tls::Secret {
+        name: CERTIFICATE.into(),
+        r#type: Some(tls::secret::Type::TlsCertificate(tls::TlsCertificate {
+            certificate_chain: Some(bytes(&certificate.chain)),
+            private_key: Some(bytes(&certificate.key)),
+            ..Default::default()
+        })),
+    }
+}
+
+/// Plain HTTP when the gateway serves TLS: every request is sent to HTTPS.
+pub fn redirect_to_https() -> hcm::HttpConnectionManager {
+    let redirect = route::Route {
+        r#match: Some(route::RouteMatch {
+            path_specifier: Some(route::route_match::PathSpecifier::Prefix("/".into())),
+            ..Default::default()
+        }),
+        action: Some(route::route::Action::Redirect(route::RedirectAction {
+            scheme_rewrite_specifier: Some(
+                route::redirect_action::SchemeRewriteSpecifier::HttpsRedirect(true),
+            ),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    hcm::HttpConnectionManager {
+        stat_prefix: "gateway_http".into(),
+        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::RouteConfig(
+            route::RouteConfiguration {
+                name: "to-https".into(),
+                virtual_hosts: vec![route::VirtualHost {
+                    name: "to-https".into(),
+                    domains: vec!["*".into()],
+                    routes: vec![redirect],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        )),
+        http_filters: vec![hcm::HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+                "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                &envoy_types::pb::envoy::extensions::filters::http::router::v3::Router::default(),
+            ))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
 }
 
 /// Drop what only Envoy's filters may set before any filter runs.

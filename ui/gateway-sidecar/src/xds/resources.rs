@@ -279,6 +279,8 @@ pub struct Builder {
     generation: u64,
     complete: bool,
     started: bool,
+    /// The certificate last given to Envoy.
+    tls: Option<Arc<crate::tls::Certificate>>,
 }
 
 impl Builder {
@@ -295,6 +297,7 @@ impl Builder {
             generation: 0,
             complete: false,
             started: false,
+            tls: None,
         }
     }
 
@@ -316,9 +319,31 @@ impl Builder {
                     Resource::new(CLUSTER_TYPE, &name, &cluster, Refs::default()),
                 );
             }
-            self.set(LISTENER_TYPE, gateway_listener(&self.config));
+            for listener in gateway_listeners(&self.config) {
+                self.set(LISTENER_TYPE, listener);
+            }
+            if self.config.tls_secret.is_some() && snapshot.tls.is_none() {
+                tracing::warn!(
+                    secret = self.config.tls_secret,
+                    "the TLS listener waits for a usable certificate in its Secret"
+                );
+            }
             self.set(SCOPED_ROUTE_TYPE, scope(GATEWAY, &self.gateway_label));
             self.rebuild_gateway_routes();
+        }
+        if let Some(certificate) = &snapshot.tls
+            && self
+                .tls
+                .as_ref()
+                .is_none_or(|served| !Arc::ptr_eq(served, certificate))
+        {
+            self.tls = Some(certificate.clone());
+            let secret = access::certificate(certificate);
+            let name = secret.name.clone();
+            self.set(
+                SECRET_TYPE,
+                Resource::new(SECRET_TYPE, &name, &secret, Refs::default()),
+            );
         }
         match self
             .index_generation
@@ -530,7 +555,8 @@ pub(super) fn inline(body: &str) -> Option<core::DataSource> {
     })
 }
 
-fn gateway_listener(config: &Config) -> Arc<Resource> {
+/// The gateway's listener, and with TLS the plain-HTTP one beside it.
+fn gateway_listeners(config: &Config) -> Vec<Arc<Resource>> {
     use hcm::scoped_routes::scope_key_builder::{FragmentBuilder, fragment_builder};
     let budget = config.workload.cold_start_budget_seconds;
     let check_timeout = budget + EXT_AUTHZ_MARGIN_SECONDS;
@@ -668,26 +694,61 @@ fn gateway_listener(config: &Config) -> Arc<Resource> {
             .collect(),
         ..Default::default()
     };
-    let listener = listener::Listener {
+    let http_filter = |manager: &hcm::HttpConnectionManager| listener::Filter {
+        name: "envoy.filters.network.http_connection_manager".into(),
+        config_type: typed(
+            "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            manager,
+        ),
+    };
+    let gateway = listener::Listener {
         name: GATEWAY.into(),
         address: Some(socket_address(
             config.envoy_listen.ip(),
             config.envoy_listen.port(),
         )),
         filter_chains: vec![listener::FilterChain {
-            filters: vec![listener::Filter {
-                name: "envoy.filters.network.http_connection_manager".into(),
-                config_type: typed(
-                    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    &manager,
-                ),
-            }],
+            filters: vec![http_filter(&manager)],
+            transport_socket: config.tls_secret.as_ref().map(|_| access::terminate_tls()),
             ..Default::default()
         }],
         ..Default::default()
     };
-    Resource::new(LISTENER_TYPE, GATEWAY, &listener, Refs::default())
+    let mut listeners = vec![Resource::new(
+        LISTENER_TYPE,
+        GATEWAY,
+        &gateway,
+        Refs::default(),
+    )];
+    if let (Some(_), Some(address)) = (&config.tls_secret, config.envoy_http_listen) {
+        // Plain HTTP: the same gateway on localhost (development), else
+        // a redirect to HTTPS.
+        let plain = if config.gateway_hostname == "localhost" {
+            manager
+        } else {
+            access::redirect_to_https()
+        };
+        let listener = listener::Listener {
+            name: PLAIN_HTTP.into(),
+            address: Some(socket_address(address.ip(), address.port())),
+            filter_chains: vec![listener::FilterChain {
+                filters: vec![http_filter(&plain)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        listeners.push(Resource::new(
+            LISTENER_TYPE,
+            PLAIN_HTTP,
+            &listener,
+            Refs::default(),
+        ));
+    }
+    listeners
 }
+
+/// The listener for plain HTTP when the gateway serves TLS.
+const PLAIN_HTTP: &str = "gateway-http";
 
 /// One JSON line per request on Envoy's stdout: who asked for which view,
 /// what came back, how long it took and where it went.
@@ -966,6 +1027,61 @@ mod tests {
 
     fn config() -> Config {
         Config::parse_from(["gateway-sidecar"])
+    }
+
+    /// The HTTP connection manager of a listener resource's first chain.
+    fn manager_of(resource: &Resource) -> (listener::Listener, hcm::HttpConnectionManager) {
+        let listener = listener::Listener::decode(resource.body.value.as_slice()).unwrap();
+        let Some(listener::filter::ConfigType::TypedConfig(any)) =
+            &listener.filter_chains[0].filters[0].config_type
+        else {
+            panic!("a typed HTTP connection manager");
+        };
+        let manager = hcm::HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+        (listener, manager)
+    }
+
+    #[gtest]
+    fn with_tls_plain_http_is_redirected_except_on_localhost() {
+        let tls = |hostname: &str| {
+            Config::parse_from([
+                "gateway-sidecar",
+                "--gateway-hostname",
+                hostname,
+                "--tls-secret",
+                "views-gateway-tls",
+                "--envoy-http-listen",
+                "0.0.0.0:8080",
+                "--envoy-listen",
+                "0.0.0.0:8443",
+            ])
+        };
+        let listeners = gateway_listeners(&tls("views.example.com"));
+        expect_that!(listeners.len(), eq(2));
+        let (secure, _) = manager_of(&listeners[0]);
+        expect_that!(secure.filter_chains[0].transport_socket, some(anything()));
+        let (plain, manager) = manager_of(&listeners[1]);
+        expect_that!(plain.filter_chains[0].transport_socket, none());
+        let Some(hcm::http_connection_manager::RouteSpecifier::RouteConfig(routes)) =
+            manager.route_specifier
+        else {
+            panic!("an inline redirect");
+        };
+        expect_that!(
+            routes.virtual_hosts[0].routes[0].action,
+            some(matches_pattern!(route::route::Action::Redirect(anything())))
+        );
+        // On localhost the plain listener is the gateway itself.
+        let local = gateway_listeners(&tls("localhost"));
+        let (_, manager) = manager_of(&local[1]);
+        expect_that!(
+            manager.route_specifier,
+            some(matches_pattern!(
+                hcm::http_connection_manager::RouteSpecifier::ScopedRoutes(anything())
+            ))
+        );
+        // Without TLS: one plain listener.
+        expect_that!(gateway_listeners(&config()).len(), eq(1));
     }
 
     fn view(name: &str, serving: &[[u8; 4]]) -> Arc<ViewState> {
