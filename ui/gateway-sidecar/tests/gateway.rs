@@ -583,7 +583,7 @@ async fn a_namespace_quota_on_services_caps_the_number_of_views() {
 
 #[gtest]
 #[tokio::test]
-async fn the_edge_normalises_paths_and_bounds_headers() {
+async fn the_edge_normalises_hosts_and_paths_and_bounds_headers() {
     let client = test_support::client().await;
     let namespace = TestNamespace::create(&client).await;
     let gateway = Gateway::start("edge", namespace.name()).await;
@@ -599,6 +599,14 @@ async fn the_edge_normalises_paths_and_bounds_headers() {
     wait_routed(&gateway, "edge.localhost").await;
     let http = gateway.client();
 
+    // Host names are case-insensitive.
+    let (status, seen) = get(&gateway, "EDGE.LocalHost", "/headers").await;
+    expect_that!(status, eq(StatusCode::OK));
+    expect_that!(seen, contains_substring("host: edge.localhost"));
+    expect_that!(
+        get(&gateway, "LOCALHOST", "/_api/views").await.0,
+        eq(StatusCode::OK)
+    );
     // One spelling per path: the view sees what routing saw.
     let (status, seen) = get(&gateway, "edge.localhost", "//nowhere/..//headers").await;
     expect_that!(status, eq(StatusCode::OK));

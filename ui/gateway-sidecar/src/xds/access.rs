@@ -788,6 +788,101 @@ pub fn redirect_to_https() -> hcm::HttpConnectionManager {
     }
 }
 
+/// Host names are case-insensitive, but the scope a request is routed by is
+/// the Host's first label, compared exactly: a Host with capitals is
+/// lowercased (and routed again) first. Only such a Host runs the script;
+/// every other request costs one regular-expression match on the Host.
+pub fn lowercase_hosts() -> hcm::HttpFilter {
+    use envoy_types::pb::envoy::extensions::common::matching::v3::ExtensionWithMatcher;
+    use envoy_types::pb::envoy::extensions::filters::http::lua::v3::Lua;
+    use envoy_types::pb::xds::core::v3::TypedExtensionConfig;
+    use envoy_types::pb::xds::r#type::matcher::v3 as xds_matcher;
+    use xds_matcher::matcher::matcher_list::{self, predicate};
+    let typed = |name: &str, type_url: &str, body: Vec<u8>| TypedExtensionConfig {
+        name: name.into(),
+        typed_config: Some(Any {
+            type_url: type_url.into(),
+            value: body,
+        }),
+    };
+    let authority = typed(
+        "authority",
+        "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+        prost::Message::encode_to_vec(&matcher::HttpRequestHeaderMatchInput {
+            header_name: ":authority".into(),
+        }),
+    );
+    let no_capitals = xds_matcher::StringMatcher {
+        match_pattern: Some(xds_matcher::string_matcher::MatchPattern::SafeRegex(
+            xds_matcher::RegexMatcher {
+                regex: "[^A-Z]*".into(),
+                engine_type: Some(xds_matcher::regex_matcher::EngineType::GoogleRe2(
+                    xds_matcher::regex_matcher::GoogleRe2 {},
+                )),
+            },
+        )),
+        ..Default::default()
+    };
+    let skip = typed(
+        "skip",
+        "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter",
+        Vec::new(),
+    );
+    let only_with_capitals = xds_matcher::Matcher {
+        matcher_type: Some(xds_matcher::matcher::MatcherType::MatcherList(
+            xds_matcher::matcher::MatcherList {
+                matchers: vec![matcher_list::FieldMatcher {
+                    predicate: Some(matcher_list::Predicate {
+                        match_type: Some(predicate::MatchType::SinglePredicate(
+                            predicate::SinglePredicate {
+                                input: Some(authority),
+                                matcher: Some(predicate::single_predicate::Matcher::ValueMatch(
+                                    no_capitals,
+                                )),
+                            },
+                        )),
+                    }),
+                    on_match: Some(xds_matcher::matcher::OnMatch {
+                        on_match: Some(xds_matcher::matcher::on_match::OnMatch::Action(skip)),
+                        ..Default::default()
+                    }),
+                }],
+            },
+        )),
+        ..Default::default()
+    };
+    let script = Lua {
+        default_source_code: Some(core::DataSource {
+            specifier: Some(core::data_source::Specifier::InlineString(
+                r#"function envoy_on_request(request)
+  local headers = request:headers()
+  headers:replace(":authority", string.lower(headers:get(":authority")))
+  request:clearRouteCache()
+end
+"#
+                .into(),
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    filter(
+        "envoy.filters.http.match_delegate",
+        "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+        &ExtensionWithMatcher {
+            xds_matcher: Some(only_with_capitals),
+            extension_config: Some(core::TypedExtensionConfig {
+                name: "envoy.filters.http.lua".into(),
+                typed_config: Some(any(
+                    "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                    &script,
+                )),
+            }),
+            ..Default::default()
+        },
+    )
+}
+
 /// Drop what only Envoy's filters may set before any filter runs.
 pub fn strip_internal_headers() -> core::TypedExtensionConfig {
     use envoy_types::pb::envoy::config::common::mutation_rules::v3 as rules;

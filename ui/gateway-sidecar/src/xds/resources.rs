@@ -668,8 +668,8 @@ fn gateway_listeners(config: &Config) -> Vec<Arc<Resource>> {
             AccessLog::Off => Vec::new(),
         },
         early_header_mutation_extensions: vec![access::strip_internal_headers()],
-        http_filters: access::http_filters(config)
-            .into_iter()
+        http_filters: std::iter::once(access::lowercase_hosts())
+            .chain(access::http_filters(config))
             .chain([
                 hcm::HttpFilter {
                     name: EXT_AUTHZ_FILTER.into(),
