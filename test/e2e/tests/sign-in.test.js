@@ -183,10 +183,17 @@ describe('signing in', () => {
     // The gateway hands over to the provider's sign-out, which asks first.
     expect(page.url().startsWith(provider().issuer)).toBe(true);
     await screenshot(page, 'sign-out-provider.png');
+    // Confirmed there, the provider sends her back to demo.localhost, which
+    // (no session) sends her to sign in.
+    const failed = [];
+    page.on('requestfailed', (r) => r.isNavigationRequest() && failed.push(`${r.url()} (${r.failure()?.errorText})`));
     await page.getByRole('button', { name: 'Sign out' }).click();
-    await page.waitForLoadState('load');
+    await page.waitForURL((url) => url.href.startsWith(`${provider().issuer}/interaction/`) || url.protocol === 'chrome-error:');
+    expect(failed).toEqual([]);
+    expect(await onLoginPage(page)).toBe(true);
 
-    // Signed out at the provider too: the view host shows the login page again.
+    // Signed out at the provider too: the view host shows the login page
+    // again, whenever she comes back.
     const redirects = [];
     page.on('response', (response) => {
       if (response.request().resourceType() === 'document' && isRedirect(response)) redirects.push(response.url());
