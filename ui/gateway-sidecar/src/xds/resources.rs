@@ -24,8 +24,8 @@
 //! Hosts match exactly: `demo.localhost:8080` is `demo.localhost` (the port is
 //! stripped before routing), `demo.localhost.evil.example` falls in scope
 //! `demo` but matches no virtual host there, so it gets the same 404 as an
-//! unknown view. The scope key is case-sensitive (view names are lower case;
-//! browsers send lower-case hosts). A view named like the first label of
+//! unknown view. The scope key is compared exactly, so a Host with capitals
+//! is lowercased first (`access::lowercase_hosts`). A view named like the first label of
 //! `GATEWAY_HOSTNAME` cannot have a scope of its own: its virtual host goes
 //! into the gateway's route configuration instead.
 //!
