@@ -955,7 +955,11 @@ pub fn write(now: Sections, machine: &Machine) -> anyhow::Result<()> {
         let _ = writeln!(md, "{DATA_PREFIX}warm {} -->", comment_json(warm));
     }
     if let Some(warm) = &sections.warm_sign_in_off {
-        let _ = writeln!(md, "{DATA_PREFIX}warm-sign-in-off {} -->", comment_json(warm));
+        let _ = writeln!(
+            md,
+            "{DATA_PREFIX}warm-sign-in-off {} -->",
+            comment_json(warm)
+        );
     }
     if let Some(cold) = &sections.cold {
         let _ = writeln!(md, "{DATA_PREFIX}cold {} -->", comment_json(cold));

@@ -53,6 +53,9 @@ pub struct SignedIn {
     token_endpoint: String,
     end_session_endpoint: String,
     jwks_uri: String,
+    /// The cluster's ServiceAccount token issuer (the gateway accepts those
+    /// tokens too by default).
+    service_account_issuer: String,
 }
 
 impl SignedIn {
@@ -87,6 +90,19 @@ impl SignedIn {
             .secret
             .clone()
             .with_context(|| format!("no secret for client {GATEWAY_CLIENT} in oidc.json"))?;
+        // Where the sidecar reads it too: the API server's discovery.
+        let cluster_discovery: Value = serde_json::from_str(
+            &client
+                .request_text(
+                    http::Request::get("/.well-known/openid-configuration").body(Vec::new())?,
+                )
+                .await
+                .context("the API server's OpenID discovery")?,
+        )?;
+        let service_account_issuer = cluster_discovery["issuer"]
+            .as_str()
+            .context("no issuer in the API server's OpenID discovery")?
+            .to_string();
         let token = oidc::token(USER, CLI_CLIENT, GATEWAY_RESOURCE).await?;
         let claims = oidc::claims(&token)?;
         Ok(SignedIn {
@@ -104,6 +120,7 @@ impl SignedIn {
             token_endpoint: endpoint("token_endpoint")?,
             end_session_endpoint: endpoint("end_session_endpoint")?,
             jwks_uri: endpoint("jwks_uri")?,
+            service_account_issuer,
         })
     }
 
@@ -133,11 +150,17 @@ impl SignedIn {
             ("OIDC_RESOURCE", GATEWAY_RESOURCE.into()),
             ("OIDC_SCOPES", SCOPES.join(",")),
             ("OIDC_USER_CLAIM", USER_CLAIM.into()),
+            ("SERVICE_ACCOUNT_TOKENS", "true".into()),
         ]
     }
 
-    /// The `{{…}}` values of [`TEMPLATE`] (besides the ports and backend).
-    pub fn template_values(&self, view: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
+    /// The `{{…}}` values of [`TEMPLATE`] (besides the ports and backend),
+    /// with the gateway's sidecar API at `sidecar_api` (see [`sidecar_api`]).
+    pub fn template_values(
+        &self,
+        view: &str,
+        sidecar_api: (String, u16),
+    ) -> anyhow::Result<Vec<(&'static str, String)>> {
         let (cluster, host, port) = provider_cluster(&self.jwks_uri)?;
         // One cluster in the template for both: true of the local provider.
         if provider_cluster(&self.token_endpoint)?.0 != cluster {
@@ -163,7 +186,10 @@ impl SignedIn {
             ("CLIENT_ID", GATEWAY_CLIENT.into()),
             ("CLIENT_SECRET", self.client_secret.clone()),
             ("HMAC_SECRET", hmac),
-            ("AUTHORIZATION_ENDPOINT", self.authorization_endpoint.clone()),
+            (
+                "AUTHORIZATION_ENDPOINT",
+                self.authorization_endpoint.clone(),
+            ),
             ("TOKEN_ENDPOINT", self.token_endpoint.clone()),
             ("END_SESSION_ENDPOINT", self.end_session_endpoint.clone()),
             ("JWKS_URI", self.jwks_uri.clone()),
@@ -172,8 +198,46 @@ impl SignedIn {
             ("IDP_CLUSTER", cluster),
             ("IDP_HOST", host),
             ("IDP_PORT", port.to_string()),
+            (
+                "SERVICE_ACCOUNT_ISSUER",
+                self.service_account_issuer.clone(),
+            ),
+            ("SIDECAR_API_HOST", sidecar_api.0),
+            ("SIDECAR_API_PORT", sidecar_api.1.to_string()),
         ])
     }
+}
+
+/// The address of the gateway's sidecar API, from its Envoy's bootstrap
+/// cluster `sidecar-api` (the ServiceAccount keys are served there).
+pub async fn sidecar_api(http: &reqwest::Client, admin_port: u16) -> anyhow::Result<(String, u16)> {
+    let dump = config_dump(http, admin_port).await?;
+    let address = find(&dump, &|v| {
+        (v["name"].as_str() == Some("sidecar-api"))
+            .then(|| {
+                v.pointer(
+                    "/load_assignment/endpoints/0/lb_endpoints/0/endpoint/address/socket_address",
+                )
+            })
+            .flatten()
+    })
+    .context("no cluster sidecar-api in the gateway's Envoy")?;
+    Ok((
+        address["address"].as_str().unwrap_or_default().to_string(),
+        address["port_value"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .context("sidecar-api has no port")?,
+    ))
+}
+
+async fn config_dump(http: &reqwest::Client, admin_port: u16) -> anyhow::Result<Value> {
+    let url = format!("http://127.0.0.1:{admin_port}/config_dump");
+    let (status, body) = gw::get_with(http, &url).await?;
+    if status != 200 {
+        bail!("Envoy admin {url}: status {status}");
+    }
+    Ok(serde_json::from_str(&body)?)
 }
 
 /// The provider's cluster for `uri`, named as the sidecar names it
@@ -189,18 +253,14 @@ fn provider_cluster(uri: &str) -> anyhow::Result<(String, String, u16)> {
     let port = url
         .port_or_known_default()
         .with_context(|| format!("no port for {uri}"))?;
-    Ok((
-        format!("idp-{}-{host}-{port}", url.scheme()),
-        host,
-        port,
-    ))
+    Ok((format!("idp-{}-{host}-{port}", url.scheme()), host, port))
 }
 
 /// Check that the gateway's Envoy and the static one run the same sign-in
 /// filters with the same settings, and the same RBAC policy on the view's
 /// host, from their config dumps: the static baseline is copied from
 /// access.rs and must not drift from it. Differences allowed: secrets and
-/// clusters from SDS/CDS against static ones, and the callback's port.
+/// clusters from SDS/CDS against static ones, and a listener's port in a URL.
 pub async fn check_same_filters(
     http: &reqwest::Client,
     view: &str,
@@ -231,11 +291,7 @@ async fn sign_in_config(
     listen_ports: &[u16],
 ) -> anyhow::Result<Value> {
     let url = format!("http://127.0.0.1:{admin_port}/config_dump");
-    let (status, body) = gw::get_with(http, &url).await?;
-    if status != 200 {
-        bail!("Envoy admin {url}: status {status}");
-    }
-    let dump: Value = serde_json::from_str(&body)?;
+    let dump = config_dump(http, admin_port).await?;
     let filters = find(&dump, &|v| v.get("http_filters").and_then(Value::as_array))
         .with_context(|| format!("no HTTP filters in {url}"))?;
     let mut config: BTreeMap<String, Value> = filters
@@ -272,8 +328,8 @@ fn find<'a, T>(value: &'a Value, pick: &dyn Fn(&'a Value) -> Option<T>) -> Optio
     }
 }
 
-/// Drop where secrets come from (SDS over ADS, or static), and write the
-/// listeners' ports as `<port>` (the callback URL names its own).
+/// Drop where secrets come from (SDS over ADS, or static), and the
+/// listeners' ports from URLs (a callback URL may name its listener's).
 fn normalise(value: &mut Value, listen_ports: &[u16]) {
     match value {
         Value::Object(map) => {
@@ -283,7 +339,7 @@ fn normalise(value: &mut Value, listen_ports: &[u16]) {
         Value::Array(items) => items.iter_mut().for_each(|v| normalise(v, listen_ports)),
         Value::String(text) => {
             for port in listen_ports {
-                *text = text.replace(&format!(":{port}/"), ":<port>/");
+                *text = text.replace(&format!(":{port}/"), "/");
             }
         }
         _ => {}
@@ -400,7 +456,7 @@ mod tests {
         let mut gateway = json!({"f": {"token_secret": {"name": "s", "sds_config": {"ads": {}}},
             "redirect_uri": "%REQ(:authority)%:1000/cb", "n": 1}});
         let mut static_envoy = json!({"f": {"token_secret": {"name": "s"},
-            "redirect_uri": "%REQ(:authority)%:2000/cb", "n": 2}});
+            "redirect_uri": "%REQ(:authority)%/cb", "n": 2}});
         normalise(&mut gateway, &[1000, 2000]);
         normalise(&mut static_envoy, &[1000, 2000]);
         let mut differences = Vec::new();

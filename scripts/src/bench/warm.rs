@@ -59,6 +59,8 @@ const ENVOY_ARGS: [&str; 2] = ["--concurrency", "1"];
 /// machine has two CPUs or more).
 const PROXY_CPU: &str = "0";
 const LOAD_CPU: &str = "1";
+/// The static baseline without sign-in.
+const STATIC_TEMPLATE: &str = "scripts/bench/envoy-static.yaml";
 /// The gateway replica's name: its Envoy's node id.
 const NODE: &str = "bench-warm";
 
@@ -273,14 +275,26 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
     )
     .await
     .context("Envoy did not get the view's ready endpoint within 30 s")?;
-    let (status, body) = get(&http, &gateway.url(&format!("{VIEW}.localhost"), "/"), token).await?;
+    let (status, body) = get(
+        &http,
+        &gateway.url(&format!("{VIEW}.localhost"), "/"),
+        token,
+    )
+    .await?;
     if status != 200 || !body.contains("bench") {
         bail!("the warm view answered {status}: {body}");
     }
     progress::info(format!("pod {pod_name} at {pod_ip}: warm"));
     step.done();
 
-    let static_envoy = StaticEnvoy::start(&http, pod_ip, signed_in.as_ref()).await?;
+    let static_envoy = match &signed_in {
+        Some(signed_in) => {
+            let sidecar_api = sign_in::sidecar_api(&http, gateway.admin_port).await?;
+            let values = signed_in.template_values(VIEW, sidecar_api)?;
+            StaticEnvoy::start(&http, pod_ip, sign_in::TEMPLATE, values, token).await?
+        }
+        None => StaticEnvoy::start(&http, pod_ip, STATIC_TEMPLATE, Vec::new(), token).await?,
+    };
     if signed_in.is_some() {
         sign_in::check_same_filters(
             &http,
@@ -634,37 +648,42 @@ struct StaticEnvoy {
 }
 
 impl StaticEnvoy {
-    /// `scripts/bench/envoy-static.yaml`, or with sign-in on
-    /// [`sign_in::TEMPLATE`] (ana's token then opens it).
+    /// `template` ([`STATIC_TEMPLATE`], or with sign-in on
+    /// [`sign_in::TEMPLATE`]) filled in with the ports, the backend and
+    /// `values`; ready once it serves `token`'s request.
     async fn start(
         http: &reqwest::Client,
         backend: IpAddr,
-        signed_in: Option<&sign_in::SignedIn>,
+        template: &str,
+        values: Vec<(&str, String)>,
+        token: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let template = match signed_in {
-            Some(_) => sign_in::TEMPLATE,
-            None => "scripts/bench/envoy-static.yaml",
-        };
         let step = progress::step(format!("static Envoy ({template})"));
         let dir = std::env::temp_dir().join(format!("views-bench-static-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let port = test_support::gateway::free_port();
         let admin_port = test_support::gateway::free_port();
-        let mut values = vec![
+        let values = [
             ("LISTEN_PORT", port.to_string()),
             ("ADMIN_PORT", admin_port.to_string()),
             ("BACKEND_IP", backend.to_string()),
             ("BACKEND_PORT", "8080".to_string()),
-        ];
-        if let Some(signed_in) = signed_in {
-            values.extend(signed_in.template_values(VIEW)?);
-        }
+        ]
+        .into_iter()
+        .chain(values);
         let mut config = std::fs::read_to_string(paths::repo_root().join(template))?;
         for (name, value) in values {
             config = config.replace(&format!("{{{{{name}}}}}"), &value);
         }
-        if let Some(left) = config.split("{{").nth(1) {
-            bail!("{template}: nothing fills in {{{{{left:.30}…");
+        let unfilled = config
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .find(|line| line.contains("{{"));
+        if let Some(line) = unfilled {
+            bail!(
+                "{template}: nothing fills in a placeholder of `{}`",
+                line.trim()
+            );
         }
         std::fs::write(dir.join("envoy.yaml"), config)?;
         let child = test_support::gateway::spawn_envoy_with(&dir, "bench-static", &ENVOY_ARGS);
@@ -674,7 +693,6 @@ impl StaticEnvoy {
             child,
         };
         let url = format!("http://127.0.0.1:{port}/");
-        let token = signed_in.map(|s| s.token.as_str());
         // Signed in, this also waits for jwt_authn's first JWKS fetch.
         let ready = poll(
             Duration::from_secs(20),
