@@ -55,9 +55,12 @@ const REAL_BRIDGE_PREFIX: u8 = 24;
 
 /// Whether the namespace and both ends of the veth are in place and up.
 pub fn is_up() -> bool {
+    namespace_is_up() && real_bridge_is_up()
+}
+
+fn namespace_is_up() -> bool {
     ip(&["-n", NETNS, "link", "show", POD_IFACE]).is_ok_and(|out| out.contains("UP"))
         && ip(&["link", "show", HOST_IFACE]).is_ok_and(|out| out.contains("UP"))
-        && real_bridge_is_up()
 }
 
 fn real_bridge_is_up() -> bool {
@@ -91,17 +94,22 @@ fn real_bridge_up() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Create the namespace, veth pair, addresses and routes. Idempotent: a
-/// half-built network is torn down and built again.
+/// Create the namespace, veth pair, addresses and routes, and the real
+/// node's bridge. Idempotent: a half-built namespace is torn down and built
+/// again.
 pub fn up() -> anyhow::Result<()> {
-    real_bridge_up()?;
-    if is_up() {
+    namespace_up()?;
+    real_bridge_up()
+}
+
+fn namespace_up() -> anyhow::Result<()> {
+    if namespace_is_up() {
         // A network built before simulated addresses refused connections
         // gets the route without being rebuilt (its pods keep their addresses).
         return refuse_simulated_pods();
     }
     let step = progress::step(format!("pod network: namespace {NETNS}, {POD_CIDR}"));
-    down()?;
+    namespace_down()?;
     let host_cidr = format!("{HOST_IP}/16");
     let pod_cidr = format!("{POD_SIDE_IP}/16");
     let host_ip = HOST_IP.to_string();
@@ -143,6 +151,10 @@ fn refuse_simulated_pods() -> anyhow::Result<()> {
 /// node's bridge with any pod veth left on it. Idempotent.
 pub fn down() -> anyhow::Result<()> {
     real_bridge_down()?;
+    namespace_down()
+}
+
+fn namespace_down() -> anyhow::Result<()> {
     if ip(&["netns", "list"])?
         .lines()
         .any(|l| l.split_whitespace().next() == Some(NETNS))
