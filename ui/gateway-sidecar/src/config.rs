@@ -23,8 +23,9 @@ pub struct Config {
     pub gateway_hostname: String,
 
     /// The port people reach the gateway on, when it is not their scheme's
-    /// default (e.g. 8080 locally): sign-in sends browsers back to
-    /// `<scheme>://<host>:<port>/…` (Envoy strips ports from hosts before routing).
+    /// default and the hostname has one label (e.g. `localhost:8080`): the
+    /// gateway's own host is routed by its first label, which then carries
+    /// the port.
     #[arg(long, env = "GATEWAY_PUBLIC_PORT")]
     pub gateway_public_port: Option<u16>,
 

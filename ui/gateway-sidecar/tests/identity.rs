@@ -661,8 +661,8 @@ async fn a_removed_entitlement_stops_the_next_create_and_start() {
 
 /// A browser's sign-in, step by step: Envoy sends it to the provider with
 /// PKCE, takes the code back on the view's own host and sets that host's
-/// session (cookies a sibling host cannot plant); the view behind it learns
-/// who calls but never sees the session.
+/// session: it opens that host and no other (a sibling host can neither use
+/// nor plant it), and the view behind it learns who calls but never sees it.
 #[gtest]
 #[tokio::test]
 async fn a_browser_signs_in_per_host_and_its_session_works_on_that_host_only() {
@@ -796,6 +796,8 @@ async fn a_browser_signs_in_per_host_and_its_session_works_on_that_host_only() {
         .await
         .expect("callback");
     expect_that!(response.status(), eq(StatusCode::FOUND));
+    // Back to the page asked for, on its host and port.
+    expect_that!(location(&response), eq(page.as_str()));
     let cookies = set_cookies(&response);
     expect_that!(cookies, not(is_empty()));
     let session = cookie_header(&cookies);
@@ -833,6 +835,31 @@ async fn a_browser_signs_in_per_host_and_its_session_works_on_that_host_only() {
     // Cookies without the `__Host-` prefix could be planted from a sibling host.
     for cookie in &cookies {
         expect_that!(cookie, starts_with("__Host-"));
+    }
+    // The session, or any cookie of it, carried to another host opens nothing
+    // there: not another view of ana's, not the API.
+    let mut replays = vec![session.clone()];
+    replays.extend(
+        cookies
+            .iter()
+            .filter_map(|c| c.split(';').next())
+            .map(String::from),
+    );
+    for replay in &replays {
+        for (host, path) in [("anav2.localhost", "/"), ("localhost", "/_api/me")] {
+            let response = gateway
+                .client()
+                .get(gateway.url(host, path))
+                .header(COOKIE, replay)
+                .send()
+                .await
+                .expect("replay");
+            expect_that!(
+                response.status(),
+                eq(StatusCode::UNAUTHORIZED),
+                "{host}{path} with {replay}"
+            );
+        }
     }
 }
 

@@ -180,13 +180,10 @@ fn sign_in(config: &Config, provider: &Provider) -> oauth2::OAuth2Config {
                 code_verifier: "__Host-views-verifier".into(),
             }),
         }),
-        redirect_uri: format!(
-            "%REQ(x-forwarded-proto)%://%REQ(:authority)%{}{CALLBACK_PATH}",
-            config
-                .gateway_public_port
-                .map(|port| format!(":{port}"))
-                .unwrap_or_default()
-        ),
+        // The host as the browser sent it, port included, so the provider
+        // sends it back to this very host (and, after the code exchange, to
+        // the page it asked for).
+        redirect_uri: format!("%REQ(x-forwarded-proto)%://%REQ(:authority)%{CALLBACK_PATH}"),
         redirect_path_matcher: path_matcher(CALLBACK_PATH),
         signout_path: path_matcher(SIGN_OUT_PATH),
         // The session's access token goes on to jwt_authn as a bearer token
@@ -208,7 +205,11 @@ fn sign_in(config: &Config, provider: &Provider) -> oauth2::OAuth2Config {
         )],
         auth_scopes: config.identity.oidc_scopes.clone(),
         resources: config.identity.oidc_resource.iter().cloned().collect(),
-        use_refresh_token: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
+        // No refresh through the filter: it would trade one host's refresh
+        // cookie for a session on whatever host it is sent to. An expired
+        // session goes back through the provider (silent while its own
+        // session lasts), which sets a session for that host only.
+        use_refresh_token: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
         cookie_configs: Some(oauth2::CookieConfigs {
             bearer_token_cookie_config: lax.clone(),
             oauth_hmac_cookie_config: lax.clone(),

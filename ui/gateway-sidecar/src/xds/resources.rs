@@ -329,6 +329,32 @@ impl Builder {
                 );
             }
             self.set(SCOPED_ROUTE_TYPE, scope(GATEWAY, &self.gateway_label));
+            // A one-label hostname (`localhost`) on a port: its first label
+            // is `localhost:<port>`, for each port people use.
+            if !self.config.gateway_hostname.contains('.') {
+                let plain = self
+                    .config
+                    .tls_secret
+                    .as_ref()
+                    .and(self.config.envoy_http_listen)
+                    .map(|address| address.port());
+                let ports: Vec<u16> = self
+                    .config
+                    .gateway_public_port
+                    .into_iter()
+                    .chain(plain)
+                    .collect();
+                for port in ports {
+                    self.set(
+                        SCOPED_ROUTE_TYPE,
+                        scope_of(
+                            &format!("{GATEWAY}-port-{port}"),
+                            GATEWAY,
+                            &format!("{}:{port}", self.gateway_label),
+                        ),
+                    );
+                }
+            }
             self.rebuild_gateway_routes();
         }
         if let Some(certificate) = &snapshot.tls
@@ -608,7 +634,9 @@ fn gateway_listeners(config: &Config) -> Vec<Arc<Resource>> {
                 )),
             },
         )),
-        strip_port_mode: Some(hcm::http_connection_manager::StripPortMode::StripAnyHostPort(true)),
+        // Ports stay in the Host: sign-in must send a browser back to the
+        // host and port it came from. Routing ignores them (the scope key is
+        // the first label; virtual hosts ignore ports).
         strip_trailing_host_dot: true,
         // The edge: the client's address is the connection's, plus at most
         // TRUSTED_PROXY_HOPS addresses a load balancer in front appended to
@@ -846,10 +874,15 @@ mod sorted {
 /// The scope `name` for hosts whose first label is `key`, loading the route
 /// configuration of the same name.
 fn scope(name: &str, key: &str) -> Arc<Resource> {
+    scope_of(name, name, key)
+}
+
+/// The scope `name` for hosts whose first label is `key`, loading `routes`.
+fn scope_of(name: &str, routes: &str, key: &str) -> Arc<Resource> {
     use route::scoped_route_configuration::{Key, key::Fragment, key::fragment};
     let scope = route::ScopedRouteConfiguration {
         name: name.into(),
-        route_configuration_name: name.into(),
+        route_configuration_name: routes.into(),
         key: Some(Key {
             fragments: vec![Fragment {
                 r#type: Some(fragment::Type::StringKey(key.into())),
@@ -862,7 +895,7 @@ fn scope(name: &str, key: &str) -> Arc<Resource> {
         name,
         &scope,
         Refs {
-            route: Some(name.into()),
+            route: Some(routes.into()),
             ..Refs::default()
         },
     )
@@ -945,6 +978,7 @@ fn view_routes(config: &Config, name: &str, views: &[&ViewState]) -> Arc<Resourc
     };
     let routes = route::RouteConfiguration {
         name: name.into(),
+        ignore_port_in_host_matching: true,
         virtual_hosts,
         ..Default::default()
     };
