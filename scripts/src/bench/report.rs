@@ -755,9 +755,10 @@ fn warm_section(warm: &Section<warm::Results>) -> String {
              the gateway's sign-in filters and nothing else of its",
             "\n\n**Sign-in on**, as in a real deployment: the gateway runs with the local OpenID \
              Connect provider as its issuer and the gateway client's secret (`OIDC_ISSUER`, \
-             `OIDC_CLIENT_SECRET`, `OIDC_RESOURCE=urn:views-gateway`), so its chain is oauth2 → \
-             jwt_authn → RBAC (the view's owner) → ext_authz (disabled on warm routes) → router; \
-             the view is ana's, created through the API with her token; and every request of every \
+             `OIDC_CLIENT_SECRET`, `OIDC_RESOURCE=urn:views-gateway`), so oauth2, jwt_authn (the \
+             provider's tokens and, by default, the cluster's ServiceAccount tokens) and RBAC (the \
+             view's owner) run in its chain before ext_authz (disabled on warm routes) and the \
+             router; the view is ana's, created through the API with her token; and every request of every \
              path carries `Authorization: Bearer <ana's access token>` (from the provider's \
              authorization-code flow; its tokens live 1 h, a run takes minutes). The static Envoy \
              runs the same three filters with the same settings, copied from \
@@ -880,7 +881,7 @@ pub fn write(now: Sections, machine: &Machine) -> anyhow::Result<()> {
         }
     }
 
-    md += "\n## Goals (issue 7) and where we stand\n";
+    md += "\n## Goals (issues 7 and 11) and where we stand\n";
     md += &goals(&sections);
 
     md += "\n## Warm path, sign-in on\n\n";
