@@ -81,7 +81,7 @@ pub fn ensure_built() -> anyhow::Result<PathBuf> {
         return Ok(dir);
     }
     let step = progress::step(format!(
-        "building Kubernetes and CoreDNS from Go modules into {} (first time only; about 6 minutes on 2 cores)",
+        "building Kubernetes and CoreDNS from Go modules into {} (first time only; about 7 minutes on 2 cores)",
         dir.display()
     ));
     std::fs::create_dir_all(&dir)?;
