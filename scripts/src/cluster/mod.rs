@@ -17,8 +17,10 @@
 //! ```
 //!
 //! Everything lives under `<cache>/cluster/` (pki, etcd data, logs, pids,
-//! kubeconfig). `up` is idempotent: running components are kept, dead ones
-//! are started again; `down` stops only the processes it started.
+//! kubeconfig, the real node's state). `up` is idempotent: running components
+//! are kept, dead ones are started again, and so are running ones whose flags
+//! changed (a new version of this task may need them); `down` stops only the
+//! processes it started.
 
 mod components;
 mod image;
