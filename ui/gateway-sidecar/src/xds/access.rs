@@ -591,7 +591,7 @@ pub fn view_access(config: &Config, spec: &ViewRequest) -> HashMap<String, Any> 
         principals,
         ..Default::default()
     };
-    let per_host = rbac_filter::RbacPerRoute {
+    let rbac_per_host = rbac_filter::RbacPerRoute {
         rbac: Some(rbac_filter::Rbac {
             rules: Some(rbac::Rbac {
                 action: rbac::rbac::Action::Allow as i32,
@@ -601,11 +601,13 @@ pub fn view_access(config: &Config, spec: &ViewRequest) -> HashMap<String, Any> 
             ..Default::default()
         }),
     };
+    // One entry per map: prost encodes a map in its HashMap's order, and
+    // these bytes must be the same in every process (see `routed`).
     HashMap::from([(
         RBAC_FILTER.to_string(),
         any(
             "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
-            &per_host,
+            &rbac_per_host,
         ),
     )])
 }
@@ -789,76 +791,26 @@ pub fn redirect_to_https() -> hcm::HttpConnectionManager {
     }
 }
 
+const LOWERCASE_FILTER: &str = "envoy.filters.http.lua";
+
 /// Host names are case-insensitive, but the scope a request is routed by is
-/// the Host's first label, compared exactly: a Host with capitals is
-/// lowercased (and routed again) first. Only such a Host runs the script;
-/// every other request costs one regular-expression match on the Host.
+/// the Host's first label, compared exactly: a Host with capitals finds no
+/// route. This filter lowercases the Host and routes again; every routed
+/// request has it off ([`routed`]), so it runs only for requests that found
+/// no route (capitals, or a host that does not exist).
 pub fn lowercase_hosts() -> hcm::HttpFilter {
-    use envoy_types::pb::envoy::extensions::common::matching::v3::ExtensionWithMatcher;
     use envoy_types::pb::envoy::extensions::filters::http::lua::v3::Lua;
-    use envoy_types::pb::xds::core::v3::TypedExtensionConfig;
-    use envoy_types::pb::xds::r#type::matcher::v3 as xds_matcher;
-    use xds_matcher::matcher::matcher_list::{self, predicate};
-    let typed = |name: &str, type_url: &str, body: Vec<u8>| TypedExtensionConfig {
-        name: name.into(),
-        typed_config: Some(Any {
-            type_url: type_url.into(),
-            value: body,
-        }),
-    };
-    let authority = typed(
-        "authority",
-        "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
-        prost::Message::encode_to_vec(&matcher::HttpRequestHeaderMatchInput {
-            header_name: ":authority".into(),
-        }),
-    );
-    let no_capitals = xds_matcher::StringMatcher {
-        match_pattern: Some(xds_matcher::string_matcher::MatchPattern::SafeRegex(
-            xds_matcher::RegexMatcher {
-                regex: "[^A-Z]*".into(),
-                engine_type: Some(xds_matcher::regex_matcher::EngineType::GoogleRe2(
-                    xds_matcher::regex_matcher::GoogleRe2 {},
-                )),
-            },
-        )),
-        ..Default::default()
-    };
-    let skip = typed(
-        "skip",
-        "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter",
-        Vec::new(),
-    );
-    let only_with_capitals = xds_matcher::Matcher {
-        matcher_type: Some(xds_matcher::matcher::MatcherType::MatcherList(
-            xds_matcher::matcher::MatcherList {
-                matchers: vec![matcher_list::FieldMatcher {
-                    predicate: Some(matcher_list::Predicate {
-                        match_type: Some(predicate::MatchType::SinglePredicate(
-                            predicate::SinglePredicate {
-                                input: Some(authority),
-                                matcher: Some(predicate::single_predicate::Matcher::ValueMatch(
-                                    no_capitals,
-                                )),
-                            },
-                        )),
-                    }),
-                    on_match: Some(xds_matcher::matcher::OnMatch {
-                        on_match: Some(xds_matcher::matcher::on_match::OnMatch::Action(skip)),
-                        ..Default::default()
-                    }),
-                }],
-            },
-        )),
-        ..Default::default()
-    };
     let script = Lua {
         default_source_code: Some(core::DataSource {
             specifier: Some(core::data_source::Specifier::InlineString(
                 r#"function envoy_on_request(request)
   local headers = request:headers()
-  headers:replace(":authority", string.lower(headers:get(":authority")))
-  request:clearRouteCache()
+  local host = headers:get(":authority")
+  local lower = string.lower(host)
+  if lower ~= host then
+    headers:replace(":authority", lower)
+    request:clearRouteCache()
+  end
 end
 "#
                 .into(),
@@ -868,20 +820,28 @@ end
         ..Default::default()
     };
     filter(
-        "envoy.filters.http.match_delegate",
-        "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
-        &ExtensionWithMatcher {
-            xds_matcher: Some(only_with_capitals),
-            extension_config: Some(core::TypedExtensionConfig {
-                name: "envoy.filters.http.lua".into(),
-                typed_config: Some(any(
-                    "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-                    &script,
-                )),
-            }),
-            ..Default::default()
-        },
+        LOWERCASE_FILTER,
+        "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+        &script,
     )
+}
+
+/// The filter settings of every route configuration: a request that found
+/// a route needs no lowercasing. (At the route configuration's level, so
+/// that each map of filter settings has one entry: virtual hosts carry
+/// RBAC, cold routes ext_authz.)
+pub fn routed() -> HashMap<String, Any> {
+    let off = route::FilterConfig {
+        disabled: true,
+        ..Default::default()
+    };
+    HashMap::from([(
+        LOWERCASE_FILTER.to_string(),
+        any(
+            "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+            &off,
+        ),
+    )])
 }
 
 /// Drop what only Envoy's filters may set before any filter runs.

@@ -979,6 +979,7 @@ fn view_routes(config: &Config, name: &str, views: &[&ViewState]) -> Arc<Resourc
     let routes = route::RouteConfiguration {
         name: name.into(),
         ignore_port_in_host_matching: true,
+        typed_per_filter_config: access::routed(),
         virtual_hosts,
         ..Default::default()
     };
