@@ -627,6 +627,23 @@ async fn the_edge_normalises_hosts_and_paths_and_bounds_headers() {
         seen,
         contains_substring("x-envoy-external-address: 127.0.0.1\n")
     );
+    // A stranger's x-envoy-* headers do not steer Envoy (retries, timeouts)
+    // and do not reach the view.
+    let seen = http
+        .get(gateway.url("edge.localhost", "/headers"))
+        .header("x-envoy-retry-on", "5xx")
+        .header("x-envoy-upstream-rq-timeout-ms", "1")
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body");
+    expect_that!(seen, not(contains_substring("x-envoy-retry-on")));
+    expect_that!(
+        seen,
+        not(contains_substring("x-envoy-upstream-rq-timeout-ms"))
+    );
     // Underscored names could pass for the identity header at a view that
     // folds `_` into `-`: refused.
     let status = http
