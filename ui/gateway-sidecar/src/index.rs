@@ -569,6 +569,12 @@ impl State {
 fn overlay_pods<'a>(endpoints: &mut Vec<Endpoint>, pods: impl Iterator<Item = &'a Arc<Pod>>) {
     for pod in pods {
         let Some(status) = &pod.status else { continue };
+        // A pod that has finished holds no address any more: its IP may
+        // already be another pod's (the kubelet releases it, and a pod
+        // lost with its node is marked Failed while its IP is reused).
+        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+            continue;
+        }
         let Some(ip) = status
             .pod_ip
             .as_deref()
@@ -581,8 +587,7 @@ fn overlay_pods<'a>(endpoints: &mut Vec<Endpoint>, pods: impl Iterator<Item = &'
             .iter()
             .flatten()
             .any(|c| c.type_ == "Ready" && c.status == "True");
-        let terminating = pod.metadata.deletion_timestamp.is_some()
-            || matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
+        let terminating = pod.metadata.deletion_timestamp.is_some();
         let mut listed = false;
         for endpoint in endpoints.iter_mut().filter(|e| e.ip == ip) {
             listed = true;
@@ -839,6 +844,27 @@ mod tests {
             some(elements_are![eq("bbb")])
         );
         expect_that!(gone.views["bbb"].endpoints, is_empty());
+    }
+
+    #[gtest]
+    fn a_finished_pod_does_not_speak_for_an_address_another_pod_now_has() {
+        // The pod of an earlier activation, lost with its node: Failed, yet
+        // still holding the IP the node has since given the new pod.
+        let mut lost = activation_pod("aaa", "10.0.0.7", false);
+        lost.metadata.name = Some("view-aaa-1-lost1".into());
+        lost.status.as_mut().unwrap().phase = Some("Failed".into());
+        let new = activation_pod("aaa", "10.0.0.7", true);
+        let (lost, new) = (Arc::new(lost), Arc::new(new));
+        for order in [[&lost, &new], [&new, &lost]] {
+            let mut endpoints = Vec::new();
+            overlay_pods(&mut endpoints, order.into_iter());
+            let serving: Vec<String> = endpoints
+                .iter()
+                .filter(|e| e.serving && !e.terminating)
+                .map(|e| e.ip.to_string())
+                .collect();
+            expect_that!(serving, elements_are![eq("10.0.0.7")]);
+        }
     }
 
     #[gtest]
