@@ -327,6 +327,22 @@ impl Gateway {
             .sum()
     }
 
+    /// Wait until this replica's Envoy routes `view` to a serving endpoint,
+    /// without a request to it (which would start a cold view: tests that
+    /// bring their own pods wait this way).
+    pub async fn wait_serving(&self, view: &str) {
+        let cluster = format!("view-{view}");
+        crate::eventually(Duration::from_secs(30), || async {
+            let envoys = self.debug_envoys().await?;
+            let has = envoys[&self.name]["clusters_with_endpoints"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c == &cluster));
+            anyhow::ensure!(has, "{view} not routed yet: {envoys}");
+            Ok(())
+        })
+        .await;
+    }
+
     /// What every Envoy connected to the sidecar has ACKed (`/debug/envoys`).
     pub async fn debug_envoys(&self) -> anyhow::Result<serde_json::Value> {
         Ok(self

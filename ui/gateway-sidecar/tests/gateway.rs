@@ -36,16 +36,9 @@ async fn post_view(gateway: &Gateway, spec: &Value) -> (StatusCode, Value) {
 /// answer one request. (Not by polling the host: a request to a cold view
 /// would activate it, and these tests bring their own pods.)
 async fn wait_routed(gateway: &Gateway, host: &str) -> (StatusCode, String) {
-    let cluster = format!("view-{}", host.split('.').next().unwrap_or_default());
-    eventually(WAIT, || async {
-        let envoys: Value = gateway.debug_envoys().await?;
-        let has = envoys[&gateway.name]["clusters_with_endpoints"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c == &cluster));
-        ensure!(has, "not routed yet: {envoys}");
-        Ok(())
-    })
-    .await;
+    gateway
+        .wait_serving(host.split('.').next().unwrap_or_default())
+        .await;
     get(gateway, host, "/").await
 }
 

@@ -101,21 +101,6 @@ fn view(name: &str, prefix: &str) -> Value {
     json!({"name": name, "subsets": [{"bucket": "lake", "prefixes": [prefix]}]})
 }
 
-/// Wait until Envoy routes `view` to a serving endpoint, without a request
-/// that could start it (these tests bring their own pods).
-async fn wait_routed(gateway: &Gateway, view: &str) {
-    let cluster = format!("view-{view}");
-    eventually(WAIT, || async {
-        let envoys: Value = gateway.debug_envoys().await?;
-        let has = envoys[&gateway.name]["clusters_with_endpoints"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c == &cluster));
-        ensure!(has, "{view} not routed yet");
-        Ok(())
-    })
-    .await;
-}
-
 /// Wait until `token`'s request to `host` gets `status` (Envoy applies a
 /// route or policy change asynchronously).
 async fn eventually_status(
@@ -254,7 +239,7 @@ async fn people_reach_only_their_own_views_and_those_shared_with_them() {
         )
         .await
         .expect("pod");
-        wait_routed(&gateway, view).await;
+        gateway.wait_serving(view).await;
     }
     let body = eventually_status(&gateway, &ana, "anav.localhost", StatusCode::OK).await;
     expect_that!(body, contains_substring("pod: anav-1"));
@@ -707,7 +692,7 @@ async fn a_browser_signs_in_per_host_and_its_session_works_on_that_host_only() {
         )
         .await
         .expect("pod");
-        wait_routed(&gateway, name).await;
+        gateway.wait_serving(name).await;
     }
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], gateway.port));
     let browser = reqwest::Client::builder()
