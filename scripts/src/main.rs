@@ -11,6 +11,7 @@ mod dev;
 mod duckdb_runtime;
 mod e2e;
 mod envoy;
+mod images;
 mod lake;
 mod lint;
 mod oidc;
@@ -47,6 +48,10 @@ enum Task {
         #[command(subcommand)]
         command: cluster::Command,
     },
+    /// Build the images of the repository's Dockerfiles (gateway-sidecar, duckdb-view, s3s-fs)
+    /// with Docker, on stand-ins for their public base images made here, and load them into the
+    /// local cluster's real node.
+    Images(images::Args),
     /// The local data lake: an S3 server (s3s-fs) with sample data, and the S3 clients tests use.
     Lake {
         #[command(subcommand)]
@@ -103,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         Task::Lint => lint::run(),
         Task::Test => test::run(),
         Task::Cluster { command } => cluster::run(command),
+        Task::Images(args) => images::run(args),
         Task::Lake { command } => lake::run(command),
         Task::Oidc { command } => oidc::run(command),
         Task::Token {

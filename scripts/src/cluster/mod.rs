@@ -39,6 +39,7 @@ use clap::Subcommand;
 
 use crate::{paths, progress};
 pub(crate) use components::Component;
+pub(crate) use real_node::unmount_under;
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -119,6 +120,23 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Import an image archive (`docker save`'s, or an OCI layout's) into the
+/// real node's containerd, where the kubelet finds it.
+pub fn import_image_archive(archive: &std::path::Path) -> anyhow::Result<()> {
+    let out = real_node::ctr(&Layout::new())
+        .args(["images", "import"])
+        .arg(archive)
+        .output()
+        .context("running ctr")?;
+    if !out.status.success() {
+        bail!(
+            "ctr images import: {} (is the real node's containerd running? `cargo xtask cluster up`)",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// The kubectl matching the cluster (built with it).

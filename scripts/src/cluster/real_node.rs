@@ -538,7 +538,7 @@ fn kill_shims(socket: &Path) {
 
 /// Unmount everything mounted under `root` (container root file systems,
 /// pod volumes, network namespaces), deepest first.
-fn unmount_under(root: &Path) -> anyhow::Result<()> {
+pub fn unmount_under(root: &Path) -> anyhow::Result<()> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
     let mut points: Vec<&str> = mountinfo
         .lines()
