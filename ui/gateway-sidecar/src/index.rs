@@ -459,7 +459,13 @@ fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
 impl State {
     fn apply(&mut self, change: Change, dirty: &mut Dirty) {
         if let Change::Failed(error) = &change {
-            tracing::warn!(%error, "watching views failed; retrying");
+            // Watches retry every second at most while the API server is
+            // away: say so once, not seven times a second.
+            if self.reachable {
+                tracing::warn!(%error, "watching views failed; retrying");
+            } else {
+                tracing::debug!(%error, "watching views failed; retrying");
+            }
             self.reachable = false;
             return;
         }

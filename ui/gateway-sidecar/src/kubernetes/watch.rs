@@ -5,17 +5,19 @@
 //! events (how a quota or admission refusal of a view's pod shows), the
 //! operator's entitlements ConfigMap and TLS Secret (each selected by name).
 
+use std::time::Duration;
+
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 
 use crate::view;
 
-/// One change seen by a watch, or a watch failing (it retries with backoff).
+/// One change seen by a watch, or a watch failing (it retries: see [`retrying`]).
 pub enum Change {
     Service(Box<watcher::Event<Service>>),
     Slice(Box<watcher::Event<EndpointSlice>>),
@@ -85,8 +87,114 @@ where
         + 'static,
     K::DynamicType: Default,
 {
-    watcher(Api::<K>::namespaced(client.clone(), namespace), config)
-        .default_backoff()
-        .map(move |event| event.map_or_else(Change::Failed, |e| wrap(Box::new(e))))
-        .boxed()
+    retrying(watcher(
+        Api::<K>::namespaced(client.clone(), namespace),
+        config,
+    ))
+    .map(move |event| event.map_or_else(Change::Failed, |e| wrap(Box::new(e))))
+    .boxed()
+}
+
+/// The first pause after a failed watch request, doubled on each failure in
+/// a row up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest pause between attempts: the API server's return is noticed
+/// within this. (kube's `default_backoff` goes up to 30 s, client-go's, kind
+/// to an API server with thousands of clients; a gateway has a few replicas
+/// of seven watches, and its views must recover within seconds.)
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// A watch that retries failures after a short pause (reset by any event),
+/// except `410 Gone`: the watcher has dropped its resource version and
+/// relists at once, since waiting would only delay the recovery.
+fn retrying<K>(
+    events: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static
+where
+    K: Send + 'static,
+{
+    let events = events.boxed();
+    futures::stream::unfold(
+        (events, RETRY_FIRST, Duration::ZERO),
+        |(mut events, mut next_pause, pause)| async move {
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            let event = events.next().await?;
+            let pause = match &event {
+                Ok(_) => {
+                    next_pause = RETRY_FIRST;
+                    Duration::ZERO
+                }
+                Err(error) if is_gone(error) => Duration::ZERO,
+                Err(_) => {
+                    let pause = next_pause;
+                    next_pause = (next_pause * 2).min(RETRY_MAX);
+                    pause
+                }
+            };
+            Some((event, (events, next_pause, pause)))
+        },
+    )
+}
+
+/// The API server no longer has the watch's resource version (or list
+/// continuation): only a fresh list helps.
+fn is_gone(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::WatchError(status) => status.code == 410,
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 410,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use googletest::prelude::*;
+    use kube::core::Status;
+
+    use super::*;
+
+    fn failure(code: u16) -> watcher::Result<watcher::Event<Service>> {
+        Err(watcher::Error::WatchError(Box::new(
+            Status::failure("test", "test").with_code(code),
+        )))
+    }
+
+    /// How long the stream of `items` takes to yield them all.
+    async fn duration(items: Vec<watcher::Result<watcher::Event<Service>>>) -> Duration {
+        let started = Instant::now();
+        let count = items.len();
+        // take: stop at the last item, before the pause after it.
+        let seen = retrying(futures::stream::iter(items))
+            .take(count)
+            .count()
+            .await;
+        assert_eq!(seen, count);
+        started.elapsed()
+    }
+
+    #[gtest]
+    #[tokio::test]
+    async fn gone_relists_at_once_and_other_failures_pause_briefly() {
+        let gone = duration((0..20).map(|_| failure(410)).collect()).await;
+        expect_that!(gone, lt(Duration::from_millis(50)));
+
+        // Paused after each failure: 100 + 200 + 400 + 800 + 1000 ms.
+        let refused = duration((0..6).map(|_| failure(503)).collect()).await;
+        expect_that!(refused, ge(Duration::from_millis(2_500)));
+        expect_that!(refused, lt(Duration::from_millis(3_000)));
+
+        // An event resets the pause.
+        let mut items: Vec<_> = (0..3).map(|_| failure(503)).collect();
+        items.push(Ok(watcher::Event::Init));
+        items.extend((0..2).map(|_| failure(503)));
+        let reset = duration(items).await;
+        expect_that!(reset, ge(Duration::from_millis(800)));
+        expect_that!(reset, lt(Duration::from_millis(1_000)));
+    }
 }
