@@ -84,8 +84,13 @@ fn run_kubectl(args: &[&str]) -> String {
 }
 
 /// A kubeconfig for the `gateway` ServiceAccount of `namespace`, after
-/// applying `ui/gateway`'s ServiceAccount and RBAC there.
-fn service_account_kubeconfig(namespace: &str, dir: &std::path::Path) -> PathBuf {
+/// applying `ui/gateway`'s ServiceAccount and RBAC there; the API server at
+/// `server` if given (a URL), else the cluster's.
+fn service_account_kubeconfig(
+    namespace: &str,
+    dir: &std::path::Path,
+    server: Option<&str>,
+) -> PathBuf {
     run_kubectl(&[
         "apply",
         "--namespace",
@@ -106,7 +111,10 @@ fn service_account_kubeconfig(namespace: &str, dir: &std::path::Path) -> PathBuf
     let admin: serde_json::Value =
         serde_json::from_slice(&std::fs::read(kubeconfig_path()).expect("kubeconfig"))
             .expect("JSON kubeconfig");
-    let cluster = admin["clusters"][0]["cluster"].clone();
+    let mut cluster = admin["clusters"][0]["cluster"].clone();
+    if let Some(server) = server {
+        cluster["server"] = server.into();
+    }
     let config = serde_json::json!({
         "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": "local", "cluster": cluster}],
@@ -138,9 +146,31 @@ impl Gateway {
         env: &[(&str, &str)],
         envoy_args: &[&str],
     ) -> Gateway {
+        Self::launch(name, namespace, env, envoy_args, None).await
+    }
+
+    /// As [`Gateway::start_with`], with the sidecar reaching the API server
+    /// at `api_server` (a URL: a [`crate::proxy::TcpProxy`] in front of the
+    /// cluster's, which serves the same certificate).
+    pub async fn start_with_api_server(
+        name: &str,
+        namespace: &str,
+        env: &[(&str, &str)],
+        api_server: &str,
+    ) -> Gateway {
+        Self::launch(name, namespace, env, &[], Some(api_server)).await
+    }
+
+    async fn launch(
+        name: &str,
+        namespace: &str,
+        env: &[(&str, &str)],
+        envoy_args: &[&str],
+        api_server: Option<&str>,
+    ) -> Gateway {
         let dir = std::env::temp_dir().join(format!("views-gateway-{namespace}-{name}"));
         std::fs::create_dir_all(&dir).expect("gateway dir");
-        let kubeconfig = service_account_kubeconfig(namespace, &dir);
+        let kubeconfig = service_account_kubeconfig(namespace, &dir, api_server);
         let (port, admin_port, ops_port, api_port, xds_port) = (
             free_port(),
             free_port(),

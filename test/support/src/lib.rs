@@ -8,6 +8,7 @@
 //! - [`gateway::Gateway`] runs a real gateway replica (sidecar + Envoy).
 //! - [`oidc`] is the local OpenID Connect provider: its users, and tokens
 //!   for them through the real authorization-code flow.
+//! - [`proxy::TcpProxy`] cuts a process off from a server, and restores it.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -24,6 +25,7 @@
 
 pub mod gateway;
 pub mod oidc;
+pub mod proxy;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -70,6 +72,23 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 /// task computes: `$VIEWS_HOME` or `~/.cache/views-gateway`).
 pub fn kubeconfig_path() -> PathBuf {
     cache_dir().join("cluster").join("kubeconfig")
+}
+
+/// The local cluster's API server (host and port of the admin kubeconfig's
+/// `https://` URL).
+pub fn api_server_address() -> std::net::SocketAddr {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("reading the kubeconfig");
+    let server = kubeconfig
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref())
+        .and_then(|c| c.server.clone())
+        .expect("a server in the kubeconfig");
+    let host_port = server.trim_start_matches("https://").trim_end_matches('/');
+    std::net::ToSocketAddrs::to_socket_addrs(host_port)
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .unwrap_or_else(|| panic!("the API server {server} is not host:port"))
 }
 
 /// The machine-wide cache the tasks fill (the same rule as xtask's

@@ -16,18 +16,23 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use views_types::{
     ApiError, ApiErrorCode, Me, Shares, View, ViewEndpoint, ViewName, ViewPhase, ViewRequest,
     ViewStatus,
 };
 
-use crate::activator::{Activator, page};
+use crate::activator::{Activator, RETRY_AFTER_SECONDS, page};
 use crate::auth::{Auth, Caller};
 use crate::config::Config;
 use crate::entitlements::{Entitlements, Principal, Refused};
 use crate::index::{Index, ViewState};
+use crate::kubernetes::health::ApiServer;
 use crate::kubernetes::{WriteError, Writer};
-use crate::telemetry::{ApiLabel, Metrics};
 use crate::view::{self, Invalid};
 use crate::workload;
 use crate::xds::EnvoysWatch;
@@ -35,12 +40,44 @@ use crate::xds::EnvoysWatch;
 /// Largest accepted request body: a view spec is a few kilobytes at most.
 const BODY_LIMIT: usize = 64 * 1024;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabel {
+    pub method: String,
+    pub status: u16,
+}
+
+/// The API's metrics, and the view counts it reads from the index on each scrape.
+#[derive(Default)]
+pub struct Metrics {
+    views: Gauge,
+    views_serving: Gauge,
+    requests: Family<ApiLabel, Counter>,
+}
+
+impl Metrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("views", "Views in the index", self.views.clone());
+        registry.register(
+            "views_serving",
+            "Views with at least one serving endpoint",
+            self.views_serving.clone(),
+        );
+        registry.sub_registry_with_prefix("api").register(
+            "requests",
+            "/_api requests, by method and status",
+            self.requests.clone(),
+        );
+    }
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub index: Index,
     pub writer: Writer,
     pub metrics: Arc<Metrics>,
+    /// Every module's metrics, for `/metrics`.
+    pub registry: Arc<Registry>,
     pub envoys: EnvoysWatch,
     pub activator: Activator,
     pub drain: crate::drain::DrainWatch,
@@ -114,6 +151,14 @@ pub struct Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            let mut body = self.body;
+            body.details
+                .entry("retryAfterSeconds")
+                .or_insert(RETRY_AFTER_SECONDS.into());
+            let retry_after = [(header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())];
+            return (self.status, retry_after, Json(body)).into_response();
+        }
         (self.status, Json(self.body)).into_response()
     }
 }
@@ -145,7 +190,7 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
     let response = next.run(request).await;
     state
         .metrics
-        .api_requests
+        .requests
         .get_or_create(&ApiLabel {
             method,
             status: response.status().as_u16(),
@@ -784,24 +829,47 @@ async fn service_account_keys(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Ready means able to serve: the index has been synced once (so xDS
+/// describes every view) and the replica is not draining. What is degraded
+/// is reported, not failed on: without the Kubernetes API server warm views
+/// keep serving from the index and Envoy, and only what needs it (creates,
+/// deletes, starts) is refused with 503; invalid entitlements refuse creates
+/// and starts with a clear error. Failing readiness for those would take
+/// every replica out of its Service at once: a total outage of views that
+/// work.
 async fn readyz(State(state): State<AppState>) -> Response {
     let snapshot = state.index.snapshot();
+    let api_server = state.writer.health().get();
+    let entitlements_invalid = snapshot.entitlements.invalid().map(ToString::to_string);
+    let mut degraded = Vec::new();
+    if !matches!(api_server, ApiServer::Ready | ApiServer::Unknown) {
+        degraded.push("kubernetes");
+    }
+    if entitlements_invalid.is_some() {
+        degraded.push("entitlements");
+    }
+    let (since, problem) = match &api_server {
+        ApiServer::NotReady { since, message } | ApiServer::Unreachable { since, message } => {
+            (Some(since.to_string()), Some(message.clone()))
+        }
+        ApiServer::Ready | ApiServer::Unknown => (None, None),
+    };
+    let draining = state.drain.is_draining();
     let body = serde_json::json!({
         "indexSynced": snapshot.synced,
-        "kubernetesReachable": snapshot.kubernetes_reachable,
+        "draining": draining,
+        "degraded": degraded,
+        "kubernetes": {
+            "state": api_server.as_str(),
+            "since": since,
+            "message": problem,
+        },
+        "kubernetesReachable": api_server.reachable(),
         "views": snapshot.views.len(),
         "envoys": state.envoys.borrow().len(),
-        // Reported, not failed on: invalid entitlements refuse creates and
-        // starts with a clear error, but warm views keep serving.
-        "entitlementsInvalid": snapshot.entitlements.invalid().map(ToString::to_string),
+        "entitlementsInvalid": entitlements_invalid,
     });
-    let draining = state.drain.is_draining();
-    let body = {
-        let mut body = body;
-        body["draining"] = draining.into();
-        body
-    };
-    let status = if snapshot.synced && snapshot.kubernetes_reachable && !draining {
+    let status = if snapshot.synced && !draining {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -819,10 +887,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
             .filter(|v| v.serving_endpoints().next().is_some())
             .count() as i64,
     );
-    let mut registry = state.metrics.registry();
-    crate::entitlements::register_metrics(&mut registry, state.index.clone());
     let mut text = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
             ApiErrorCode::Internal,

@@ -21,15 +21,17 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 
 use crate::config::Config;
 use crate::envoy_admin::{AdminError, EnvoyAdmin};
 use crate::index::{Index, ViewState};
 use crate::kubernetes::Writer;
-use crate::telemetry::Metrics;
+use crate::kubernetes::health::ApiServer;
 use crate::xds::resources::cluster_name;
 
 /// On the view's Service: when some replica last saw a request for it (RFC 3339).
@@ -51,7 +53,8 @@ pub struct Reaper {
     config: Arc<Config>,
     index: Index,
     writer: Writer,
-    metrics: Arc<Metrics>,
+    /// Views this replica stopped for being idle.
+    stops: Counter,
     admin: EnvoyAdmin,
     /// The last sample of each view's cluster.
     samples: HashMap<String, Sample>,
@@ -60,28 +63,47 @@ pub struct Reaper {
 }
 
 impl Reaper {
-    pub fn new(config: Arc<Config>, index: Index, writer: Writer, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: Arc<Config>, index: Index, writer: Writer) -> Self {
         Self {
             admin: EnvoyAdmin::new(&config.workload.envoy_admin_url),
             config,
             index,
             writer,
-            metrics,
+            stops: Counter::default(),
             samples: HashMap::new(),
             seen: HashMap::new(),
         }
     }
 
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.sub_registry_with_prefix("idle").register(
+            "stops",
+            "Views this replica stopped for being idle",
+            self.stops.clone(),
+        );
+    }
+
     /// Check every `IDLE_CHECK_SECONDS` until the process ends.
     pub async fn run(mut self) {
-        let mut ticks = tokio::time::interval(Duration::from_secs(
-            self.config.workload.idle_check_seconds.max(1),
-        ));
+        let period = Duration::from_secs(self.config.workload.idle_check_seconds.max(1));
+        let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // While the API server is away, no replica's activity reaches the
+        // Services, so after its return they look idle for as long as it
+        // was away: stop nothing until every replica has written again (each
+        // does on its first check after the return) and the index has it.
+        let settle = period * 2 + Duration::from_secs(5);
+        let mut stale_until: Option<Instant> = None;
         loop {
             ticks.tick().await;
             if !self.index.snapshot().synced {
                 continue;
+            }
+            if !matches!(
+                self.writer.health().get(),
+                ApiServer::Ready | ApiServer::Unknown
+            ) {
+                stale_until = Some(Instant::now() + settle);
             }
             match self.stats().await {
                 Ok(samples) => self.observe(samples, Timestamp::now()),
@@ -92,7 +114,8 @@ impl Reaper {
                     continue;
                 }
             }
-            self.record_and_reap(Timestamp::now()).await;
+            let reap = stale_until.is_none_or(|until| Instant::now() >= until);
+            self.record_and_reap(Timestamp::now(), reap).await;
         }
     }
 
@@ -139,8 +162,9 @@ impl Reaper {
         self.samples = samples;
     }
 
-    /// Share this replica's activity through the Services; stop idle views.
-    async fn record_and_reap(&mut self, now: Timestamp) {
+    /// Share this replica's activity through the Services; stop idle views
+    /// if `reap`.
+    async fn record_and_reap(&mut self, now: Timestamp, reap: bool) {
         let snapshot = self.index.snapshot();
         self.seen
             .retain(|cluster, _| snapshot.views.contains_key(&cluster["view-".len()..]));
@@ -176,7 +200,7 @@ impl Reaper {
                 .flatten()
                 .max()
                 .unwrap_or(now);
-            if now.duration_since(last) >= idle_timeout {
+            if reap && now.duration_since(last) >= idle_timeout {
                 tracing::info!(
                     view = name,
                     job = live.job,
@@ -185,7 +209,7 @@ impl Reaper {
                 );
                 match self.writer.delete_job(&live.job).await {
                     Ok(()) => {
-                        self.metrics.idle_stops.inc();
+                        self.stops.inc();
                     }
                     Err(error) => tracing::warn!(view = name, %error, "could not stop idle view"),
                 }

@@ -1,7 +1,15 @@
 //! `gateway-sidecar`: the control plane process next to Envoy (see the crate
 //! docs for the architecture).
+//!
+//! Every long-running task (the index, the xDS builder, the idle reaper, the
+//! API server probe, the ServiceAccount key refresh, the drain, the servers)
+//! is supervised: one that ends or panics before shutdown ends the process
+//! with an error, so Kubernetes restarts it, instead of a replica running on
+//! without it (a dead idle reaper would silently stop scale to zero).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -10,9 +18,11 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use gateway_sidecar::config::Config;
 use gateway_sidecar::envoy_admin::EnvoyAdmin;
 use gateway_sidecar::{
-    activator, api, auth, credentials, drain, identity, idle, index, kubernetes, telemetry, xds,
+    activator, api, auth, credentials, drain, entitlements, identity, idle, index, kubernetes,
+    telemetry, xds,
 };
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -37,34 +47,55 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let mut tasks = Supervisor::default();
     let mut service_account_keys = None;
     if config.identity.oidc_issuer.is_some() && config.identity.service_account_tokens {
         let issuer = kubernetes::service_accounts::issuer(&client).await;
         tracing::info!(issuer, "ServiceAccount tokens accepted");
         config.identity.service_account_issuer = Some(issuer);
         let (keys, refresh) = kubernetes::service_accounts::keys(client.clone());
-        tokio::spawn(refresh);
+        tasks.spawn("ServiceAccount key refresh", Kind::Background, async move {
+            refresh.await;
+            Ok(())
+        });
         service_account_keys = Some(keys);
     }
     let config = Arc::new(config);
-    let metrics = Arc::new(telemetry::Metrics::default());
+    // Every module registers its own metrics here.
+    let mut registry = prometheus_client::registry::Registry::with_prefix("views_gateway");
 
     let (index_tx, index) = index::channel();
-    tokio::spawn(index::run(
-        kubernetes::watch_views(
-            client.clone(),
-            &config.namespace,
-            &config.entitlements_configmap,
-            config.tls_secret.as_deref(),
-        ),
-        index_tx,
-    ));
+    let changes = kubernetes::watch_views(
+        client.clone(),
+        &config.namespace,
+        &config.entitlements_configmap,
+        config.tls_secret.as_deref(),
+    );
+    tasks.spawn("index", Kind::Background, async move {
+        index::run(changes, index_tx).await;
+        Ok(())
+    });
 
     let (xds_tx, xds_rx) = watch::channel(Arc::new(xds::resources::XdsSnapshot::default()));
-    tokio::spawn(xds::build_snapshots(index.clone(), config.clone(), xds_tx));
-    let ads = xds::AdsServer::new(xds_rx, metrics.clone());
+    let builder = xds::build_snapshots(index.clone(), config.clone(), xds_tx);
+    tasks.spawn("xDS builder", Kind::Background, async move {
+        builder.await;
+        Ok(())
+    });
+    let xds_metrics = Arc::new(xds::Metrics::default());
+    xds_metrics.register(&mut registry);
+    let ads = xds::AdsServer::new(xds_rx, xds_metrics);
 
-    let writer = kubernetes::Writer::new(client.clone(), config.clone());
+    let (health, probe) = kubernetes::health::probe(client.clone());
+    tasks.spawn(
+        "Kubernetes API server probe",
+        Kind::Background,
+        async move {
+            probe.await;
+            Ok(())
+        },
+    );
+    let writer = kubernetes::Writer::new(client.clone(), config.clone(), health);
     let broker = match config.credentials.credentials_listen {
         Some(_) => {
             let key = kubernetes::master_key::load_or_create(
@@ -77,30 +108,33 @@ async fn main() -> anyhow::Result<()> {
             let broker = credentials::Broker::new(
                 credentials::MasterKey::from_bytes(&key).context("the credentials master key")?,
             );
-            let _ = metrics.credentials.set(broker.counters().clone());
+            registry.register_collector(Box::new(credentials::CountersCollector(
+                broker.counters().clone(),
+            )));
             Some(Arc::new(broker))
         }
         None => None,
     };
+    let drain = drain::Drain::default();
+    let stopped = drain.watch();
     let activator = activator::Activator::new(
         config.clone(),
         index.clone(),
         ads.envoys(),
         writer.clone(),
         broker.clone(),
-        metrics.clone(),
+        drain.blockers(),
     );
-    tokio::spawn(
-        idle::Reaper::new(
-            config.clone(),
-            index.clone(),
-            writer.clone(),
-            metrics.clone(),
-        )
-        .run(),
-    );
-    let drain = drain::Drain::default();
-    let stopped = drain.watch();
+    activator.metrics().register(&mut registry);
+    let reaper = idle::Reaper::new(config.clone(), index.clone(), writer.clone());
+    reaper.register_metrics(&mut registry);
+    tasks.spawn("idle reaper", Kind::Background, async move {
+        reaper.run().await;
+        Ok(())
+    });
+    entitlements::register_metrics(&mut registry, index.clone());
+    let api_metrics = Arc::new(api::Metrics::default());
+    api_metrics.register(&mut registry);
     let auth = auth::Auth::new(&config);
     let state = api::AppState {
         auth,
@@ -109,16 +143,26 @@ async fn main() -> anyhow::Result<()> {
         config: config.clone(),
         index: index.clone(),
         writer,
-        metrics,
+        metrics: api_metrics,
+        registry: Arc::new(registry),
         envoys: ads.envoys(),
         activator: activator.clone(),
     };
-    let s3_server = serve_credentials(&config, broker, index, stopped.clone().stopped()).await?;
-    tokio::spawn(drain.run(
+    if let Some(s3_server) =
+        serve_credentials(&config, broker, index, stopped.clone().stopped()).await?
+    {
+        tasks.spawn("S3 endpoint", Kind::Server, async move {
+            s3_server.await.context("S3 endpoint")
+        });
+    }
+    let drain_task = drain.run(
         EnvoyAdmin::new(&config.workload.envoy_admin_url),
-        state.metrics.clone(),
-        std::time::Duration::from_secs(config.drain_seconds),
-    ));
+        Duration::from_secs(config.drain_seconds),
+    );
+    tasks.spawn("drain", Kind::Server, async move {
+        drain_task.await;
+        Ok(())
+    });
 
     let http = bind(config.http_listen).await?;
     let ops = bind(config.ops_listen).await?;
@@ -132,46 +176,128 @@ async fn main() -> anyhow::Result<()> {
     );
     let ops_server = axum::serve(ops, api::ops_router(state.clone()))
         .with_graceful_shutdown(stopped.clone().stopped());
+    tasks.spawn("ops HTTP server", Kind::Server, async move {
+        ops_server.await.context("ops HTTP server")
+    });
     let http_server =
         axum::serve(http, api::router(state)).with_graceful_shutdown(stopped.clone().stopped());
+    tasks.spawn("HTTP server", Kind::Server, async move {
+        http_server.await.context("HTTP server")
+    });
     let grpc_server = tonic::transport::Server::builder()
         .add_service(AggregatedDiscoveryServiceServer::new(ads))
         .add_service(AuthorizationServer::new(activator::ExtAuthz::new(
             activator,
         )))
         .serve_with_shutdown(config.xds_listen, stopped.clone().stopped());
-    let servers = async { tokio::join!(http_server, ops_server, grpc_server, s3_server) };
-    // Envoy's ADS stream (and any status stream) lives as long as its peer:
-    // once stopped, give connections a moment to close, then leave anyway.
-    let closing = async {
-        stopped.stopped().await;
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    };
-    let (http_result, ops_result, grpc_result, s3_result) = tokio::select! {
-        results = servers => results,
-        () = closing => {
-            tracing::info!("gateway sidecar stopped (long-lived streams closed)");
-            return Ok(());
+    tasks.spawn("gRPC server", Kind::Server, async move {
+        grpc_server.await.context("gRPC server")
+    });
+    tasks.run(stopped).await
+}
+
+/// What a supervised task is for, which says when its end is expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Runs as long as the process: its end is always a failure.
+    Background,
+    /// Serves until the drain stops the replica (the drain itself too): its
+    /// end is a failure before the drain began, or with an error.
+    Server,
+}
+
+/// The sidecar's long-running tasks, by name.
+#[derive(Default)]
+struct Supervisor {
+    tasks: JoinSet<anyhow::Result<()>>,
+    names: HashMap<tokio::task::Id, (&'static str, Kind)>,
+}
+
+impl Supervisor {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        kind: Kind,
+        task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
+        let id = self.tasks.spawn(task).id();
+        self.names.insert(id, (name, kind));
+    }
+
+    /// Until the replica has stopped: Ok once stopped by the drain, an error
+    /// as soon as a task ends when it should not (see [`Kind`]) or panics.
+    async fn run(mut self, stopped: drain::DrainWatch) -> anyhow::Result<()> {
+        let mut stopping = std::pin::pin!(stopped.clone().stopped());
+        loop {
+            let ended = tokio::select! {
+                () = &mut stopping => break,
+                Some(ended) = self.tasks.join_next_with_id() => ended,
+            };
+            self.ended(ended, &stopped)?;
         }
-    };
-    http_result.context("HTTP server")?;
-    ops_result.context("ops HTTP server")?;
-    grpc_result.context("gRPC server")?;
-    s3_result.context("S3 endpoint")?;
-    tracing::info!("gateway sidecar stopped");
-    Ok(())
+        // Envoy's ADS stream (and any status stream) lives as long as its
+        // peer: give the servers a moment to close, then leave anyway.
+        let mut servers = self
+            .names
+            .values()
+            .filter(|(_, kind)| *kind == Kind::Server)
+            .count();
+        let closing = async {
+            while servers > 0 {
+                let Some(ended) = self.tasks.join_next_with_id().await else {
+                    break;
+                };
+                self.ended(ended, &stopped)?;
+                servers -= 1;
+            }
+            anyhow::Ok(())
+        };
+        match tokio::time::timeout(Duration::from_secs(2), closing).await {
+            Ok(closed) => {
+                closed?;
+                tracing::info!("gateway sidecar stopped");
+            }
+            Err(_) => tracing::info!("gateway sidecar stopped (long-lived streams closed)"),
+        }
+        Ok(())
+    }
+
+    /// Whether a task's end is expected (an error when not, logged).
+    fn ended(
+        &self,
+        ended: Result<(tokio::task::Id, anyhow::Result<()>), tokio::task::JoinError>,
+        stopped: &drain::DrainWatch,
+    ) -> anyhow::Result<()> {
+        let (id, outcome) = match ended {
+            Ok((id, outcome)) => (id, outcome.map_err(|e| format!("{e:#}"))),
+            Err(error) => (error.id(), Err(error.to_string())),
+        };
+        let (name, kind) = self.names[&id];
+        let why = match outcome {
+            Ok(()) if kind == Kind::Server && stopped.is_draining() => return Ok(()),
+            Ok(()) => "it returned".to_string(),
+            Err(why) => why,
+        };
+        tracing::error!(
+            task = name,
+            error = why,
+            "a long-running task ended; the sidecar cannot go on without it"
+        );
+        anyhow::bail!("{name} ended: {why}")
+    }
 }
 
 /// The views' S3 endpoint, when configured: runs until shutdown.
-async fn serve_credentials(
+async fn serve_credentials<S: Future<Output = ()>>(
     config: &Config,
     broker: Option<Arc<credentials::Broker>>,
     index: index::Index,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<impl Future<Output = Result<(), credentials::CredentialsError>>> {
+    shutdown: S,
+) -> anyhow::Result<Option<impl Future<Output = Result<(), credentials::CredentialsError>> + use<S>>>
+{
     let settings = &config.credentials;
     let (Some(listen), Some(broker)) = (settings.credentials_listen, broker) else {
-        return Ok(futures::future::Either::Left(std::future::ready(Ok(()))));
+        return Ok(None);
     };
     // validate() made sure these are set along with CREDENTIALS_LISTEN.
     let upstream = credentials::Upstream {
@@ -183,9 +309,7 @@ async fn serve_credentials(
     let listener = bind(listen).await?;
     tracing::info!(%listen, lake = upstream.endpoint, "S3 endpoint for views");
     let endpoint = credentials::Endpoint::new(broker, Arc::new(index), &upstream);
-    Ok(futures::future::Either::Right(
-        endpoint.serve(listener, shutdown),
-    ))
+    Ok(Some(endpoint.serve(listener, shutdown)))
 }
 
 /// kube's TLS uses ring; with the AWS SDK linked too, rustls cannot pick a

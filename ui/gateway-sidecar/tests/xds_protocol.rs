@@ -19,12 +19,11 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::google::protobuf::Any;
 use gateway_sidecar::config::Config;
 use gateway_sidecar::index::{Endpoint, Snapshot, ViewState};
-use gateway_sidecar::telemetry::{Metrics, TypeLabel};
 use gateway_sidecar::xds::resources::{
     self, Builder, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, Resource,
     SCOPED_ROUTE_TYPE, XdsSnapshot,
 };
-use gateway_sidecar::xds::{AdsServer, EnvoyStatus, EnvoysWatch};
+use gateway_sidecar::xds::{AdsServer, EnvoyStatus, EnvoysWatch, Metrics, TypeLabel};
 use googletest::prelude::*;
 use prost::Message;
 use test_support::eventually;
@@ -102,7 +101,7 @@ async fn a_nacked_listener_is_counted_not_repushed_and_the_next_good_one_is_acke
     let mut envoy = spawn_envoy(&dir, "protocol");
 
     eventually(Duration::from_secs(30), || async {
-        let nacks = metrics.xds_nacks.get_or_create(&listener_type()).get();
+        let nacks = metrics.nacks.get_or_create(&listener_type()).get();
         ensure!(
             nacks >= 1,
             "no NACK yet (Envoy log: {})",
@@ -137,13 +136,10 @@ async fn a_nacked_listener_is_counted_not_repushed_and_the_next_good_one_is_acke
     })
     .await;
     expect_that!(
-        metrics.xds_responses.get_or_create(&listener_type()).get(),
+        metrics.responses.get_or_create(&listener_type()).get(),
         eq(2)
     );
-    expect_that!(
-        metrics.xds_nacks.get_or_create(&listener_type()).get(),
-        eq(1)
-    );
+    expect_that!(metrics.nacks.get_or_create(&listener_type()).get(), eq(1));
     // Envoy serves the accepted listener (once its routes arrive): unknown
     // hosts get the gateway's 404.
     let status = eventually(Duration::from_secs(30), || async {

@@ -11,12 +11,8 @@ use envoy_types::ext_authz::v3::{CheckResponseExt, DeniedHttpResponseBuilder};
 use tonic::{Request, Response, Status};
 use views_types::{ApiError, ApiErrorCode};
 
-use super::{Activator, Held, page};
+use super::{Activator, CheckLabel, Held, RETRY_AFTER_SECONDS, page};
 use crate::identity::PAYLOAD_HEADER;
-use crate::telemetry::CheckLabel;
-
-/// How soon a client told "still starting" should try again (seconds).
-const RETRY_AFTER_SECONDS: u64 = 5;
 
 pub struct ExtAuthz {
     activator: Activator,
@@ -158,7 +154,7 @@ fn held_response(view: &str, held: Held) -> (&'static str, CheckResponse) {
                 503,
                 ApiErrorCode::KubernetesUnavailable,
                 format!("view {view} cannot be started now: {message}"),
-                None,
+                Some(serde_json::json!({"retryAfterSeconds": RETRY_AFTER_SECONDS})),
             ),
         ),
         Held::StillStarting(stage) => (

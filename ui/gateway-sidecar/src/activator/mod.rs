@@ -21,9 +21,11 @@
 //! Service for the API, and their Job is deleted.
 
 mod ext_authz;
+mod metrics;
 pub mod page;
 
 pub use ext_authz::ExtAuthz;
+pub use metrics::{CheckLabel, Metrics};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,11 +35,16 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::credentials::Broker;
+use crate::drain::Blockers;
 use crate::index::{Index, Snapshot, ViewState};
 use crate::kubernetes::{WriteError, Writer};
-use crate::telemetry::Metrics;
 use crate::workload::{self, Activation, Failure, Phase, ServiceRef};
 use crate::xds::{EnvoyStatus, EnvoysWatch, resources::cluster_name};
+
+/// How soon a client told 503 (still starting, or Kubernetes unavailable)
+/// should try again, in seconds: the API server's return is noticed within
+/// a second or two, and a start is followed on by whoever asks next.
+pub const RETRY_AFTER_SECONDS: u64 = 5;
 
 /// Where a view's start stands, as its held requests see it.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,7 +117,9 @@ struct Inner {
     writer: Writer,
     /// Mints the lake credentials of each activation (None: no S3 endpoint configured).
     broker: Option<Arc<Broker>>,
-    metrics: Arc<Metrics>,
+    metrics: Metrics,
+    /// Each held request blocks the drain until it is answered.
+    blockers: Blockers,
     /// View name → the progress of its driver, while one runs.
     drivers: Mutex<HashMap<String, watch::Receiver<Progress>>>,
 }
@@ -122,7 +131,7 @@ impl Activator {
         envoys: EnvoysWatch,
         writer: Writer,
         broker: Option<Arc<Broker>>,
-        metrics: Arc<Metrics>,
+        blockers: Blockers,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -131,7 +140,8 @@ impl Activator {
                 envoys,
                 writer,
                 broker,
-                metrics,
+                metrics: Metrics::default(),
+                blockers,
                 drivers: Mutex::new(HashMap::new()),
             }),
         }
@@ -195,7 +205,7 @@ impl Activator {
     /// Hold a request until the view is ready, fails, is deleted, or `budget` passes.
     pub async fn hold(&self, view: &str, budget: Duration) -> Held {
         let mut progress = self.activate(view);
-        let _held = self.inner.metrics.hold();
+        let _held = (self.inner.metrics.hold(), self.inner.blockers.block());
         // Past the budget (or if the driver ended without a final state),
         // whatever was reached last is the answer.
         let _ = tokio::time::timeout(budget, progress.wait_for(Progress::is_final)).await;

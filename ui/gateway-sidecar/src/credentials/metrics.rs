@@ -1,5 +1,5 @@
-//! Counters of the credential broker and its S3 endpoint: plain atomics, for
-//! telemetry to export.
+//! Counters of the credential broker and its S3 endpoint: plain atomics,
+//! exported on each scrape by [`CountersCollector`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

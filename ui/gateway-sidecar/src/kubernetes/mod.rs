@@ -1,9 +1,10 @@
 //! Everything the sidecar says to Kubernetes: watching the views (Services,
 //! EndpointSlices, Jobs, pods, Job events) for the index, writing views and
 //! their workloads, the credentials master key, and the ServiceAccount token
-//! issuer's keys. Writers never touch the
-//! index: their changes come back through the watches.
+//! issuer's keys, and whether the API server can be reached at all. Writers
+//! never touch the index: their changes come back through the watches.
 
+pub mod health;
 pub mod master_key;
 pub mod service_accounts;
 mod watch;

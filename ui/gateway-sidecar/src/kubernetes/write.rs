@@ -2,17 +2,30 @@
 //! never coordinate: names are deterministic, and the API server — not a
 //! local cache — decides who created an object first.
 
+use std::time::Duration;
+
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use views_types::ViewRequest;
 
+use super::health::ApiHealth;
 use crate::config::Config;
 use crate::view;
 use crate::workload::{self, Failure};
 
 const FIELD_MANAGER: &str = "views-gateway";
+
+/// One request not answered within this counts as a failure to reach the
+/// API server.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request that fails in a way that passes (no connection, 5xx, 429, or
+/// 403 while the API server's authorizer warms up after a restart) is tried
+/// again after pauses from this, doubling…
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// …while they fit in this.
+const RETRY_FOR: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -50,23 +63,70 @@ pub struct Writer {
     jobs: Api<Job>,
     secrets: Api<Secret>,
     config: std::sync::Arc<Config>,
+    health: ApiHealth,
 }
 
 impl Writer {
-    pub fn new(client: kube::Client, config: std::sync::Arc<Config>) -> Self {
+    pub fn new(client: kube::Client, config: std::sync::Arc<Config>, health: ApiHealth) -> Self {
         Self {
             services: Api::namespaced(client.clone(), &config.namespace),
             jobs: Api::namespaced(client.clone(), &config.namespace),
             secrets: Api::namespaced(client, &config.namespace),
             config,
+            health,
+        }
+    }
+
+    /// The API server's state as last probed.
+    pub fn health(&self) -> &ApiHealth {
+        &self.health
+    }
+
+    /// Send a request, again after short pauses while it fails in a way that
+    /// passes; at once an error while the API server cannot be reached. Every
+    /// request of the writer is safe to repeat after an answer was lost: its
+    /// names are deterministic, creates count AlreadyExists as done, patches
+    /// merge, and the spec patch and the view delete are preconditioned (a
+    /// repeat is refused, never applied twice).
+    async fn send<T, F>(&self, request: impl Fn() -> F) -> Result<T, kube::Error>
+    where
+        F: Future<Output = Result<T, kube::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
+        let mut pause = RETRY_FIRST;
+        loop {
+            if let super::health::ApiServer::Unreachable { since, message } = self.health.get() {
+                return Err(transport_error(
+                    std::io::ErrorKind::NotConnected,
+                    format!("the API server cannot be reached since {since}: {message}"),
+                ));
+            }
+            let outcome = match tokio::time::timeout(REQUEST_TIMEOUT, request()).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(transport_error(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no answer from the API server within {} s",
+                        REQUEST_TIMEOUT.as_secs()
+                    ),
+                )),
+            };
+            match outcome {
+                Err(error) if passing(&error) && tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(%error, retry_in = ?pause, "Kubernetes request failed");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                outcome => return outcome,
+            }
         }
     }
 
     /// The view's Service as the API server has it now (None: deleted).
     pub async fn service(&self, name: &str) -> Result<Option<Service>, WriteError> {
+        let service_name = view::service_name(name);
         let service = self
-            .services
-            .get_opt(&view::service_name(name))
+            .send(|| self.services.get_opt(&service_name))
             .await
             .map_err(|e| map(e, name))?;
         Ok(service.filter(|s| s.metadata.deletion_timestamp.is_none()))
@@ -76,11 +136,11 @@ impl Writer {
     /// won the race) is returned instead.
     pub async fn create_job(&self, job: &Job) -> Result<Job, WriteError> {
         let name = job.metadata.name.clone().unwrap_or_default();
-        match self.jobs.create(&post_params(), job).await {
+        let params = post_params();
+        match self.send(|| self.jobs.create(&params, job)).await {
             Ok(created) => Ok(created),
             Err(kube::Error::Api(status)) if status.code == 409 => self
-                .jobs
-                .get_opt(&name)
+                .send(|| self.jobs.get_opt(&name))
                 .await
                 .map_err(|e| map(e, &name))?
                 .ok_or(WriteError::BeingDeleted(name)),
@@ -92,7 +152,8 @@ impl Writer {
     /// content is deterministic, so whoever wrote it wrote the same).
     pub async fn ensure_secret(&self, secret: &Secret) -> Result<(), WriteError> {
         let name = secret.metadata.name.clone().unwrap_or_default();
-        match self.secrets.create(&post_params(), secret).await {
+        let params = post_params();
+        match self.send(|| self.secrets.create(&params, secret)).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
             Err(error) => Err(map(error, &name)),
@@ -101,7 +162,8 @@ impl Writer {
 
     /// Delete a Job and what it owns; one already gone is success.
     pub async fn delete_job(&self, name: &str) -> Result<(), WriteError> {
-        match self.jobs.delete(name, &DeleteParams::background()).await {
+        let params = DeleteParams::background();
+        match self.send(|| self.jobs.delete(name, &params)).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(error) => Err(map(error, name)),
@@ -120,12 +182,12 @@ impl Writer {
 
     async fn annotate(&self, view_name: &str, key: &str, value: &str) -> Result<(), WriteError> {
         let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
-        self.services
-            .patch(
-                &view::service_name(view_name),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
+        let (service_name, params, patch) = (
+            view::service_name(view_name),
+            PatchParams::default(),
+            Patch::Merge(&patch),
+        );
+        self.send(|| self.services.patch(&service_name, &params, &patch))
             .await
             .map(|_| ())
             .map_err(|e| map(e, view_name))
@@ -146,13 +208,13 @@ impl Writer {
     /// Create the view's Service; an existing identical view is success.
     pub async fn create(&self, spec: &ViewRequest) -> Result<Created, WriteError> {
         let service = view::to_service(spec, &self.config);
-        match self.services.create(&post_params(), &service).await {
+        let (params, service_name) = (post_params(), view::service_name(spec.name.as_str()));
+        match self.send(|| self.services.create(&params, &service)).await {
             Ok(created) => Ok(Created::New(created)),
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 let name = spec.name.to_string();
                 let existing = self
-                    .services
-                    .get_opt(&view::service_name(&name))
+                    .send(|| self.services.get_opt(&service_name))
                     .await
                     .map_err(|e| map(e, &name))?
                     // Deleted between our create and get: let the client retry.
@@ -182,8 +244,7 @@ impl Writer {
     ) -> Result<Result<(String, ViewRequest), E>, WriteError> {
         let service_name = view::service_name(name);
         let service = self
-            .services
-            .get_opt(&service_name)
+            .send(|| self.services.get_opt(&service_name))
             .await
             .map_err(|e| map(e, name))?
             .filter(|s| s.metadata.deletion_timestamp.is_none())
@@ -200,13 +261,9 @@ impl Writer {
             "resourceVersion": service.metadata.resource_version,
             "annotations": {view::SPEC_ANNOTATION: serde_json::to_string(&changed).expect("a ViewRequest serializes")},
         }});
+        let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
         let updated = self
-            .services
-            .patch(
-                &service_name,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
+            .send(|| self.services.patch(&service_name, &params, &patch))
             .await
             .map_err(|e| map(e, name))?;
         Ok(Ok((updated.metadata.uid.unwrap_or_default(), changed)))
@@ -224,8 +281,7 @@ impl Writer {
     ) -> Result<Option<String>, WriteError> {
         let service_name = view::service_name(name);
         let uid = self
-            .services
-            .get_opt(&service_name)
+            .send(|| self.services.get_opt(&service_name))
             .await
             .map_err(|e| map(e, name))?
             .filter(|s| view::from_service(s).is_ok_and(|spec| allowed(&spec)))
@@ -239,8 +295,7 @@ impl Writer {
             }),
             ..DeleteParams::background()
         };
-        self.services
-            .delete(&service_name, &params)
+        self.send(|| self.services.delete(&service_name, &params))
             .await
             .map_err(|e| map(e, name))?;
         Ok(uid)
@@ -251,6 +306,25 @@ fn post_params() -> PostParams {
     PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()
+    }
+}
+
+/// A failure to reach the API server, as kube reports its own.
+fn transport_error(kind: std::io::ErrorKind, message: String) -> kube::Error {
+    kube::Error::Service(Box::new(std::io::Error::new(kind, message)))
+}
+
+/// A failure that passes by itself: no answer, the API server overloaded or
+/// failing, or refusing while its authorizer warms up after a restart (a 403
+/// that lasts is refused again after [`RETRY_FOR`]).
+fn passing(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => {
+            matches!(status.code, 429 | 500..=599)
+                || (status.code == 403 && !status.message.contains("exceeded quota"))
+        }
+        kube::Error::Service(_) | kube::Error::HyperError(_) => true,
+        _ => false,
     }
 }
 

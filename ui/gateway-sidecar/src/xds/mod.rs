@@ -9,9 +9,11 @@
 //! ```
 
 pub mod access;
+mod metrics;
 pub mod resources;
 mod server;
 
+pub use metrics::{Metrics, TypeLabel};
 pub use server::{AdsServer, EnvoyStatus, EnvoysWatch};
 
 use std::sync::Arc;

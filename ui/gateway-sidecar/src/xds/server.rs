@@ -38,11 +38,11 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::metrics::{Metrics, TypeLabel};
 use super::resources::{
     self, CLUSTER_TYPE, ENDPOINT_TYPE, PUSH_ORDER, ROUTE_TYPE, Resource, SCOPED_ROUTE_TYPE,
     XdsSnapshot,
 };
-use crate::telemetry::Metrics;
 
 /// What one connected Envoy holds, as it ACKed it.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -252,7 +252,7 @@ impl EnvoyStream {
 
     async fn run(mut self, mut requests: Streaming<DeltaDiscoveryRequest>) {
         let mut snapshots = self.server.snapshots.clone();
-        self.server.metrics.xds_streams.inc();
+        self.server.metrics.streams.inc();
         loop {
             tokio::select! {
                 request = requests.next() => match request {
@@ -272,7 +272,7 @@ impl EnvoyStream {
                 }
             }
         }
-        self.server.metrics.xds_streams.dec();
+        self.server.metrics.streams.dec();
         if let Some(node) = &self.node {
             let mut owners = self.server.owners.lock().expect("owners");
             if owners.get(node) == Some(&self.id) {
@@ -411,8 +411,8 @@ impl EnvoyStream {
         );
         self.server
             .metrics
-            .xds_acks
-            .get_or_create(&type_label(type_url))
+            .acks
+            .get_or_create(&TypeLabel::of(type_url))
             .inc();
         for name in &pending.removed {
             self.set_acked(type_url, name, None);
@@ -441,8 +441,8 @@ impl EnvoyStream {
     fn on_nack(&mut self, pending: &Pending, message: &str) {
         self.server
             .metrics
-            .xds_nacks
-            .get_or_create(&type_label(pending.type_url))
+            .nacks
+            .get_or_create(&TypeLabel::of(pending.type_url))
             .inc();
         self.nacks += 1;
         self.change.nacks += 1;
@@ -709,13 +709,13 @@ impl EnvoyStream {
         };
         self.server
             .metrics
-            .xds_responses
-            .get_or_create(&type_label(type_url))
+            .responses
+            .get_or_create(&TypeLabel::of(type_url))
             .inc();
         self.server
             .metrics
-            .xds_bytes
-            .get_or_create(&type_label(type_url))
+            .resource_bytes
+            .get_or_create(&TypeLabel::of(type_url))
             .inc_by(bytes);
         tracing::debug!(
             node = self.node.as_deref(),
@@ -837,9 +837,3 @@ enum Desired {
 
 /// The Envoy went away.
 struct Closed;
-
-fn type_label(type_url: &str) -> crate::telemetry::TypeLabel {
-    crate::telemetry::TypeLabel {
-        r#type: type_url.rsplit('.').next().unwrap_or(type_url).to_string(),
-    }
-}
