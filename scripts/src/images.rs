@@ -262,7 +262,14 @@ impl Daemon {
         // Our settings only, whatever /etc/docker/daemon.json says.
         let daemon_json = config_dir.join("daemon.json");
         std::fs::write(&daemon_json, "{}\n")?;
-        let layout = cluster::Layout::new();
+        // Its pid and log files apart from the cluster's: dockerd is no
+        // component of the cluster (`cluster down` neither knows nor stops it).
+        let images = paths::cache_dir().join("images");
+        let layout = cluster::Layout {
+            logs: images.join("logs"),
+            run: images.join("run"),
+            ..cluster::Layout::new()
+        };
         for dir in [&layout.logs, &layout.run] {
             std::fs::create_dir_all(dir)?;
         }
