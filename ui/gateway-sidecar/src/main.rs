@@ -323,3 +323,73 @@ async fn bind(address: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpLi
         .await
         .with_context(|| format!("binding {address}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use googletest::prelude::*;
+
+    use super::*;
+
+    /// A supervisor of `tasks`, run with a replica that serves (no drain).
+    async fn first_failure(
+        tasks: Vec<(
+            &'static str,
+            Kind,
+            futures::future::BoxFuture<'static, anyhow::Result<()>>,
+        )>,
+    ) -> String {
+        let mut supervisor = Supervisor::default();
+        for (name, kind, task) in tasks {
+            supervisor.spawn(name, kind, task);
+        }
+        let serving = drain::Drain::default();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), supervisor.run(serving.watch()))
+            .await
+            .expect("the supervisor returns at once");
+        format!("{:#}", outcome.expect_err("a failure"))
+    }
+
+    fn forever() -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(std::future::pending())
+    }
+
+    #[gtest]
+    #[tokio::test]
+    async fn a_task_that_panics_or_returns_or_fails_ends_the_process_with_its_name() {
+        let panicked = first_failure(vec![
+            ("index", Kind::Background, forever()),
+            (
+                "idle reaper",
+                Kind::Background,
+                Box::pin(async { panic!("boom") }),
+            ),
+        ])
+        .await;
+        expect_that!(panicked, starts_with("idle reaper ended: "));
+        expect_that!(panicked, contains_substring("panicked"));
+
+        let returned = first_failure(vec![
+            ("HTTP server", Kind::Server, forever()),
+            ("xDS builder", Kind::Background, Box::pin(async { Ok(()) })),
+        ])
+        .await;
+        expect_that!(returned, eq("xDS builder ended: it returned"));
+
+        // A server that ends before any drain, even without an error.
+        let server = first_failure(vec![(
+            "gRPC server",
+            Kind::Server,
+            Box::pin(async { Ok(()) }),
+        )])
+        .await;
+        expect_that!(server, eq("gRPC server ended: it returned"));
+
+        let failed = first_failure(vec![(
+            "ops HTTP server",
+            Kind::Server,
+            Box::pin(async { Err(anyhow::anyhow!("address in use")) }),
+        )])
+        .await;
+        expect_that!(failed, eq("ops HTTP server ended: address in use"));
+    }
+}
