@@ -153,10 +153,12 @@ ${alert}
 // ---------------------------------------------------------------------------
 // Clients.
 
-const [LOCALHOST, VIEW_HOST] = [/^localhost$/, /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.localhost$/];
+// The gateway's hosts in development: `localhost` and `<view>.localhost`, or
+// with TLS (`cargo xtask dev --tls`) `views.localhost` and `<view>.views.localhost`.
+const [LOCALHOST, VIEW_HOST] = [/^localhost$/, /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.(?:views\.)?localhost$/];
 
-// Whether `value` is an http(s) URL on `localhost` or `<one DNS label>.localhost`
-// (any port) with exactly `path`, and nothing else (no query, fragment or user).
+// Whether `value` is an http(s) URL on one of the gateway's hosts (any port)
+// with exactly `path`, and nothing else (no query, fragment or user).
 function onGatewayHost(value, path) {
   let url;
   try {

@@ -1,12 +1,14 @@
 //! `cargo xtask e2e`: the end-to-end suite in `test/e2e` (vitest, Chromium
 //! through playwright-core) against the whole local stack of `cargo xtask dev`.
 //!
-//! A gateway already answering on localhost:8080 (`VIEWS_GATEWAY_PORT`) is
-//! reused as it is: the fast loop while `cargo xtask dev` runs. Otherwise this
-//! brings the stack up, runs the suite and stops the gateway it started
-//! (Envoy and the sidecar) again, so nothing of it outlives the run; the
-//! cluster and the lake stay up for the next run, as after `cargo xtask test`
-//! (`cargo xtask down` stops them).
+//! A gateway that `cargo xtask dev` started and that still answers is reused
+//! as it is, in its mode (plain HTTP, or `--tls`): the fast loop while `dev`
+//! runs. Otherwise this brings the stack up with plain HTTP on localhost and
+//! runs the suite, then restarts the gateway with TLS (`views.localhost`,
+//! HTTPS, a local CA) and runs it again (`tls.test.js` only tests in that
+//! mode), and stops the gateway it started (Envoy and the sidecar), so nothing of it
+//! outlives the run; the cluster and the lake stay up for the next run, as
+//! after `cargo xtask test` (`cargo xtask down` stops them).
 //!
 //! The gateway runs with sign-in on. The suite calls the API as the demo
 //! users `ana`, `bob` and `ada` with access tokens this task gets from the
@@ -30,28 +32,24 @@ pub fn run() -> anyhow::Result<()> {
     let dir = paths::repo_root().join("test/e2e");
     npm_ci(&dir)?;
 
-    let port = dev::gateway_port()?;
-    let started = if dev::ready(port) {
+    if let Some(endpoint) = dev::Endpoint::running() {
         progress::info(format!(
-            "a gateway answers on localhost:{port}: running the suite against it"
+            "a gateway answers at {}: running the suite against it",
+            endpoint.url(None, "/")
         ));
-        false
-    } else {
-        dev::up()?;
-        true
-    };
-    let result = tokens().and_then(|tokens| {
-        let step = progress::step("end-to-end suite (test/e2e, vitest + Chromium)");
-        let result = vitest(&dir, port, &tokens);
-        if result.is_ok() {
-            step.done();
-        }
-        result
-    });
-    if started {
-        progress::info("stopping the gateway this run started (the cluster and the lake stay)");
-        dev::stop_gateway()?;
+        return tokens().and_then(|tokens| vitest(&dir, &endpoint, &tokens));
     }
+    // As `cargo xtask dev` runs by default (plain HTTP on localhost), then
+    // as `dev --tls` does (HTTPS on views.localhost).
+    let result = (|| {
+        let endpoint = dev::up(dev::Scheme::Http)?;
+        let tokens = tokens()?;
+        vitest(&dir, &endpoint, &tokens)?;
+        let endpoint = dev::up(dev::Scheme::Https)?;
+        vitest(&dir, &endpoint, &tokens)
+    })();
+    progress::info("stopping the gateway this run started (the cluster and the lake stay)");
+    dev::stop_gateway()?;
     result
 }
 
@@ -119,12 +117,17 @@ fn tokens() -> anyhow::Result<Vec<(String, String)>> {
     Ok(tokens)
 }
 
-fn vitest(dir: &Path, port: u16, tokens: &[(String, String)]) -> anyhow::Result<()> {
+/// The suite against the gateway at `endpoint`, which the suite reads from
+/// `dev`'s `gateway.json` (support/gateway.js).
+fn vitest(dir: &Path, endpoint: &dev::Endpoint, tokens: &[(String, String)]) -> anyhow::Result<()> {
+    let step = progress::step(format!(
+        "end-to-end suite (test/e2e, vitest + Chromium) against {}",
+        endpoint.url(None, "/"),
+    ));
     let status = Command::new(dir.join("node_modules/.bin/vitest"))
         .arg("run")
         .envs(tokens.iter().map(|(name, token)| (name, token)))
         .current_dir(dir)
-        .env("VIEWS_GATEWAY_PORT", port.to_string())
         .env("VIEWS_KUBECTL", cluster::kubectl()?)
         .env("KUBECONFIG", cluster::kubeconfig())
         .env("VIEWS_HOME", paths::cache_dir())
@@ -138,5 +141,6 @@ fn vitest(dir: &Path, port: u16, tokens: &[(String, String)]) -> anyhow::Result<
             dir.join("artifacts").display()
         );
     }
+    step.done();
     Ok(())
 }

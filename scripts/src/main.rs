@@ -77,6 +77,10 @@ enum Task {
         /// Return once everything is ready and leave it running.
         #[arg(long)]
         detach: bool,
+        /// HTTPS as in a real deployment: views.localhost and *.views.localhost on port 8443
+        /// (VIEWS_GATEWAY_TLS_PORT), a certificate from a local CA, plain HTTP redirected.
+        #[arg(long)]
+        tls: bool,
     },
     /// Stop everything `dev` started.
     Down,
@@ -116,7 +120,14 @@ fn main() -> anyhow::Result<()> {
             client,
             resource,
         } => oidc::token(&user, &client, &resource),
-        Task::Dev { detach } => dev::run(detach),
+        Task::Dev { detach, tls } => dev::run(
+            detach,
+            if tls {
+                dev::Scheme::Https
+            } else {
+                dev::Scheme::Http
+            },
+        ),
         Task::Down => dev::down(),
         Task::E2e => e2e::run(),
         Task::Bench(args) => bench::run(args),

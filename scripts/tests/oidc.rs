@@ -161,10 +161,20 @@ async fn the_gateway_signs_in_on_any_view_host_and_no_other() {
         eq(&json!("views-gateway"))
     );
     expect_that!(tokens.refresh_token, some(anything()));
+    // With TLS (`dev --tls`), views are `<view>.views.localhost`.
+    expect_that!(
+        session
+            .sign_in(&on(
+                "https://sales.views.localhost:8443/_gateway/oauth2/callback"
+            ))
+            .await,
+        ok(anything())
+    );
 
     for foreign in [
         "http://evil.example/_gateway/oauth2/callback",
         "http://a.b.localhost/_gateway/oauth2/callback",
+        "https://a.b.views.localhost/_gateway/oauth2/callback",
         "http://sales.localhost:8080/elsewhere",
         "http://sales.localhost:8080/_gateway/oauth2/callback?next=x",
     ] {

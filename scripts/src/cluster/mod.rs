@@ -27,7 +27,7 @@ mod image;
 mod kube_binaries;
 pub mod network;
 mod objects;
-mod pki;
+pub(crate) mod pki;
 mod pod_runner;
 mod real_node;
 

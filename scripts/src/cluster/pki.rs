@@ -80,10 +80,10 @@ impl Pki {
             // The same parameters and key make the same issuer name and key
             // identifier as the certificate on disk.
             let key = KeyPair::from_pem(&std::fs::read_to_string(self.ca_key())?)?;
-            Issuer::new(ca_params()?, key)
+            Issuer::new(ca_params(CA_NAME)?, key)
         } else {
             let ca_key = KeyPair::generate()?;
-            let ca = ca_params()?;
+            let ca = ca_params(CA_NAME)?;
             let ca_cert = ca.self_signed(&ca_key)?;
             for path in self.leaf_files() {
                 let _ = std::fs::remove_file(path);
@@ -194,14 +194,16 @@ impl Pki {
     }
 }
 
+const CA_NAME: &str = "views-gateway local cluster CA";
+
 /// The user the API server is to the kubelet (bound to
 /// `system:kubelet-api-admin`, as kubeadm does).
 pub const APISERVER_KUBELET_CLIENT: &str = "kube-apiserver-kubelet-client";
 
-fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+/// A CA's parameters: the same name and key make the same issuer again.
+pub(crate) fn ca_params(common_name: &str) -> Result<CertificateParams, rcgen::Error> {
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name
-        .push(DnType::CommonName, "views-gateway local cluster CA");
+    ca.distinguished_name.push(DnType::CommonName, common_name);
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -211,7 +213,7 @@ fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     Ok(ca)
 }
 
-fn leaf(
+pub(crate) fn leaf(
     common_name: &str,
     organization: Option<&str>,
     usage: ExtendedKeyUsagePurpose,
@@ -235,7 +237,8 @@ fn leaf(
     Ok(params)
 }
 
-fn write(path: &Path, contents: &str) -> anyhow::Result<()> {
+/// Write a file only its owner may read (keys among them).
+pub(crate) fn write(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -1,19 +1,29 @@
 // Chromium for the suite: Debian's /usr/bin/chromium driven by playwright-core
 // (no browser download). Chromium resolves *.localhost to loopback itself.
 
+import { createHash, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { chromium } from 'playwright-core';
 
-import { artifacts, gatewayUrl, port } from './gateway.js';
+import { artifacts, endpoint, gatewayUrl, port } from './gateway.js';
 import { password, provider } from './identity.js';
 
 export async function launch() {
+  // Root in CI: Chromium's sandbox needs user namespaces we may not have.
+  const args = ['--no-sandbox', '--disable-dev-shm-usage'];
+  if (endpoint.certificate) {
+    // With TLS: accept the gateway's certificate, and only it, as if the
+    // local CA were installed (its public key's SHA-256; any other
+    // certificate still fails).
+    const key = new X509Certificate(readFileSync(endpoint.certificate)).publicKey.export({ type: 'spki', format: 'der' });
+    args.push(`--ignore-certificate-errors-spki-list=${createHash('sha256').update(key).digest('base64')}`);
+  }
   return chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
-    // Root in CI: Chromium's sandbox needs user namespaces we may not have.
-    args: ['--no-sandbox', '--disable-dev-shm-usage'],
+    args,
   });
 }
 
@@ -27,7 +37,7 @@ export async function offlineContext(browser) {
   await context.route('**/*', (route) => {
     const url = new URL(route.request().url());
     const local = url.hostname === 'localhost' || url.hostname.endsWith('.localhost');
-    const gateway = local && Number(url.port || (url.protocol === 'https:' ? 443 : 80)) === port;
+    const gateway = local && [port, endpoint.httpPort].includes(Number(url.port || (url.protocol === 'https:' ? 443 : 80)));
     if (gateway || url.origin === issuer.origin || url.protocol === 'data:' || url.protocol === 'blob:') {
       return route.continue();
     }

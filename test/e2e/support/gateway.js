@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { lookup as dnsLookup } from 'node:dns';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,16 +16,34 @@ const run = promisify(execFile);
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const cacheDir = process.env.VIEWS_HOME || join(homedir(), '.cache', 'views-gateway');
-export const port = Number(process.env.VIEWS_GATEWAY_PORT || 8080);
+
+/// Where the gateway answers, as `cargo xtask dev` wrote it (scripts/src/dev):
+/// plain HTTP on localhost:8080, or with `--tls` HTTPS for views.localhost on
+/// 8443 (`httpPort` redirecting to it, `ca` the local CA that issued the
+/// certificate). Without that file (no dev stack yet): the plain default.
+export const endpoint = loadEndpoint();
+function loadEndpoint() {
+  const plain = { scheme: 'http', hostname: 'localhost', port: Number(process.env.VIEWS_GATEWAY_PORT || 8080) };
+  try {
+    return JSON.parse(readFileSync(join(cacheDir, 'dev', 'run', 'gateway.json'), 'utf8'));
+  } catch {
+    return plain;
+  }
+}
+export const tls = endpoint.scheme === 'https';
+export const port = endpoint.port;
 /// The namespace of `cargo xtask dev`'s views.
 export const namespace = 'views';
-export const artifacts = resolve(dirname(fileURLToPath(import.meta.url)), '../artifacts');
+/// Screenshots; those of the HTTPS run in `tls/`.
+export const artifacts = resolve(dirname(fileURLToPath(import.meta.url)), tls ? '../artifacts/tls' : '../artifacts');
 
 /// `http://<view>.localhost:<port>/…`: what a person types (as the browser
-/// writes it: no `:80`).
-export const viewUrl = (name, path = '/') => new URL(path, `http://${name}.localhost:${port}`).href;
+/// writes it: no `:80`); with TLS `https://<view>.views.localhost:<port>/…`.
+export const viewUrl = (name, path = '/') => new URL(path, `${endpoint.scheme}://${name}.${endpoint.hostname}:${port}`).href;
 /// `http://localhost:<port>/…`: the gateway's own host (the API).
-export const gatewayUrl = (path = '/') => new URL(path, `http://localhost:${port}`).href;
+export const gatewayUrl = (path = '/') => new URL(path, `${endpoint.scheme}://${endpoint.hostname}:${port}`).href;
+/// The local CA with TLS, for Node's own requests.
+const ca = endpoint.ca ? readFileSync(endpoint.ca) : undefined;
 
 // Node's resolver does not know that *.localhost is loopback (Chromium does):
 // resolve those names to 127.0.0.1 ourselves, where Envoy listens.
@@ -40,7 +59,8 @@ function loopback(hostname, options, callback) {
 /// Connection errors reject.
 export function request(url, { method = 'GET', headers = {}, body, timeout = 120_000 } = {}) {
   return new Promise((resolvePromise, reject) => {
-    const req = http.request(url, { method, headers, lookup: loopback, timeout, agent: false }, (res) => {
+    const client = new URL(url).protocol === 'https:' ? https : http;
+    const req = client.request(url, { method, headers, lookup: loopback, timeout, agent: false, ca }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
       res.on('end', () =>
@@ -66,7 +86,7 @@ export const json = (response) => {
 /// GET /_api/readyz through Envoy answers 200.
 export async function gatewayReady() {
   try {
-    return (await request(`http://localhost:${port}/_api/readyz`, { timeout: 3000 })).status === 200;
+    return (await request(gatewayUrl('/_api/readyz'), { timeout: 3000 })).status === 200;
   } catch {
     return false;
   }

@@ -1,7 +1,8 @@
 // vitest globalSetup: the stack the suite runs against.
 //
-// - A gateway already answering GET http://localhost:8080/_api/readyz with 200
-//   (`cargo xtask dev` running) is reused as it is: the fast loop.
+// - A gateway already answering GET <gateway>/_api/readyz with 200
+//   (`cargo xtask dev` running, plain or --tls: support/gateway.js reads
+//   where) is reused as it is: the fast loop.
 // - Otherwise this starts one with `cargo xtask dev --detach` and leaves it
 //   running afterwards, so the next run (and the person looking at
 //   http://demo.localhost:8080/) reuses it; `cargo xtask down` stops it.
@@ -15,7 +16,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 
-import { artifacts, gatewayReady, port, repoRoot } from './gateway.js';
+import { artifacts, gatewayReady, gatewayUrl, repoRoot } from './gateway.js';
 import { accessTokens } from './identity.js';
 
 export default async function setup({ provide }) {
@@ -29,13 +30,13 @@ async function stack() {
     throw new Error('no Chromium at /usr/bin/chromium: apt-get install -y chromium (cargo xtask e2e does it)');
   }
   if (await gatewayReady()) {
-    console.log(`[e2e] a gateway answers on localhost:${port}: reusing it`);
+    console.log(`[e2e] a gateway answers at ${gatewayUrl()}: reusing it`);
     return;
   }
   if (process.env.VIEWS_E2E_STACK === 'managed') {
-    throw new Error(`the stack was to be up, but localhost:${port}/_api/readyz does not answer 200`);
+    throw new Error(`the stack was to be up, but ${gatewayUrl('/_api/readyz')} does not answer 200`);
   }
-  console.log('[e2e] no gateway on localhost:%d: starting one with `cargo xtask dev --detach`', port);
+  console.log('[e2e] no gateway at %s: starting one with `cargo xtask dev --detach`', gatewayUrl());
   const started = Date.now();
   const result = spawnSync('cargo', ['xtask', 'dev', '--detach'], { cwd: repoRoot, stdio: 'inherit' });
   if (result.status !== 0) throw new Error(`cargo xtask dev --detach failed (${result.status ?? result.signal})`);

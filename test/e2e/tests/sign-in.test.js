@@ -84,7 +84,7 @@ describe('signing in', () => {
     const cookies = await ana.cookies(demo);
     expect(cookies.length).toBeGreaterThan(0);
     for (const cookie of cookies) {
-      expect(cookie, cookie.name).toMatchObject({ domain: 'demo.localhost', path: '/', httpOnly: true, sameSite: 'Lax' });
+      expect(cookie, cookie.name).toMatchObject({ domain: new URL(demo).hostname, path: '/', httpOnly: true, secure: true, sameSite: 'Lax' });
     }
     // As sent: no Domain attribute (a Domain cookie would reach every
     // *.localhost host), and the browser keeps them to demo.localhost.

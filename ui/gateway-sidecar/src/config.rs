@@ -23,9 +23,10 @@ pub struct Config {
     pub gateway_hostname: String,
 
     /// The port people reach the gateway on, when it is not their scheme's
-    /// default and the hostname has one label (e.g. `localhost:8080`): the
-    /// gateway's own host is routed by its first label, which then carries
-    /// the port.
+    /// default (e.g. `localhost:8080`, or `views.localhost:8443` with TLS in
+    /// development): plain HTTP is redirected to HTTPS on it, and with a
+    /// one-label hostname the gateway's own host, routed by its first label,
+    /// carries it.
     #[arg(long, env = "GATEWAY_PUBLIC_PORT")]
     pub gateway_public_port: Option<u16>,
 

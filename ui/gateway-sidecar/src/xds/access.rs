@@ -750,8 +750,9 @@ pub fn certificate(certificate: &crate::tls::Certificate) -> tls::Secret {
     }
 }
 
-/// Plain HTTP when the gateway serves TLS: every request is sent to HTTPS.
-pub fn redirect_to_https() -> hcm::HttpConnectionManager {
+/// Plain HTTP when the gateway serves TLS: every request is sent to HTTPS,
+/// on `public_port` when people reach HTTPS on a port of its own.
+pub fn redirect_to_https(public_port: Option<u16>) -> hcm::HttpConnectionManager {
     let redirect = route::Route {
         r#match: Some(route::RouteMatch {
             path_specifier: Some(route::route_match::PathSpecifier::Prefix("/".into())),
@@ -761,6 +762,7 @@ pub fn redirect_to_https() -> hcm::HttpConnectionManager {
             scheme_rewrite_specifier: Some(
                 route::redirect_action::SchemeRewriteSpecifier::HttpsRedirect(true),
             ),
+            port_redirect: public_port.map_or(0, u32::from),
             ..Default::default()
         })),
         ..Default::default()

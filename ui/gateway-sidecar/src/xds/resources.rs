@@ -754,7 +754,7 @@ fn gateway_listeners(config: &Config) -> Vec<Arc<Resource>> {
         let plain = if config.gateway_hostname == "localhost" {
             manager
         } else {
-            access::redirect_to_https()
+            access::redirect_to_https(config.gateway_public_port)
         };
         let listener = listener::Listener {
             name: PLAIN_HTTP.into(),
@@ -1102,10 +1102,24 @@ mod tests {
         else {
             panic!("an inline redirect");
         };
-        expect_that!(
-            routes.virtual_hosts[0].routes[0].action,
-            some(matches_pattern!(route::route::Action::Redirect(anything())))
-        );
+        let redirect_port = |routes: &route::RouteConfiguration| match &routes.virtual_hosts[0]
+            .routes[0]
+            .action
+        {
+            Some(route::route::Action::Redirect(redirect)) => Some(redirect.port_redirect),
+            _ => None,
+        };
+        // To the scheme's default port, unless people use another.
+        expect_that!(redirect_port(&routes), some(eq(0)));
+        let mut on_own_port = tls("views.localhost");
+        on_own_port.gateway_public_port = Some(8443);
+        let (_, manager) = manager_of(&gateway_listeners(&on_own_port)[1]);
+        let Some(hcm::http_connection_manager::RouteSpecifier::RouteConfig(routes)) =
+            manager.route_specifier
+        else {
+            panic!("an inline redirect");
+        };
+        expect_that!(redirect_port(&routes), some(eq(8443)));
         // On localhost the plain listener is the gateway itself.
         let local = gateway_listeners(&tls("localhost"));
         let (_, manager) = manager_of(&local[1]);

@@ -12,7 +12,11 @@
 //!                                   = group views-admins;
 //!                                   API 127.0.0.1:8081, xDS 127.0.0.1:18000, ops 127.0.0.1:9090,
 //!                                   the views' S3 endpoint on 10.233.0.1:32901 → the lake
-//!  Envoy 1.37 (ui/gateway/envoy.yaml, node `dev`) on localhost:8080 (`VIEWS_GATEWAY_PORT`)
+//!  Envoy 1.37 (ui/gateway/envoy.yaml, node `dev`) on localhost:8080 (`VIEWS_GATEWAY_PORT`);
+//!                                   with --tls: HTTPS for views.localhost on 8443
+//!                                   (`VIEWS_GATEWAY_TLS_PORT`), a certificate from a local
+//!                                   CA in the Secret views-gateway-tls, plain HTTP on
+//!                                   8080 redirecting to it (see `tls`)
 //!  view pods                        the real duckdb-view (target/debug), run by the pod
 //!                                   runner (RuntimeClass `process`), reading the lake
 //!                                   through the sidecar's S3 endpoint
@@ -22,7 +26,10 @@
 //!
 //! Everything already running is reused, except the gateway replica (Envoy
 //! and the sidecar): it restarts, so a dev loop runs the code just built.
-//! `down` stops it all.
+//! Where it answers is written to `<cache>/dev/run/gateway.json`
+//! ([`Endpoint`]), for the end-to-end suite. `down` stops it all.
+
+mod tls;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -30,6 +37,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
 
 use test_support::oidc::{CLI_CLIENT, GATEWAY_CLIENT, GATEWAY_RESOURCE, Oidc};
 
@@ -64,13 +72,147 @@ fn layout() -> Layout {
     }
 }
 
-/// Envoy's gateway port: `VIEWS_GATEWAY_PORT`, else 8080.
-pub fn gateway_port() -> anyhow::Result<u16> {
-    match std::env::var("VIEWS_GATEWAY_PORT") {
+/// A port from the environment variable `name`, else `default`.
+fn port_setting(name: &str, default: u16) -> anyhow::Result<u16> {
+    match std::env::var(name) {
         Ok(port) => port
             .parse()
-            .context("VIEWS_GATEWAY_PORT must be a port number"),
-        Err(_) => Ok(8080),
+            .with_context(|| format!("{name} must be a port number")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// Plain HTTP or HTTPS (`--tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// Where the local gateway answers, as [`up`] started it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    /// `http`, or `https` with `--tls`.
+    pub scheme: String,
+    /// Views are `<view>.<hostname>`, the API `<hostname>/_api/`.
+    pub hostname: String,
+    /// Envoy's gateway listener: `VIEWS_GATEWAY_PORT` (8080), with TLS
+    /// `VIEWS_GATEWAY_TLS_PORT` (8443).
+    pub port: u16,
+    /// With TLS: plain HTTP, redirected to HTTPS (`VIEWS_GATEWAY_PORT`).
+    pub http_port: Option<u16>,
+    /// With TLS: the CA that issued the gateway's certificate (trust it).
+    pub ca: Option<PathBuf>,
+    /// With TLS: the gateway's certificate.
+    pub certificate: Option<PathBuf>,
+}
+
+impl Endpoint {
+    /// The endpoint `up` makes for `scheme`.
+    fn new(scheme: Scheme) -> anyhow::Result<Self> {
+        let http = port_setting("VIEWS_GATEWAY_PORT", 8080)?;
+        Ok(match scheme {
+            Scheme::Http => Self {
+                scheme: "http".into(),
+                hostname: "localhost".into(),
+                port: http,
+                http_port: None,
+                ca: None,
+                certificate: None,
+            },
+            Scheme::Https => {
+                let files = tls::ensure(&layout().root.join("tls"))?;
+                Self {
+                    scheme: "https".into(),
+                    hostname: tls::HOSTNAME.into(),
+                    port: port_setting("VIEWS_GATEWAY_TLS_PORT", 8443)?,
+                    http_port: Some(http),
+                    ca: Some(files.ca),
+                    certificate: Some(files.certificate),
+                }
+            }
+        })
+    }
+
+    fn file() -> PathBuf {
+        layout().run.join("gateway.json")
+    }
+
+    /// The endpoint of the gateway `up` started last, if it still answers.
+    pub fn running() -> Option<Self> {
+        let endpoint: Self = serde_json::from_slice(&std::fs::read(Self::file()).ok()?).ok()?;
+        endpoint.ready().then_some(endpoint)
+    }
+
+    /// `<scheme>://[<view>.]<hostname>:<port><path>`.
+    pub fn url(&self, view: Option<&str>, path: &str) -> String {
+        let host = match view {
+            Some(view) => format!("{view}.{}", self.hostname),
+            None => self.hostname.clone(),
+        };
+        format!("{}://{host}:{}{path}", self.scheme, self.port)
+    }
+
+    /// Whether the gateway answers `GET /_api/readyz` with 200.
+    pub fn ready(&self) -> bool {
+        self.request("GET", "/_api/readyz", None, None)
+            .is_ok_and(|(status, _)| status == 200)
+    }
+
+    /// One HTTP/1.1 request to the gateway's own host on 127.0.0.1, with a
+    /// bearer token if given: the status and the body.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        json: Option<&str>,
+    ) -> anyhow::Result<(u16, String)> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let body = json.unwrap_or("");
+        let content_type = if json.is_some() {
+            "Content-Type: application/json\r\n"
+        } else {
+            ""
+        };
+        let authorization = token
+            .map(|token| format!("Authorization: Bearer {token}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{authorization}{content_type}Content-Length: {}\r\n\r\n{body}",
+            self.hostname,
+            body.len()
+        );
+        let mut response = Vec::new();
+        match &self.ca {
+            Some(ca) => {
+                let mut tls = rustls::StreamOwned::new(tls::client(ca, &self.hostname)?, stream);
+                tls.write_all(request.as_bytes())?;
+                // Envoy closes without close_notify after `Connection: close`.
+                if let Err(error) = tls.read_to_end(&mut response)
+                    && error.kind() != std::io::ErrorKind::UnexpectedEof
+                {
+                    return Err(error.into());
+                }
+            }
+            None => {
+                stream.write_all(request.as_bytes())?;
+                stream.read_to_end(&mut response)?;
+            }
+        }
+        let response = String::from_utf8_lossy(&response);
+        let status = response
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("not an HTTP response: {response:.80}"))?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, body)| body)
+            .trim()
+            .to_string();
+        Ok((status, body))
     }
 }
 
@@ -104,10 +246,10 @@ fn components() -> anyhow::Result<[Component; 2]> {
     Ok([sidecar, envoy])
 }
 
-pub fn run(detach: bool) -> anyhow::Result<()> {
+pub fn run(detach: bool, scheme: Scheme) -> anyhow::Result<()> {
     let started = Instant::now();
-    let port = up()?;
-    print_usage(port);
+    let endpoint = up(scheme)?;
+    print_usage(&endpoint);
     progress::info(format!("ready in {:.1}s", started.elapsed().as_secs_f64()));
     if detach {
         println!("Left running; `cargo xtask down` stops it.");
@@ -121,9 +263,10 @@ pub fn run(detach: bool) -> anyhow::Result<()> {
 }
 
 /// Bring the whole stack up (reusing what runs; the gateway replica
-/// restarts) and make sure the demo view exists. Returns Envoy's port.
-pub fn up() -> anyhow::Result<u16> {
-    let port = gateway_port()?;
+/// restarts) and make sure the demo view exists. Returns where the gateway
+/// answers.
+pub fn up(scheme: Scheme) -> anyhow::Result<Endpoint> {
+    let endpoint = Endpoint::new(scheme)?;
     cluster::up()?;
     let step = progress::step("S3 lake with sample data");
     let lake = lake::ensure_running()?;
@@ -158,24 +301,66 @@ pub fn up() -> anyhow::Result<u16> {
         None,
     )?;
     step.done();
+    if let (Some(certificate), Some(ca)) = (&endpoint.certificate, &endpoint.ca) {
+        let step = progress::step(format!(
+            "TLS: Secret {} for {} and *.{} (issued by {})",
+            tls::SECRET,
+            endpoint.hostname,
+            endpoint.hostname,
+            ca.display()
+        ));
+        apply_tls_secret(certificate)?;
+        step.done();
+    }
 
     let [sidecar, envoy] = components()?;
     let step = progress::step(format!(
-        "starting the sidecar and Envoy on localhost:{port}"
+        "starting the sidecar and Envoy on {}",
+        endpoint.url(None, "")
     ));
     // The replica restarts as a whole, so a dev loop runs the code and the
     // bootstrap just built. Envoy goes first: a sidecar that is told to stop
     // drains its Envoy (which then must not be reused) and waits for it.
     stop_gateway()?;
-    sidecar.start_with_env(&layout, &sidecar_env(port, &kubeconfig, &lake, &provider)?)?;
+    sidecar.start_with_env(
+        &layout,
+        &sidecar_env(&endpoint, &kubeconfig, &lake, &provider)?,
+    )?;
     envoy.start(&layout)?;
-    wait_until_routed(port, &[&sidecar, &envoy], &layout)?;
+    wait_until_routed(&endpoint, &[&sidecar, &envoy], &layout)?;
+    std::fs::write(Endpoint::file(), serde_json::to_vec_pretty(&endpoint)?)?;
     step.done();
 
     let step = progress::step(format!("the demo view ({DEMO_OWNER}'s)"));
-    create_demo(port)?;
+    create_demo(&endpoint)?;
     step.done();
-    Ok(port)
+    Ok(endpoint)
+}
+
+/// The certificate and key of `certificate` (its key beside it) as the
+/// `kubernetes.io/tls` Secret the sidecar serves to Envoy.
+fn apply_tls_secret(certificate: &Path) -> anyhow::Result<()> {
+    let key = certificate.with_extension("key");
+    let secret = kubectl(
+        &[
+            "create",
+            "secret",
+            "tls",
+            tls::SECRET,
+            "--namespace",
+            NAMESPACE,
+            "--cert",
+            &certificate.display().to_string(),
+            "--key",
+            &key.display().to_string(),
+            "--dry-run=client",
+            "-o",
+            "json",
+        ],
+        None,
+    )?;
+    kubectl(&["apply", "-f", "-"], Some(&secret))?;
+    Ok(())
 }
 
 /// The sidecar's settings: views in `views`, view pods running the real
@@ -184,7 +369,7 @@ pub fn up() -> anyhow::Result<u16> {
 /// against the local provider, as against an organisation's (bearer tokens,
 /// and browsers through the `views-gateway` client with its secret).
 fn sidecar_env(
-    port: u16,
+    endpoint: &Endpoint,
     kubeconfig: &Path,
     lake: &lake::Lake,
     provider: &Oidc,
@@ -194,14 +379,14 @@ fn sidecar_env(
         .secret
         .clone()
         .with_context(|| format!("the provider's client {GATEWAY_CLIENT} has no secret"))?;
-    Ok(vec![
+    let mut env = vec![
         ("KUBECONFIG", kubeconfig.display().to_string()),
-        ("GATEWAY_HOSTNAME", "localhost".into()),
+        ("GATEWAY_HOSTNAME", endpoint.hostname.clone()),
         ("VIEWS_NAMESPACE", NAMESPACE.into()),
-        ("ENVOY_LISTEN", format!("127.0.0.1:{port}")),
-        // Sign-in sends browsers back to `<host>:<port>` (Envoy routes on
-        // hosts without their port).
-        ("GATEWAY_PUBLIC_PORT", port.to_string()),
+        ("ENVOY_LISTEN", format!("127.0.0.1:{}", endpoint.port)),
+        // Not a scheme's default port: `localhost:<port>` is the gateway's
+        // own host, and plain HTTP is redirected to HTTPS on it.
+        ("GATEWAY_PUBLIC_PORT", endpoint.port.to_string()),
         ("LOG_JSON", "false".into()),
         ("VIEW_IMAGE", VIEW_IMAGE.into()),
         ("VIEW_RUNTIME_CLASS", "process".into()),
@@ -225,47 +410,74 @@ fn sidecar_env(
         ("OIDC_RESOURCE", GATEWAY_RESOURCE.into()),
         ("OIDC_SCOPES", "openid,profile,email,groups".into()),
         ("ADMIN_GROUPS", ADMIN_GROUP.into()),
-    ])
+    ];
+    if let Some(http_port) = endpoint.http_port {
+        env.push(("TLS_SECRET", tls::SECRET.into()));
+        env.push(("ENVOY_HTTP_LISTEN", format!("127.0.0.1:{http_port}")));
+    }
+    Ok(env)
 }
 
-fn print_usage(port: u16) {
+fn print_usage(endpoint: &Endpoint) {
     let layout = layout();
     let cache = paths::cache_dir();
+    // curl needs the local CA with TLS.
+    let curl = match &endpoint.ca {
+        Some(ca) => format!("curl --cacert {}", ca.display()),
+        None => "curl".into(),
+    };
     let bearer =
         |user: &str| format!("-H \"Authorization: Bearer $(cargo xtask token {user} | tail -1)\"");
+    let demo = endpoint.url(Some("demo"), "/");
     println!();
     println!(
         "The views gateway is running, with sign-in. Open the demo view (DuckDB over s3://lake/sales/):"
     );
     println!();
-    println!("  http://demo.localhost:{port}/");
+    println!("  {demo}");
     println!();
+    if let (Some(ca), Some(http_port)) = (&endpoint.ca, endpoint.http_port) {
+        println!(
+            "\
+HTTPS, with a certificate for {host} and *.{host} from a local CA: trust it once in
+your browser or system ({ca}; Chromium: Settings → Privacy and security → Security →
+Manage certificates → Authorities → Import). Plain HTTP on port {http_port} redirects here.",
+            host = endpoint.hostname,
+            ca = ca.display()
+        );
+        println!();
+    }
     println!(
         "\
 It is {DEMO_OWNER}'s: only she (and whom she shares it with) may open it; to anyone else
 it answers 404, like a view that does not exist. The browser goes to the provider's
 sign-in page first: sign in as {DEMO_OWNER} (password below) and it comes back to the
 view. Each host has its own session; the provider remembers you, so other hosts sign
-you in without the form. Sign out: http://demo.localhost:{port}/_gateway/sign-out"
+you in without the form. Sign out: {}",
+        endpoint.url(Some("demo"), "/_gateway/sign-out")
     );
     println!();
     println!("The API takes the provider's access tokens (analysts such as ana may read sales/,");
     println!("finance such as bob tpch/ and sales-private/; group {ADMIN_GROUP} sees every view):");
     println!(
-        "  curl {} http://localhost:{port}/_api/me",
-        bearer(DEMO_OWNER)
+        "  {curl} {} {}",
+        bearer(DEMO_OWNER),
+        endpoint.url(None, "/_api/me")
     );
     println!("Create another view (names are 3-8 characters):");
     println!(
-        "  curl {} -H 'content-type: application/json' http://localhost:{port}/_api/views \\",
-        bearer(DEMO_OWNER)
+        "  {curl} {} -H 'content-type: application/json' {} \\",
+        bearer(DEMO_OWNER),
+        endpoint.url(None, "/_api/views")
     );
     println!(
         "       -d '{{\"name\":\"euro\",\"subsets\":[{{\"bucket\":\"lake\",\"prefixes\":[\"sales/region=eu/\"],\"tables\":{{\"orders\":{{\"path\":\"sales/region=eu/*.parquet\",\"format\":\"parquet\"}}}}}}]}}'"
     );
     println!(
-        "  then open http://euro.localhost:{port}/   (list: curl {} localhost:{port}/_api/views)",
-        bearer(DEMO_OWNER)
+        "  then open {}   (list: {curl} {} {})",
+        endpoint.url(Some("euro"), "/"),
+        bearer(DEMO_OWNER),
+        endpoint.url(None, "/_api/views")
     );
     println!();
     if let Ok(provider) = Oidc::load() {
@@ -312,17 +524,13 @@ pub fn down() -> anyhow::Result<()> {
 /// the views stay.
 pub fn stop_gateway() -> anyhow::Result<()> {
     let layout = layout();
+    let _ = std::fs::remove_file(Endpoint::file());
     for component in components()?.iter().rev() {
         if component.stop(&layout)? {
             progress::info(format!("stopped {}", component.name));
         }
     }
     Ok(())
-}
-
-/// Whether a gateway answers `GET /_api/readyz` with 200 on `port`.
-pub fn ready(port: u16) -> bool {
-    request(port, "GET", "/_api/readyz", None, None).is_ok_and(|(status, _)| status == 200)
 }
 
 /// Run the local cluster's kubectl as admin, in the repository root, with
@@ -411,10 +619,14 @@ fn gateway_kubeconfig(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Wait until Envoy routes the API to a ready sidecar: the whole path works.
-fn wait_until_routed(port: u16, components: &[&Component], layout: &Layout) -> anyhow::Result<()> {
+fn wait_until_routed(
+    endpoint: &Endpoint,
+    components: &[&Component],
+    layout: &Layout,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if ready(port) {
+        if endpoint.ready() {
             return Ok(());
         }
         for component in components {
@@ -441,17 +653,19 @@ fn wait_until_routed(port: u16, components: &[&Component], layout: &Layout) -> a
 /// (201). A `demo` made while sign-in was off (no owner: now only admins
 /// could open it) is replaced by an admin; one with another owner or spec is
 /// somebody's and stays as it is.
-fn create_demo(port: u16) -> anyhow::Result<()> {
+fn create_demo(endpoint: &Endpoint) -> anyhow::Result<()> {
     let owner = token(DEMO_OWNER)?;
     let mut replaced = false;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, body) = request(port, "POST", "/_api/views", Some(&owner), Some(DEMO_VIEW))?;
+        let (status, body) =
+            endpoint.request("POST", "/_api/views", Some(&owner), Some(DEMO_VIEW))?;
         match status {
             201 => return Ok(()),
             409 if !replaced => {
                 let admin = token(admin_user()?.as_str())?;
-                let (_, existing) = request(port, "GET", "/_api/views/demo", Some(&admin), None)?;
+                let (_, existing) =
+                    endpoint.request("GET", "/_api/views/demo", Some(&admin), None)?;
                 let existing: serde_json::Value =
                     serde_json::from_str(&existing).unwrap_or_default();
                 if !existing["owner"].is_null() {
@@ -463,7 +677,7 @@ fn create_demo(port: u16) -> anyhow::Result<()> {
                 }
                 progress::info("replacing the `demo` made while sign-in was off (it had no owner)");
                 let (status, body) =
-                    request(port, "DELETE", "/_api/views/demo", Some(&admin), None)?;
+                    endpoint.request("DELETE", "/_api/views/demo", Some(&admin), None)?;
                 if status != 204 && status != 404 {
                     bail!("deleting the ownerless demo view: HTTP {status}: {body}");
                 }
@@ -500,44 +714,4 @@ fn admin_user() -> anyhow::Result<String> {
         .find(|user| user.groups.iter().any(|group| group == ADMIN_GROUP))
         .map(|user| user.name)
         .with_context(|| format!("no demo user in the group {ADMIN_GROUP}"))
-}
-
-/// One HTTP/1.1 request to the gateway on `127.0.0.1:port` (Host
-/// `localhost`), with a bearer token if given: the status and the body.
-fn request(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    json: Option<&str>,
-) -> anyhow::Result<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let body = json.unwrap_or("");
-    let content_type = if json.is_some() {
-        "Content-Type: application/json\r\n"
-    } else {
-        ""
-    };
-    let authorization = token
-        .map(|token| format!("Authorization: Bearer {token}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{authorization}{content_type}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let response = String::from_utf8_lossy(&response);
-    let status = response
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("not an HTTP response: {response:.80}"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, body)| body)
-        .trim()
-        .to_string();
-    Ok((status, body))
 }
