@@ -122,7 +122,9 @@ pub struct Snapshot {
     pub views: Views,
     /// Every watch has listed everything at least once.
     pub synced: bool,
-    /// The last watch request succeeded (false while the API is unreachable).
+    /// The last watch request succeeded (false while the API is unreachable,
+    /// and after a resumed watch until an object changes: whether the API
+    /// server can be reached is `kubernetes::health`'s to say).
     pub kubernetes_reachable: bool,
     /// Increases with every published snapshot.
     pub generation: u64,

@@ -87,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
     let ads = xds::AdsServer::new(xds_rx, xds_metrics);
 
     let (health, probe) = kubernetes::health::probe(client.clone());
+    health.register_metrics(&mut registry);
     tasks.spawn(
         "Kubernetes API server probe",
         Kind::Background,

@@ -127,6 +127,18 @@ async fn cut_off_from_the_api_server_a_replica_stays_ready_and_catches_up_within
     let body: Value = refused.json().await.expect("error JSON");
     expect_that!(body["error"], eq(&json!("kubernetes_unavailable")));
     expect_that!(body["details"]["retryAfterSeconds"].as_u64(), some(gt(0)));
+    let refused = gateway
+        .client()
+        .delete(gateway.url("localhost", "/_api/views/warm"))
+        .send()
+        .await
+        .expect("DELETE");
+    expect_that!(refused.status(), eq(StatusCode::SERVICE_UNAVAILABLE));
+    expect_that!(refused.headers().get("retry-after"), some(anything()));
+    expect_that!(
+        gateway.metric("views_gateway_kubernetes_api_up", "").await,
+        eq(0.0)
+    );
     // A cold start too (ext_authz, through Envoy).
     let cold = gateway
         .client()
@@ -199,6 +211,10 @@ async fn cut_off_from_the_api_server_a_replica_stays_ready_and_catches_up_within
     })
     .await;
     let healthy = restored.elapsed();
+    expect_that!(
+        gateway.metric("views_gateway_kubernetes_api_up", "").await,
+        eq(1.0)
+    );
     eprintln!(
         "after the API server's return (cut for {:?}): index caught up in {caught_up:?}, \
          creates accepted in {writing:?}, nothing degraded in {healthy:?}",

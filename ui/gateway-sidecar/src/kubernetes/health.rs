@@ -11,6 +11,8 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 /// How often the API server is probed while it answers…
@@ -54,11 +56,23 @@ impl ApiServer {
 
 /// A read handle on the API server's state.
 #[derive(Clone)]
-pub struct ApiHealth(watch::Receiver<ApiServer>);
+pub struct ApiHealth {
+    rx: watch::Receiver<ApiServer>,
+    /// 1 while requests are worth trying, for alerts.
+    up: Gauge,
+}
 
 impl ApiHealth {
     pub fn get(&self) -> ApiServer {
-        self.0.borrow().clone()
+        self.rx.borrow().clone()
+    }
+
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "kubernetes_api_up",
+            "Whether the Kubernetes API server answers this replica (0: creates, deletes and starts are refused; warm views serve on)",
+            self.up.clone(),
+        );
     }
 }
 
@@ -66,6 +80,8 @@ impl ApiHealth {
 /// process ends).
 pub fn probe(client: kube::Client) -> (ApiHealth, impl Future<Output = ()>) {
     let (tx, rx) = watch::channel(ApiServer::Unknown);
+    let up = Gauge::default();
+    let health = ApiHealth { rx, up: up.clone() };
     let task = async move {
         loop {
             let state = match tokio::time::timeout(TIMEOUT, ready(&client)).await {
@@ -103,15 +119,13 @@ pub fn probe(client: kube::Client) -> (ApiHealth, impl Future<Output = ()>) {
                 *current = state;
                 true
             });
-            let period = if tx.borrow().reachable() {
-                PERIOD
-            } else {
-                PERIOD_AWAY
-            };
+            let reachable = tx.borrow().reachable();
+            up.set(i64::from(reachable));
+            let period = if reachable { PERIOD } else { PERIOD_AWAY };
             tokio::time::sleep(period).await;
         }
     };
-    (ApiHealth(rx), task)
+    (health, task)
 }
 
 async fn ready(client: &kube::Client) -> Result<(), kube::Error> {
