@@ -22,7 +22,8 @@ export default {
     details: {
       description:
         'Specifics, by error: for example `field` (a JSON Pointer into the request) for invalid_request, ' +
-        '`reason` for view_failed, `retryAfterSeconds` for view_starting.',
+        '`reason` for view_failed, `retryAfterSeconds` for view_starting and kubernetes_unavailable ' +
+        '(every 503 also carries a Retry-After header).',
       type: 'object',
       additionalProperties: true,
     },

@@ -60,7 +60,7 @@ impl ::std::convert::TryFrom<::std::string::String> for Access {
 #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ApiError {
-    ///Specifics, by error: for example `field` (a JSON Pointer into the request) for invalid_request, `reason` for view_failed, `retryAfterSeconds` for view_starting.
+    ///Specifics, by error: for example `field` (a JSON Pointer into the request) for invalid_request, `reason` for view_failed, `retryAfterSeconds` for view_starting and kubernetes_unavailable (every 503 also carries a Retry-After header).
     #[serde(default, skip_serializing_if = "::serde_json::Map::is_empty")]
     pub details: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     ///What went wrong, machine-readable.
