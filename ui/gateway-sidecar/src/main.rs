@@ -263,9 +263,10 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Whether a task's end is expected (an error when not, logged).
+    /// Whether a task's end is expected (an error when not, logged); it is
+    /// no longer waited for.
     fn ended(
-        &self,
+        &mut self,
         ended: Result<(tokio::task::Id, anyhow::Result<()>), tokio::task::JoinError>,
         stopped: &drain::DrainWatch,
     ) -> anyhow::Result<()> {
@@ -273,7 +274,10 @@ impl Supervisor {
             Ok((id, outcome)) => (id, outcome.map_err(|e| format!("{e:#}"))),
             Err(error) => (error.id(), Err(error.to_string())),
         };
-        let (name, kind) = self.names[&id];
+        let (name, kind) = self
+            .names
+            .remove(&id)
+            .expect("every task is spawned with a name");
         let why = match outcome {
             Ok(()) if kind == Kind::Server && stopped.is_draining() => return Ok(()),
             Ok(()) => "it returned".to_string(),
