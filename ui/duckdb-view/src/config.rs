@@ -46,6 +46,13 @@ pub struct Config {
     #[arg(long, env = "VIEW_NAME", default_value = "view")]
     pub name: String,
 
+    /// The claim of the caller's verified identity (passed by the gateway's
+    /// Envoy in `x-views-identity`) that names a person: each sees and
+    /// cancels only their own running queries. The gateway sets it to its
+    /// `OIDC_USER_CLAIM`.
+    #[arg(long, env = "VIEW_USER_CLAIM", default_value = "sub")]
+    pub user_claim: String,
+
     /// S3 endpoint URL (`http://host:port` or `https://host`); AWS S3 when unset.
     #[arg(long, env = "AWS_ENDPOINT_URL_S3")]
     pub s3_endpoint: Option<String>,

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::caller::Caller;
 use crate::db::{Column, Cursor, DbError};
 use crate::encode::CsvEncoder;
 use crate::engine::ENGINE_VERSION;
@@ -94,9 +95,15 @@ pub struct AppState {
     pub service: OnceLock<Arc<QueryService>>,
     /// Largest request body accepted.
     pub max_body: usize,
+    /// The claim of the verified identity that names a person ([`Caller`]).
+    pub user_claim: String,
 }
 
 impl AppState {
+    fn caller(&self, headers: &HeaderMap) -> Caller {
+        Caller::from_headers(headers, &self.user_claim)
+    }
+
     fn service(&self) -> Result<&Arc<QueryService>, ApiError> {
         let service = self.service.get().ok_or(ApiError::Starting)?;
         if !service.healthy() {
@@ -379,6 +386,7 @@ fn check_query_id(id: &Option<String>) -> Result<(), ApiError> {
 /// closed the connection): nobody would read the answer.
 struct StopOnDrop {
     service: Arc<QueryService>,
+    owner: Caller,
     id: String,
     armed: bool,
 }
@@ -386,19 +394,21 @@ struct StopOnDrop {
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         if self.armed {
-            self.service.stop(&self.id, StopReason::ClientGone);
+            self.service
+                .stop(&self.owner, &self.id, StopReason::ClientGone);
         }
     }
 }
 
 /// Interrupts the query when the statement timeout passes.
-fn start_timer(service: &Arc<QueryService>, id: &str) -> tokio::task::AbortHandle {
+fn start_timer(service: &Arc<QueryService>, owner: &Caller, id: &str) -> tokio::task::AbortHandle {
     let service = Arc::clone(service);
+    let owner = owner.clone();
     let id = id.to_string();
     let timeout = service.limits.statement_timeout;
     tokio::spawn(async move {
         tokio::time::sleep(timeout).await;
-        if service.stop(&id, StopReason::TimedOut) {
+        if service.stop(&owner, &id, StopReason::TimedOut) {
             tracing::info!(query_id = %id, ?timeout, "statement timeout: stopping the query");
         }
     })
@@ -418,11 +428,13 @@ async fn query(
         return Err(ApiError::InvalidRequest("sql is empty".into()));
     }
     let service = Arc::clone(state.service()?);
-    let registration = service.register(request.query_id, &request.sql)?;
+    let owner = state.caller(&headers);
+    let registration = service.register(&owner, request.query_id, &request.sql)?;
     let id = registration.query.id.clone();
-    let timer = start_timer(&service, &id);
+    let timer = start_timer(&service, &owner, &id);
     let mut guard = StopOnDrop {
         service: Arc::clone(&service),
+        owner,
         id: id.clone(),
         armed: true,
     };
@@ -714,18 +726,24 @@ async fn cancel(
     )?;
     check_query_id(&request.query_id)?;
     let service = state.service()?;
+    // Only the caller's own queries: another person's are not theirs to stop.
+    let caller = state.caller(&headers);
     let cancelled = match &request.query_id {
-        Some(id) => usize::from(service.stop(id, StopReason::Cancelled)),
-        None => service.stop_all(StopReason::Cancelled),
+        Some(id) => usize::from(service.stop(&caller, id, StopReason::Cancelled)),
+        None => service.stop_all(Some(&caller), StopReason::Cancelled),
     };
-    tracing::info!(query_id = ?request.query_id, cancelled, "cancel requested");
+    tracing::info!(query_id = ?request.query_id, %caller, cancelled, "cancel requested");
     Ok(axum::Json(json!({ "cancelled": cancelled })).into_response())
 }
 
-async fn list_queries(State(state): State<Shared>) -> Result<Response, ApiError> {
+async fn list_queries(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let service = Arc::clone(state.service()?);
+    let caller = state.caller(&headers);
     // Progress asks DuckDB, which may take a lock briefly: off the runtime.
-    let queries = tokio::task::spawn_blocking(move || service.list())
+    let queries = tokio::task::spawn_blocking(move || service.list(&caller))
         .await
         .map_err(|e| QueryError::Internal(format!("listing queries: {e}")))?;
     Ok(axum::Json(json!({ "queries": queries })).into_response())
@@ -751,7 +769,7 @@ pub async fn shutdown_signal(state: Shared) {
     }
     tracing::info!("shutting down");
     if let Some(service) = state.service.get() {
-        let stopped = service.stop_all(StopReason::ShuttingDown);
+        let stopped = service.stop_all(None, StopReason::ShuttingDown);
         if stopped > 0 {
             tracing::info!(stopped, "stopped running queries");
         }

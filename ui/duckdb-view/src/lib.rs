@@ -7,9 +7,11 @@
 //!
 //! Modules: [`config`] (flags and env), [`db`] (the C API layer),
 //! [`engine`] (start-up and lockdown), [`policy`] (statement policy),
-//! [`queries`] (running, cancelling, timing out queries), [`encode`]
-//! (JSON and CSV), [`http`] (routes), [`logging`].
+//! [`queries`] (running, cancelling, timing out queries, each its
+//! caller's), [`caller`] (who sends a request, as the gateway verified it),
+//! [`encode`] (JSON and CSV), [`http`] (routes), [`logging`].
 
+pub mod caller;
 pub mod config;
 pub mod db;
 pub mod encode;

@@ -63,6 +63,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         name: config.name.clone(),
         service: OnceLock::new(),
         max_body: 1024 * 1024,
+        user_claim: config.user_claim.clone(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -3,6 +3,9 @@
 //! list), a limit on how many run at once, and the translation of DuckDB's
 //! failures into errors the HTTP layer can answer with.
 //!
+//! Each query belongs to its [`Caller`]: people sharing a view see, cancel
+//! and reuse the ids of their own queries only.
+//!
 //! Queries are blocking DuckDB calls: [`QueryService::run`] must be called on
 //! a blocking thread (`spawn_blocking`); stopping them ([`QueryService::stop`])
 //! is cheap and safe from anywhere.
@@ -14,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::caller::Caller;
 use crate::db::{Cursor, DbError, ErrorKind, Interrupter};
 use crate::engine::Engine;
 
@@ -110,6 +114,7 @@ pub struct Limits {
 /// One running query, as the registry holds it.
 pub struct RunningQuery {
     pub id: String,
+    pub owner: Caller,
     sql: String,
     started: Instant,
     stop: Mutex<Option<StopReason>>,
@@ -148,14 +153,15 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        lock(&self.service.running).remove(&self.query.id);
+        lock(&self.service.running).remove(&(self.query.owner.clone(), self.query.id.clone()));
     }
 }
 
 pub struct QueryService {
     engine: Arc<Engine>,
     pub limits: Limits,
-    running: Mutex<HashMap<String, Arc<RunningQuery>>>,
+    /// By owner and id: ids are per caller.
+    running: Mutex<HashMap<(Caller, String), Arc<RunningQuery>>>,
     next_id: AtomicU64,
     /// Set when DuckDB reported a fatal error: the database is invalidated
     /// and the view must be restarted (readiness goes down).
@@ -189,10 +195,11 @@ impl QueryService {
         !self.failed.load(Ordering::Relaxed)
     }
 
-    /// Register a query before it runs: refuses when too many run, or when a
-    /// client-chosen id is in use.
+    /// Register `owner`'s query before it runs: refuses when too many run,
+    /// or when `owner` uses a client-chosen id already.
     pub fn register(
         self: &Arc<Self>,
+        owner: &Caller,
         id: Option<String>,
         sql: &str,
     ) -> Result<Registration, QueryError> {
@@ -201,28 +208,35 @@ impl QueryService {
             return Err(QueryError::TooMany(running.len()));
         }
         let id = match id {
-            Some(id) if running.contains_key(&id) => return Err(QueryError::DuplicateId(id)),
+            Some(id) if running.contains_key(&(owner.clone(), id.clone())) => {
+                return Err(QueryError::DuplicateId(id));
+            }
             Some(id) => id,
             None => format!("q{}", self.next_id.fetch_add(1, Ordering::Relaxed)),
         };
         let query = Arc::new(RunningQuery {
             id: id.clone(),
+            owner: owner.clone(),
             sql: sql.chars().take(200).collect(),
             started: Instant::now(),
             stop: Mutex::new(None),
             interrupter: Mutex::new(None),
         });
-        running.insert(id, Arc::clone(&query));
+        running.insert((owner.clone(), id), Arc::clone(&query));
         Ok(Registration {
             service: Arc::clone(self),
             query,
         })
     }
 
-    /// Tell a query to stop: records why (first reason wins) and interrupts
-    /// DuckDB if it is inside a statement. Returns whether the id was running.
-    pub fn stop(&self, id: &str, reason: StopReason) -> bool {
-        let Some(query) = lock(&self.running).get(id).cloned() else {
+    /// Tell `owner`'s query `id` to stop: records why (first reason wins)
+    /// and interrupts DuckDB if it is inside a statement. Returns whether
+    /// `owner` had such a query running.
+    pub fn stop(&self, owner: &Caller, id: &str, reason: StopReason) -> bool {
+        let Some(query) = lock(&self.running)
+            .get(&(owner.clone(), id.to_owned()))
+            .cloned()
+        else {
             return false;
         };
         Self::stop_query(&query, reason);
@@ -236,18 +250,25 @@ impl QueryService {
         }
     }
 
-    /// Stop every running query; returns how many.
-    pub fn stop_all(&self, reason: StopReason) -> usize {
-        let queries: Vec<_> = lock(&self.running).values().cloned().collect();
+    /// Stop every running query of `owner`, or of everyone (shutting down);
+    /// returns how many.
+    pub fn stop_all(&self, owner: Option<&Caller>, reason: StopReason) -> usize {
+        let queries: Vec<_> = lock(&self.running)
+            .values()
+            .filter(|query| owner.is_none_or(|owner| query.owner == *owner))
+            .cloned()
+            .collect();
         for query in &queries {
             Self::stop_query(query, reason);
         }
         queries.len()
     }
 
-    pub fn list(&self) -> Vec<QueryInfo> {
+    /// `owner`'s running queries, the longest-running first.
+    pub fn list(&self, owner: &Caller) -> Vec<QueryInfo> {
         let mut infos: Vec<QueryInfo> = lock(&self.running)
             .values()
+            .filter(|q| q.owner == *owner)
             .map(|q| QueryInfo {
                 id: q.id.clone(),
                 sql: q.sql.clone(),

@@ -497,6 +497,69 @@ async fn cancels_a_running_query_and_stops_one_past_the_statement_timeout() {
 
 #[gtest]
 #[tokio::test]
+async fn people_sharing_a_view_see_and_cancel_only_their_own_queries() {
+    let view = Fixture::start(&[]).await;
+    let ana = view
+        .http
+        .as_caller(&json!({"sub": "ana-1", "groups": ["analysts"]}));
+    let bob = view
+        .http
+        .as_caller(&json!({"sub": "bob-2", "groups": ["analysts"]}));
+    let endless = "SELECT sum(hash(i)) FROM range(1000000000000) t(i)";
+    let running = {
+        let ana = ana.clone();
+        tokio::spawn(async move {
+            ana.post_json("/api/query", &json!({"sql": endless, "queryId": "mine"}))
+                .await
+                .unwrap()
+        })
+    };
+    test_support::eventually(Duration::from_secs(10), || async {
+        let list = ana.get("/api/queries").await?.json();
+        anyhow::ensure!(
+            list["queries"][0]["id"] == "mine",
+            "not running yet: {list}"
+        );
+        Ok(())
+    })
+    .await;
+
+    // Bob sees none of it, cannot stop it, and may use the same id himself.
+    let theirs = bob.get("/api/queries").await.unwrap().json();
+    expect_that!(theirs["queries"], eq(&json!([])));
+    let cancel_one = bob
+        .post_json("/api/cancel", &json!({"queryId": "mine"}))
+        .await
+        .unwrap();
+    expect_that!(cancel_one.json(), eq(&json!({"cancelled": 0})));
+    let cancel_all = bob.post_json("/api/cancel", &json!({})).await.unwrap();
+    expect_that!(cancel_all.json(), eq(&json!({"cancelled": 0})));
+    let same_id = bob
+        .post_json(
+            "/api/query",
+            &json!({"sql": "SELECT 1 AS one", "queryId": "mine"}),
+        )
+        .await
+        .unwrap();
+    expect_that!(same_id.status, eq(200), "{}", same_id.text());
+    // Nor does a caller without an identity.
+    let nobody = view.http.get("/api/queries").await.unwrap().json();
+    expect_that!(nobody["queries"], eq(&json!([])));
+
+    // Ana's query ran on all along; she stops it.
+    let still = ana.get("/api/queries").await.unwrap().json();
+    expect_that!(still["queries"][0]["id"], eq(&json!("mine")));
+    let cancel = ana
+        .post_json("/api/cancel", &json!({"queryId": "mine"}))
+        .await
+        .unwrap();
+    expect_that!(cancel.json(), eq(&json!({"cancelled": 1})));
+    let reply = running.await.unwrap();
+    expect_that!(reply.json()["error"], eq(&json!("cancelled")));
+}
+
+#[gtest]
+#[tokio::test]
 async fn answers_every_malformed_request_with_a_json_error() {
     let view = Fixture::start(&[]).await;
     let http = &view.http;

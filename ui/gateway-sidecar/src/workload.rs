@@ -126,6 +126,9 @@ pub fn job(
         plain_env("VIEW_NAME", &view),
         plain_env("VIEW_LISTEN", &format!("$(POD_IP):{}", config.view_port)),
         plain_env("VIEW_SUBSETS", &subsets),
+        // Who a request's verified identity names: each person sharing the
+        // view sees and cancels only their own queries.
+        plain_env("VIEW_USER_CLAIM", &config.identity.oidc_user_claim),
     ];
     if credentials {
         let secret = secret_name(&name);
