@@ -966,7 +966,11 @@ async fn requests_signed_more_than_15_minutes_from_now_are_refused() {
     let mut answers = Vec::new();
     for skew in [0, -14 * 60, 14 * 60, -16 * 60, 16 * 60, -3600] {
         let answer = h.get_signed_at(&sales, path, path, skew).await;
-        answers.push((skew, answer.status, answer.body.contains("RequestTimeTooSkewed")));
+        answers.push((
+            skew,
+            answer.status,
+            answer.body.contains("RequestTimeTooSkewed"),
+        ));
     }
     // A request replayed (or signed) more than 15 minutes away from the
     // endpoint's clock, either way, is refused with S3's own error.
