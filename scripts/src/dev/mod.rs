@@ -486,22 +486,14 @@ you in without the form. Sign out: {}",
     }
     println!("Logs:");
     println!("  gateway (sidecar, Envoy)  {}", layout.logs.display());
-    println!(
-        "  view pods                 {}",
-        cache.join("cluster/logs/pods").display()
-    );
-    println!(
-        "  cluster                   {}",
-        cache.join("cluster/logs").display()
-    );
-    println!(
-        "  lake (s3s-fs)             {}",
-        cache.join("lake/logs").display()
-    );
-    println!(
-        "  OIDC provider             {}",
-        cache.join("oidc/logs").display()
-    );
+    for (what, dir) in [
+        ("view pods", "cluster/logs/pods"),
+        ("cluster", "cluster/logs"),
+        ("lake (s3s-fs)", "lake/logs"),
+        ("OIDC provider", "oidc/logs"),
+    ] {
+        println!("  {what:<25} {}", cache.join(dir).display());
+    }
     println!(
         "  kubectl:  eval \"$(cargo xtask cluster env)\" && kubectl -n {NAMESPACE} get services,jobs,pods"
     );
