@@ -64,12 +64,23 @@ async fn main() -> anyhow::Result<()> {
     // Every module registers its own metrics here.
     let mut registry = prometheus_client::registry::Registry::with_prefix("views_gateway");
 
+    let (health, probe) = kubernetes::health::probe(client.clone());
+    health.register_metrics(&mut registry);
+    tasks.spawn(
+        "Kubernetes API server probe",
+        Kind::Background,
+        async move {
+            probe.await;
+            Ok(())
+        },
+    );
     let (index_tx, index) = index::channel();
     let changes = kubernetes::watch_views(
         client.clone(),
         &config.namespace,
         &config.entitlements_configmap,
         config.tls_secret.as_deref(),
+        health.returns(),
     );
     tasks.spawn("index", Kind::Background, async move {
         index::run(changes, index_tx).await;
@@ -86,16 +97,6 @@ async fn main() -> anyhow::Result<()> {
     xds_metrics.register(&mut registry);
     let ads = xds::AdsServer::new(xds_rx, xds_metrics);
 
-    let (health, probe) = kubernetes::health::probe(client.clone());
-    health.register_metrics(&mut registry);
-    tasks.spawn(
-        "Kubernetes API server probe",
-        Kind::Background,
-        async move {
-            probe.await;
-            Ok(())
-        },
-    );
     let writer = kubernetes::Writer::new(client.clone(), config.clone(), health);
     let broker = match config.credentials.credentials_listen {
         Some(_) => {

@@ -2,7 +2,8 @@
 //! the test's own between the sidecar and the shared cluster's API server,
 //! stopped and started; the API server itself is never touched): it stays
 //! ready and keeps serving warm views, refuses what needs the API server
-//! with 503 + Retry-After, and is back in step within 5 s of its return.
+//! with 503 + Retry-After, and is back in step within 5 s of its return,
+//! whether its connections were reset or died without a word.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -158,21 +159,7 @@ async fn cut_off_from_the_api_server_a_replica_stays_ready_and_catches_up_within
     )
     .await
     .expect("pod");
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace.name());
-    eventually(Duration::from_secs(30), || async {
-        let listed = slices
-            .list(&ListParams::default().labels("kubernetes.io/service-name=view-late"))
-            .await?;
-        let ready = listed.items.iter().flat_map(|s| &s.endpoints).any(|e| {
-            e.conditions
-                .as_ref()
-                .and_then(|c| c.ready)
-                .unwrap_or_default()
-        });
-        ensure!(ready, "no ready endpoint of view-late in Kubernetes yet");
-        Ok(())
-    })
-    .await;
+    wait_ready_in_kubernetes(&client, namespace.name(), "late").await;
     let late = view(&gateway, "late").await.expect("GET view late");
     expect_that!(
         late["status"]["phase"],
@@ -237,4 +224,80 @@ async fn view(gateway: &Gateway, name: &str) -> anyhow::Result<Value> {
         .await?;
     ensure!(response.status() == StatusCode::OK, "{}", response.status());
     Ok(response.json().await?)
+}
+
+#[gtest]
+#[tokio::test]
+async fn when_its_api_server_connections_die_silently_a_replica_catches_up_within_5_s_of_the_return()
+ {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let mut proxy = TcpProxy::start(test_support::api_server_address()).await;
+    let gateway = Gateway::start_with_api_server(
+        "stall",
+        namespace.name(),
+        &[],
+        &format!("https://{}", proxy.address()),
+    )
+    .await;
+    expect_that!(
+        post_view(&gateway, "late").await.status(),
+        eq(StatusCode::CREATED)
+    );
+
+    // Every connection, the watches' too, stays open and answers nothing.
+    proxy.stall();
+    let stalled = Instant::now();
+    eventually(Duration::from_secs(10), || async {
+        let (status, body) = readyz(&gateway).await?;
+        ensure!(status == StatusCode::OK, "readyz {status}: {body}");
+        ensure!(body["degraded"] == json!(["kubernetes"]), "{body}");
+        Ok(())
+    })
+    .await;
+    eprintln!("silence noticed after {:?}", stalled.elapsed());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace.name());
+    pods.create(
+        &PostParams::default(),
+        &echo_view_pod("late-1", "late", "later", true),
+    )
+    .await
+    .expect("pod");
+    wait_ready_in_kubernetes(&client, namespace.name(), "late").await;
+
+    // The watches' connections stay dead: only starting over helps.
+    proxy.restore().await;
+    let restored = Instant::now();
+    eventually(RECOVERY * 2, || async {
+        let late = view(&gateway, "late").await?;
+        ensure!(late["status"]["phase"] == "ready", "{late}");
+        Ok(())
+    })
+    .await;
+    let caught_up = restored.elapsed();
+    eprintln!(
+        "after the API server's return (silent for {:?}): index caught up in {caught_up:?}",
+        restored - stalled
+    );
+    expect_that!(caught_up, lt(RECOVERY));
+}
+
+/// Until Kubernetes has a ready endpoint of `view` (its pod is ready).
+async fn wait_ready_in_kubernetes(client: &kube::Client, namespace: &str, view: &str) {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("kubernetes.io/service-name=view-{view}");
+    eventually(Duration::from_secs(30), || async {
+        let listed = slices
+            .list(&ListParams::default().labels(&selector))
+            .await?;
+        let ready = listed.items.iter().flat_map(|s| &s.endpoints).any(|e| {
+            e.conditions
+                .as_ref()
+                .and_then(|c| c.ready)
+                .unwrap_or_default()
+        });
+        ensure!(ready, "no ready endpoint of view-{view} in Kubernetes yet");
+        Ok(())
+    })
+    .await;
 }

@@ -104,7 +104,14 @@ async fn the_entitlements_config_map_reaches_the_index_through_the_gateway_s_rol
 
     let (tx, index) = index::channel();
     tokio::spawn(index::run(
-        kubernetes::watch_views(gateway, namespace.name(), NAME, None),
+        // No API server probe: the watches never start over.
+        kubernetes::watch_views(
+            gateway,
+            namespace.name(),
+            NAME,
+            None,
+            tokio::sync::watch::channel(0).1,
+        ),
         tx,
     ));
 

@@ -58,6 +58,8 @@ impl ApiServer {
 #[derive(Clone)]
 pub struct ApiHealth {
     rx: watch::Receiver<ApiServer>,
+    /// Counts the API server's returns after being unreachable.
+    returns: watch::Receiver<u64>,
     /// 1 while requests are worth trying, for alerts.
     up: Gauge,
 }
@@ -65,6 +67,12 @@ pub struct ApiHealth {
 impl ApiHealth {
     pub fn get(&self) -> ApiServer {
         self.rx.borrow().clone()
+    }
+
+    /// Changes each time the API server answers again after it could not be
+    /// reached (the watches start over then: see `kubernetes::watch`).
+    pub fn returns(&self) -> watch::Receiver<u64> {
+        self.returns.clone()
     }
 
     pub fn register_metrics(&self, registry: &mut Registry) {
@@ -80,8 +88,13 @@ impl ApiHealth {
 /// process ends).
 pub fn probe(client: kube::Client) -> (ApiHealth, impl Future<Output = ()>) {
     let (tx, rx) = watch::channel(ApiServer::Unknown);
+    let (returned, returns) = watch::channel(0);
     let up = Gauge::default();
-    let health = ApiHealth { rx, up: up.clone() };
+    let health = ApiHealth {
+        rx,
+        returns,
+        up: up.clone(),
+    };
     let task = async move {
         loop {
             let state = match tokio::time::timeout(TIMEOUT, ready(&client)).await {
@@ -115,6 +128,9 @@ pub fn probe(client: kube::Client) -> (ApiHealth, impl Future<Output = ()>) {
                         tracing::warn!(message, "the Kubernetes API server cannot be reached")
                     }
                     ApiServer::Ready | ApiServer::Unknown => {}
+                }
+                if !current.reachable() && state.reachable() {
+                    returned.send_modify(|count| *count += 1);
                 }
                 *current = state;
                 true

@@ -36,24 +36,27 @@ pub enum Change {
 const FAILED_CREATE: &str = "involvedObject.kind=Job,reason=FailedCreate";
 
 /// Watch everything the index is built from, in `namespace`; the
-/// entitlements are the ConfigMap named `entitlements`.
+/// entitlements are the ConfigMap named `entitlements`. Every watch starts
+/// over when `returns` changes (the API server is back: see [`restarted`]).
 pub fn watch_views(
     client: kube::Client,
     namespace: &str,
     entitlements: &str,
     tls: Option<&str>,
+    returns: tokio::sync::watch::Receiver<u64>,
 ) -> impl Stream<Item = Change> + Send + use<> {
     let labelled = watcher::Config::default().labels(view::SELECTOR);
     let events = watcher::Config::default().fields(FAILED_CREATE);
     // By name: the RBAC Role grants this one ConfigMap (resourceNames).
     let entitlements = watcher::Config::default().fields(&format!("metadata.name={entitlements}"));
+    let r = &returns;
     futures::stream::select_all([
-        watch(&client, namespace, labelled.clone(), Change::Service),
-        watch(&client, namespace, labelled.clone(), Change::Slice),
-        watch(&client, namespace, labelled.clone(), Change::Job),
-        watch(&client, namespace, labelled, Change::Pod),
-        watch(&client, namespace, events, Change::Event),
-        watch(&client, namespace, entitlements, Change::Entitlements),
+        watch(&client, namespace, labelled.clone(), Change::Service, r),
+        watch(&client, namespace, labelled.clone(), Change::Slice, r),
+        watch(&client, namespace, labelled.clone(), Change::Job, r),
+        watch(&client, namespace, labelled, Change::Pod, r),
+        watch(&client, namespace, events, Change::Event, r),
+        watch(&client, namespace, entitlements, Change::Entitlements, r),
         match tls {
             // By name, as the Role allows.
             Some(name) => watch(
@@ -61,6 +64,7 @@ pub fn watch_views(
                 namespace,
                 watcher::Config::default().fields(&format!("metadata.name={name}")),
                 Change::Tls,
+                r,
             ),
             None => futures::stream::iter([
                 Change::Tls(Box::new(watcher::Event::Init)),
@@ -77,6 +81,7 @@ fn watch<K>(
     namespace: &str,
     config: watcher::Config,
     wrap: fn(Box<watcher::Event<K>>) -> Change,
+    returns: &tokio::sync::watch::Receiver<u64>,
 ) -> futures::stream::BoxStream<'static, Change>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
@@ -87,12 +92,40 @@ where
         + 'static,
     K::DynamicType: Default,
 {
-    retrying(watcher(
-        Api::<K>::namespaced(client.clone(), namespace),
-        config,
-    ))
+    let api = Api::<K>::namespaced(client.clone(), namespace);
+    restarted(
+        move || retrying(watcher(api.clone(), config.clone())),
+        returns.clone(),
+    )
     .map(move |event| event.map_or_else(Change::Failed, |e| wrap(Box::new(e))))
     .boxed()
+}
+
+/// The stream `start` makes, started over (a fresh list, then a watch) each
+/// time `returns` changes, i.e. the API server answers again after it could
+/// not be reached. A watch only reads: if the API server forgot its
+/// connection without a reset reaching us (restarted behind a network that
+/// dropped it), the watch would hang until the watcher's idle timeout
+/// (295 s) instead of failing and retrying.
+fn restarted<S>(
+    start: impl Fn() -> S + Send + 'static,
+    returns: tokio::sync::watch::Receiver<u64>,
+) -> impl Stream<Item = S::Item> + Send + 'static
+where
+    S: Stream + Send + 'static,
+{
+    futures::stream::unfold(returns, move |mut returns| {
+        returns.mark_unchanged();
+        let mut next = returns.clone();
+        let events = start().take_until(async move {
+            if next.changed().await.is_err() {
+                // Nobody says when it returns: never start over.
+                std::future::pending::<()>().await;
+            }
+        });
+        std::future::ready(Some((events, returns)))
+    })
+    .flatten()
 }
 
 /// The first pause after a failed watch request, doubled on each failure in
@@ -176,6 +209,33 @@ mod tests {
             .await;
         assert_eq!(seen, count);
         started.elapsed()
+    }
+
+    #[gtest]
+    #[tokio::test]
+    async fn a_stream_starts_over_when_the_api_server_returns() {
+        let (returned, returns) = tokio::sync::watch::channel(0);
+        let starts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = starts.clone();
+        // Each start says which it is, then waits (as a quiet watch does).
+        let mut stream = std::pin::pin!(restarted(
+            move || {
+                let start = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                futures::stream::iter([start]).chain(futures::stream::pending())
+            },
+            returns,
+        ));
+        expect_that!(stream.next().await, some(eq(0)));
+        let quiet = tokio::time::timeout(Duration::from_millis(100), stream.next()).await;
+        expect_that!(quiet.is_err(), eq(true), "a second start without a return");
+        returned.send_modify(|count| *count += 1);
+        expect_that!(stream.next().await, some(eq(1)));
+        returned.send_modify(|count| *count += 1);
+        expect_that!(stream.next().await, some(eq(2)));
+        // Without anyone to say so, it never starts over.
+        drop(returned);
+        let quiet = tokio::time::timeout(Duration::from_millis(100), stream.next()).await;
+        expect_that!(quiet.is_err(), eq(true), "started over without a return");
     }
 
     #[gtest]
