@@ -838,8 +838,10 @@ async fn copies_from_outside_the_subsets_are_refused_even_when_writable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presigned_urls_stop_working_when_the_key_expires() {
     let h = Harness::start().await;
-    let short = h.mint("sales", SignedDuration::from_secs(4));
-    // X-Amz-Expires asks for an hour; the key lives 4 seconds.
+    // X-Amz-Expires asks for an hour; the key lives 10 seconds (enough for
+    // the AWS CLI to presign and the first GET on a loaded machine: with 4,
+    // a CI run once saw the key expire before that GET).
+    let short = h.mint("sales", SignedDuration::from_secs(10));
     let url = h
         .presign(&short, "lake/sales/region=eu/orders.csv", 3600)
         .await;
@@ -848,7 +850,7 @@ async fn presigned_urls_stop_working_when_the_key_expires() {
     expect_that!(before.status, eq(200), "{}", before.body);
     expect_that!(before.body, eq(EU_ORDERS));
 
-    let after = test_support::eventually(Duration::from_secs(20), || async {
+    let after = test_support::eventually(Duration::from_secs(30), || async {
         let response = h.get_url(&url).await;
         anyhow::ensure!(
             response.status != 200,
