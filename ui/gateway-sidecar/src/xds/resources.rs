@@ -1102,13 +1102,11 @@ mod tests {
         else {
             panic!("an inline redirect");
         };
-        let redirect_port = |routes: &route::RouteConfiguration| match &routes.virtual_hosts[0]
-            .routes[0]
-            .action
-        {
-            Some(route::route::Action::Redirect(redirect)) => Some(redirect.port_redirect),
-            _ => None,
-        };
+        let redirect_port =
+            |routes: &route::RouteConfiguration| match &routes.virtual_hosts[0].routes[0].action {
+                Some(route::route::Action::Redirect(redirect)) => Some(redirect.port_redirect),
+                _ => None,
+            };
         // To the scheme's default port, unless people use another.
         expect_that!(redirect_port(&routes), some(eq(0)));
         let mut on_own_port = tls("views.localhost");
