@@ -231,7 +231,7 @@ pub async fn sidecar_api(http: &reqwest::Client, admin_port: u16) -> anyhow::Res
     ))
 }
 
-async fn config_dump(http: &reqwest::Client, admin_port: u16) -> anyhow::Result<Value> {
+pub async fn config_dump(http: &reqwest::Client, admin_port: u16) -> anyhow::Result<Value> {
     let url = format!("http://127.0.0.1:{admin_port}/config_dump");
     let (status, body) = gw::get_with(http, &url).await?;
     if status != 200 {

@@ -307,6 +307,20 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
             "sign-in filters and the view's RBAC policy: the same in both Envoys' config dumps",
         );
     }
+    // Kept for profiling outside the run (static variants of the gateway's
+    // listener, see scripts/bench/analysis.md): what the sidecar really
+    // pushed, and the baseline beside it.
+    let dumps = paths::cache_dir().join("bench");
+    for (name, admin_port) in [
+        ("gateway", gateway.admin_port),
+        ("static", static_envoy.admin_port),
+    ] {
+        let dump = sign_in::config_dump(&http, admin_port).await?;
+        let path = dumps.join(format!("warm-{name}-config-dump.json"));
+        std::fs::create_dir_all(&dumps)?;
+        std::fs::write(&path, serde_json::to_vec_pretty(&dump)?)?;
+        progress::info(format!("{name} Envoy's config dump: {}", path.display()));
+    }
     let gateway_envoy = gateway
         .envoy_pid()
         .context("the gateway's Envoy is not running")?;
