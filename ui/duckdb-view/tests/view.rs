@@ -497,6 +497,28 @@ async fn cancels_a_running_query_and_stops_one_past_the_statement_timeout() {
 
 #[gtest]
 #[tokio::test]
+async fn timestamps_with_time_zones_answer_in_json_and_csv() {
+    // DuckDB's session time zone is a name (`Etc/UTC`, or the machine's):
+    // converting its TIMESTAMPTZ columns needs the time zone database.
+    let view = Fixture::start(&[]).await;
+    let sql = "SELECT TIMESTAMPTZ '2024-01-01 10:00:00+02' AS t, now() IS NOT NULL AS has_now";
+    let json = view.query(sql).await;
+    expect_that!(json.status, eq(200), "{}", json.text());
+    expect_that!(
+        json.json()["rows"],
+        eq(&json!([["2024-01-01T08:00:00Z", true]]))
+    );
+    let csv = view
+        .http
+        .post_json("/api/query?format=csv", &json!({ "sql": sql }))
+        .await
+        .unwrap();
+    expect_that!(csv.status, eq(200), "{}", csv.text());
+    expect_that!(csv.text(), eq("t,has_now\n2024-01-01T08:00:00Z,true\n"));
+}
+
+#[gtest]
+#[tokio::test]
 async fn people_sharing_a_view_see_and_cancel_only_their_own_queries() {
     let view = Fixture::start(&[]).await;
     let ana = view
