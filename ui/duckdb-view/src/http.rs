@@ -25,7 +25,7 @@ use crate::db::{Column, Cursor, DbError};
 use crate::encode::CsvEncoder;
 use crate::engine::ENGINE_VERSION;
 use crate::queries::{
-    QueryError, QueryService, Registration, RunningQuery, StopReason, collect_json,
+    Health, QueryError, QueryService, Registration, RunningQuery, StopReason, collect_json,
 };
 
 /// Errors of the HTTP layer: the request itself, or the query it asked for.
@@ -97,6 +97,8 @@ pub struct AppState {
     pub max_body: usize,
     /// The claim of the verified identity that names a person ([`Caller`]).
     pub user_claim: String,
+    /// The database's; a failed one ends the process ([`shutdown_signal`]).
+    pub health: Arc<Health>,
 }
 
 impl AppState {
@@ -750,7 +752,8 @@ async fn list_queries(
 }
 
 /// For `axum::serve(...).with_graceful_shutdown`: resolves on SIGTERM or
-/// Ctrl-C, after telling running queries to stop.
+/// Ctrl-C, or once the database has failed, after telling running queries
+/// to stop.
 pub async fn shutdown_signal(state: Shared) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -766,6 +769,7 @@ pub async fn shutdown_signal(state: Shared) {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+        () = state.health.failed() => {},
     }
     tracing::info!("shutting down");
     if let Some(service) = state.service.get() {
@@ -779,6 +783,25 @@ pub async fn shutdown_signal(state: Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_failed_database_shuts_the_server_down() {
+        let state = Arc::new(AppState {
+            name: "v".into(),
+            service: OnceLock::new(),
+            max_body: 1,
+            user_claim: "sub".into(),
+            health: Arc::default(),
+        });
+        let shutdown = tokio::spawn(shutdown_signal(Arc::clone(&state)));
+        tokio::task::yield_now().await;
+        assert!(!shutdown.is_finished());
+        state.health.fail();
+        tokio::time::timeout(std::time::Duration::from_secs(5), shutdown)
+            .await
+            .expect("the shutdown signal fired")
+            .expect("no panic");
+    }
 
     #[test]
     fn formats() {

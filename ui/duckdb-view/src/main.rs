@@ -64,6 +64,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         service: OnceLock::new(),
         max_body: 1024 * 1024,
         user_claim: config.user_claim.clone(),
+        health: Arc::default(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -84,7 +85,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("the start-up task failed: {e}"))??;
         let unavailable = engine.tables.iter().filter(|t| t.error.is_some()).count();
-        let service = QueryService::new(Arc::new(engine), limits);
+        let service = QueryService::new(Arc::new(engine), limits, Arc::clone(&engine_state.health));
         let _ = engine_state.service.set(service);
         tracing::info!(
             startup_ms = started.elapsed().as_secs_f64() * 1e3,
@@ -105,7 +106,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         result = &mut server => return served(result),
         result = engine_ready => result?,
     }
-    served(server.await)
+    served(server.await)?;
+    if state.health.is_failed() {
+        anyhow::bail!(
+            "DuckDB failed and invalidated the database: exiting, so that the container restarts with a fresh one"
+        );
+    }
+    Ok(())
 }
 
 fn served(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {

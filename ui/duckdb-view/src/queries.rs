@@ -11,7 +11,7 @@
 //! is cheap and safe from anywhere.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -163,9 +163,36 @@ pub struct QueryService {
     /// By owner and id: ids are per caller.
     running: Mutex<HashMap<(Caller, String), Arc<RunningQuery>>>,
     next_id: AtomicU64,
-    /// Set when DuckDB reported a fatal error: the database is invalidated
-    /// and the view must be restarted (readiness goes down).
-    failed: AtomicBool,
+    health: Arc<Health>,
+}
+
+/// Whether the database is still usable. DuckDB invalidates it for good
+/// after a fatal or internal error: the view then stops being ready, stops
+/// serving and exits with an error, so that its container restarts with a
+/// fresh database (restartPolicy OnFailure; the Job's backoff limit ends a
+/// view that keeps failing) instead of staying unready until its deadline.
+#[derive(Debug)]
+pub struct Health(tokio::sync::watch::Sender<bool>);
+
+impl Default for Health {
+    fn default() -> Self {
+        Self(tokio::sync::watch::channel(false).0)
+    }
+}
+
+impl Health {
+    pub fn fail(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub fn is_failed(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the database has failed.
+    pub async fn failed(&self) {
+        let _ = self.0.subscribe().wait_for(|failed| *failed).await;
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -176,13 +203,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl QueryService {
-    pub fn new(engine: Arc<Engine>, limits: Limits) -> Arc<Self> {
+    pub fn new(engine: Arc<Engine>, limits: Limits, health: Arc<Health>) -> Arc<Self> {
         Arc::new(QueryService {
             engine,
             limits,
             running: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            failed: AtomicBool::new(false),
+            health,
         })
     }
 
@@ -192,7 +219,7 @@ impl QueryService {
 
     /// Whether the engine is still usable (no fatal DuckDB error so far).
     pub fn healthy(&self) -> bool {
-        !self.failed.load(Ordering::Relaxed)
+        !self.health.is_failed()
     }
 
     /// Register `owner`'s query before it runs: refuses when too many run,
@@ -354,9 +381,9 @@ impl QueryService {
             ErrorKind::Http => QueryError::Upstream(message),
             ErrorKind::Other if is_fatal(&message) => {
                 // DuckDB invalidates the database after a fatal or internal
-                // error; report unready so the pod is replaced.
-                self.failed.store(true, Ordering::Relaxed);
-                tracing::error!(%message, "DuckDB reported a fatal error; the view is no longer ready");
+                // error (see `Health`).
+                self.health.fail();
+                tracing::error!(%message, "DuckDB reported a fatal error; the view stops and restarts");
                 QueryError::Internal(message)
             }
             _ => QueryError::Sql(message),
