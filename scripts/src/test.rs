@@ -1,11 +1,12 @@
 //! `cargo xtask test`: everything CI runs. Lint, build the workspace (tests
 //! run real binaries from it as pod processes), bring up (or reuse) the local
-//! cluster, the S3 lake and the OIDC provider, every Rust test, then the
+//! cluster, the S3 lake and the OIDC provider, build the images from the
+//! repository's Dockerfiles into the real node, every Rust test, then the
 //! end-to-end suite in Chromium against the whole stack (`cargo xtask e2e`:
 //! reuses a running `dev` gateway, or starts one and stops it again
 //! afterwards).
 
-use crate::{browser, cluster, cmd, e2e, lake, lint, oidc, progress};
+use crate::{browser, cluster, cmd, e2e, images, lake, lint, oidc, progress};
 
 pub fn run() -> anyhow::Result<()> {
     lint::run()?;
@@ -25,6 +26,12 @@ pub fn run() -> anyhow::Result<()> {
 
     let step = progress::step("OpenID Connect provider");
     oidc::ensure_running()?;
+    step.done();
+
+    // From the repository's Dockerfiles, once per run (cached layers make
+    // an unchanged tree quick); the real node's tests run the view image.
+    let step = progress::step("images from the Dockerfiles, loaded into the real node");
+    images::build(&images::Image::ALL, false)?;
     step.done();
 
     let step = progress::step("cargo test --workspace");

@@ -7,6 +7,11 @@
 //! The test image is made here, from the workspace's echo server and
 //! Debian's static busybox (the client pod's `wget` and `nslookup`, the shell
 //! tools for `exec`), by `xtask cluster image`.
+//!
+//! The view workload's image built from `ui/duckdb-view/Dockerfile` (by
+//! `xtask images`, on the base-image stand-ins) runs here too, hardened as
+//! the gateway runs views, and queries the local lake through its httpfs
+//! extension.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -74,9 +79,14 @@ fn kubectl_run(args: &[&str]) -> (bool, String) {
     (output.status.success(), text)
 }
 
-/// `kubectl exec` in `pod`; Ok(output) only if the command succeeded.
+/// `kubectl exec` of a busybox tool in `pod`; Ok(output) only if it succeeded.
 fn exec(namespace: &str, pod: &str, command: &[&str]) -> anyhow::Result<String> {
-    let mut args = vec!["-n", namespace, "exec", pod, "--", BUSYBOX];
+    exec_in(namespace, pod, &[&[BUSYBOX], command].concat())
+}
+
+/// `kubectl exec` of a command of the image's own.
+fn exec_in(namespace: &str, pod: &str, command: &[&str]) -> anyhow::Result<String> {
+    let mut args = vec!["-n", namespace, "exec", pod, "--"];
     args.extend_from_slice(command);
     let (ok, output) = kubectl_run(&args);
     ensure!(ok, "kubectl exec {command:?} failed: {output}");
@@ -250,5 +260,128 @@ async fn a_hardened_pod_runs_on_the_real_node_and_is_reached_by_ip_service_and_d
     expect_that!(
         logs,
         contains_substring("echo-server: listening on 0.0.0.0:8080")
+    );
+}
+
+/// Build (or find up to date) the duckdb-view image from its Dockerfile and
+/// load it into the node: `xtask images duckdb-view`. CI has built every
+/// image before the tests, so this only checks.
+fn duckdb_view_image() -> &'static str {
+    let output = Command::new(workspace_binary("xtask"))
+        .args(["images", "duckdb-view"])
+        .current_dir(test_support::repo_root())
+        .output()
+        .expect("running xtask images");
+    assert!(
+        output.status.success(),
+        "xtask images duckdb-view failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    "ghcr.io/views-gateway/duckdb-view:0.1.0"
+}
+
+#[gtest]
+#[tokio::test]
+async fn the_duckdb_view_image_from_its_dockerfile_runs_hardened_and_queries_the_lake() {
+    let client = test_support::client().await;
+    let image = duckdb_view_image();
+    let lake: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(test_support::cache_dir().join("lake/lake.json"))
+            .expect("lake.json: run `cargo xtask lake up`"),
+    )
+    .expect("lake.json");
+    let namespace = TestNamespace::create(&client).await;
+    let ns = namespace.name().to_owned();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    // As the gateway starts a view, but with the lake's own keys: no user
+    // set (the image's numeric USER must satisfy runAsNonRoot), read-only
+    // root, no capabilities, the runtime's seccomp profile, limits.
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "view"},
+        "spec": {
+            "runtimeClassName": "runc",
+            "terminationGracePeriodSeconds": 1,
+            "automountServiceAccountToken": false,
+            "securityContext": {
+                "runAsNonRoot": true,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [{
+                "name": "view",
+                "image": image,
+                "imagePullPolicy": "Never",
+                "env": [
+                    {"name": "VIEW_NAME", "value": "imaged"},
+                    {"name": "VIEW_SUBSETS", "value": r#"[{"bucket":"lake","prefixes":["sales/"]}]"#},
+                    {"name": "AWS_ENDPOINT_URL_S3", "value": lake["endpoint"]},
+                    {"name": "AWS_REGION", "value": lake["region"]},
+                    {"name": "AWS_ACCESS_KEY_ID", "value": lake["access_key_id"]},
+                    {"name": "AWS_SECRET_ACCESS_KEY", "value": lake["secret_access_key"]},
+                    {"name": "VIEW_THREADS", "value": "1"},
+                    {"name": "VIEW_MEMORY_LIMIT", "value": "256MB"},
+                ],
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
+                "resources": {
+                    "requests": {"cpu": "100m", "memory": "256Mi"},
+                    "limits": {"cpu": "1", "memory": "512Mi"},
+                },
+                "securityContext": {
+                    "allowPrivilegeEscalation": false,
+                    "readOnlyRootFilesystem": true,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }],
+        },
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("creating the view pod");
+
+    // Ready means DuckDB started, loaded httpfs from the image and locked down.
+    let view = wait_ready(&pods, "view").await;
+    expect_that!(
+        view.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        some(eq("real-node-0"))
+    );
+    let ip = view
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("a pod IP");
+    let http = reqwest::Client::new();
+    let catalog: serde_json::Value = http
+        .get(format!("http://{ip}:8080/api/catalog"))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("GET /api/catalog")
+        .json()
+        .await
+        .expect("catalog JSON");
+    expect_that!(catalog["view"].as_str(), some(eq("imaged")));
+    expect_that!(catalog["engine"].as_str(), some(starts_with("DuckDB v1.")));
+    // The sample data's sales/ prefix: 15000 orders, read over S3 by the
+    // image's httpfs from the lake on this machine.
+    let response = http
+        .post(format!("http://{ip}:8080/api/query"))
+        .json(&json!({"sql": "SELECT count(*) AS orders FROM read_parquet('s3://lake/sales/**/*.parquet')"}))
+        .send()
+        .await
+        .expect("POST /api/query");
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.expect("query JSON");
+    expect_that!(status.as_u16(), eq(200), "{body}");
+    expect_that!(body["rows"], eq(&json!([[15000]])), "{body}");
+
+    // The image's user, and its root really read-only.
+    expect_that!(
+        exec_in(&ns, "view", &["id", "-u"]).ok(),
+        some(eq("65532\n"))
+    );
+    expect_that!(
+        exec_in(&ns, "view", &["touch", "/usr/local/bin/written"]).map_err(|e| e.to_string()),
+        err(contains_substring("Read-only file system"))
     );
 }
