@@ -781,11 +781,11 @@ const PLAIN_HTTP: &str = "gateway-http";
 /// One JSON line per request on Envoy's stdout: who asked for which view,
 /// what came back, how long it took and where it went.
 ///
-/// Its cost is the formatting, about 1,000 instructions per field and
-/// request (Envoy 1.37, callgrind): these 13 fields add 14,000 to the
-/// ~142,000 a static Envoy spends proxying a small response, the largest
-/// part of what the warm path costs over a static Envoy (see
-/// `scripts/bench/analysis.md`). Buffering does not change it: Envoy
+/// Its cost is the formatting, 560–1,570 instructions per field and request
+/// (Envoy 1.37, callgrind): these 13 fields add about 14,000 to the ~253,000
+/// a static Envoy with the same sign-in spends proxying a small response
+/// (~186,000 without sign-in), the largest part of what the warm path costs
+/// over a static Envoy (see `scripts/bench/analysis.md`). Buffering does not change it: Envoy
 /// already hands the lines to a flush thread in 64 KiB writes.
 fn access_log() -> envoy_types::pb::envoy::config::accesslog::v3::AccessLog {
     use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
