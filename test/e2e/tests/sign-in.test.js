@@ -54,8 +54,8 @@ describe('signing in', () => {
 
     const { ms, response } = await submitLogin(page, 'ana', demo);
     console.log(
-      `[e2e] sign-in round trip in Chromium: demo.localhost → login page ${toLoginPage} ms; ` +
-        `login form submitted → demo.localhost page loaded ${ms} ms (HTTP ${response.status()})`,
+      `[e2e] sign-in round trip in Chromium: ${new URL(demo).host} → login page ${toLoginPage} ms; ` +
+        `login form submitted → ${new URL(demo).host} page loaded ${ms} ms (HTTP ${response.status()})`,
     );
     // Back at the page she asked for: the progress page while the view
     // starts (503), or the workspace when it runs already.
