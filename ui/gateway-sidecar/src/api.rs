@@ -538,7 +538,29 @@ async fn list(
         .filter(|v| visible(&caller, v))
         .map(|v| to_api(v, &state.config))
         .collect();
-    Json(serde_json::json!({"views": views})).into_response()
+    if !caller.is_admin() {
+        return Json(serde_json::json!({"views": views})).into_response();
+    }
+    // Admins also see what is left of views whose Service cannot be read.
+    let invalid: Vec<_> = snapshot
+        .unreadable
+        .iter()
+        .map(|(name, problem)| serde_json::json!({"name": name, "problem": &**problem}))
+        .collect();
+    Json(serde_json::json!({"views": views, "invalid": invalid})).into_response()
+}
+
+/// A view whose Service cannot be read, to an admin: what is wrong, and how
+/// to remove it.
+fn unreadable(name: &str, problem: &str) -> Failure {
+    error_with_details(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ApiErrorCode::Unprocessable,
+        format!(
+            "the Service of view `{name}` cannot be read ({problem}): it gets no routes; DELETE /_api/views/{name} removes it"
+        ),
+        serde_json::json!({"problem": problem}),
+    )
 }
 
 fn parse_name(name: &str) -> Result<ViewName, Failure> {
@@ -558,6 +580,11 @@ async fn show(
 ) -> Result<Response, Failure> {
     parse_name(&name)?;
     let snapshot = state.index.snapshot();
+    if let Some(problem) = snapshot.unreadable.get(&name)
+        && caller.is_admin()
+    {
+        return Err(unreadable(&name, problem));
+    }
     let view = snapshot
         .views
         .get(&name)
@@ -575,7 +602,11 @@ async fn remove(
     may_manage(&state, &caller, &name, "delete")?;
     let uid = state
         .writer
-        .delete(&name, |spec| caller.may_manage(spec))
+        .delete(&name, |spec| match spec {
+            Some(spec) => caller.may_manage(spec),
+            // Whose it was cannot be read: an admin's to remove.
+            None => caller.is_admin(),
+        })
         .await
         .map_err(write_error)?;
     let wait = Duration::from_millis(state.config.index_wait_ms);

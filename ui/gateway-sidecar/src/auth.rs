@@ -54,6 +54,12 @@ impl Caller {
     }
 
     /// For the audit log.
+    /// Sees and manages every view, and what is no view any more (a Service
+    /// whose spec cannot be read: its owner is unknown).
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Caller::Anonymous | Caller::User { admin: true, .. })
+    }
+
     pub fn name(&self) -> &str {
         match self {
             Caller::Anonymous => "(anonymous)",

@@ -136,6 +136,10 @@ pub struct Snapshot {
     pub entitlements: Arc<Entitlements>,
     /// The certificate Envoy serves TLS with (`TLS_SECRET`), once usable.
     pub tls: Option<Arc<crate::tls::Certificate>>,
+    /// Services labelled as views whose spec cannot be read (edited by
+    /// hand, or written by another version), by view name: the problem.
+    /// They get no routes; the API shows them to admins, who may delete them.
+    pub unreadable: BTreeMap<String, Arc<str>>,
 }
 
 impl Snapshot {
@@ -396,8 +400,10 @@ impl TlsStore {
 /// as last published.
 #[derive(Default)]
 struct State {
-    /// Readable view Services (one per view name, `view-<name>`).
-    services: Store<Arc<ViewState>>,
+    /// View Services (one per view name, `view-<name>`): read, or why not.
+    services: Store<ServiceRead>,
+    /// The views whose Service cannot be read, as last published.
+    unreadable: BTreeMap<String, Arc<str>>,
     /// EndpointSlices' endpoints.
     slices: Store<Vec<Endpoint>>,
     jobs: Store<Arc<Job>>,
@@ -446,6 +452,7 @@ pub async fn run(changes: impl Stream<Item = Change>, tx: watch::Sender<Arc<Snap
         published.kubernetes_reachable = state.reachable;
         published.entitlements = state.entitlements.current.clone();
         published.tls = state.tls.current.clone();
+        published.unreadable = state.unreadable.clone();
         tx.send_replace(Arc::new(published.clone()));
     }
 }
@@ -508,6 +515,17 @@ impl State {
         };
         let mut changed = BTreeSet::new();
         for name in candidates {
+            let problem = self
+                .services
+                .of_view(&name)
+                .find_map(|service| service.as_ref().err().cloned());
+            let unreadable_before = match &problem {
+                Some(problem) => self.unreadable.insert(name.clone(), problem.clone()),
+                None => self.unreadable.remove(&name),
+            };
+            if unreadable_before != problem {
+                changed.insert(name.clone());
+            }
             let view = self.view(&name);
             let before = self.views.get(&name);
             let same = match (before, &view) {
@@ -530,7 +548,10 @@ impl State {
     /// One view as the stores have it: its Service joined with its
     /// endpoints and activations.
     fn view(&self, name: &str) -> Option<Arc<ViewState>> {
-        let service = self.services.of_view(name).next()?;
+        let service = self
+            .services
+            .of_view(name)
+            .find_map(|service| service.as_ref().ok())?;
         let mut endpoints: Vec<Endpoint> = self.slices.of_view(name).flatten().cloned().collect();
         overlay_pods(&mut endpoints, self.pods.of_view(name));
         let activations = self.activations(name);
@@ -637,26 +658,38 @@ fn read_event(event: &KubeEvent) -> Option<(String, Arc<KubeEvent>)> {
     Some((view.to_string(), Arc::new(event.clone())))
 }
 
-fn read_view(service: &Service) -> Option<(String, Arc<ViewState>)> {
+/// A view Service as read: the view, or why it cannot be read.
+type ServiceRead = Result<Arc<ViewState>, Arc<str>>;
+
+fn read_view(service: &Service) -> Option<(String, ServiceRead)> {
     match view::from_service(service) {
         Ok(spec) => Some((
             spec.name.to_string(),
-            Arc::new(ViewState {
+            Ok(Arc::new(ViewState {
                 spec,
                 uid: service.metadata.uid.clone().unwrap_or_default(),
                 created_at: service.metadata.creation_timestamp.as_ref().map(|t| t.0),
                 annotations: service.metadata.annotations.clone().unwrap_or_default(),
                 endpoints: Vec::new(),
                 activations: BTreeMap::new(),
-            }),
+            })),
         )),
         Err(error) => {
+            let service_name = service.metadata.name.as_deref().unwrap_or_default();
             tracing::warn!(
-                service = service.metadata.name.as_deref().unwrap_or_default(),
+                service = service_name,
                 %error,
-                "ignoring a view Service that cannot be read"
+                "a view Service that cannot be read: no routes; admins see it in the API"
             );
-            None
+            // Its name as the API knows views: the label, else the Service's.
+            let name = service
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(view::VIEW_LABEL))
+                .cloned()
+                .or_else(|| service_name.strip_prefix("view-").map(str::to_owned))?;
+            Some((name, Err(Arc::from(error.to_string()))))
         }
     }
 }

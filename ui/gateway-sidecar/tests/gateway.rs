@@ -8,7 +8,7 @@ use futures::StreamExt;
 use futures::future::join_all;
 use googletest::prelude::*;
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota, Service};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use test_support::gateway::Gateway;
@@ -50,6 +50,90 @@ async fn get(gateway: &Gateway, host: &str, path: &str) -> (StatusCode, String) 
         .await
         .expect("GET");
     (response.status(), response.text().await.unwrap_or_default())
+}
+
+#[gtest]
+#[tokio::test]
+async fn a_view_whose_spec_was_broken_by_hand_shows_as_invalid_and_can_be_deleted() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let gateway = Gateway::start("broken", namespace.name()).await;
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace.name());
+    let (status, _) = post_view(&gateway, &view_spec("hand", "sales/")).await;
+    expect_that!(status, eq(StatusCode::CREATED));
+    services
+        .patch(
+            "view-hand",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"views.dev/spec": "{not json"}}})),
+        )
+        .await
+        .expect("the spec edited by hand");
+
+    // Sign-in is off here, so the caller is an admin: the view is listed as
+    // invalid, with the problem, and no longer as a view.
+    let listed = eventually(WAIT, || async {
+        let listed: Value = gateway
+            .client()
+            .get(gateway.url("localhost", "/_api/views"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        ensure!(listed["invalid"][0]["name"] == "hand", "not yet: {listed}");
+        Ok(listed)
+    })
+    .await;
+    expect_that!(listed["views"], eq(&json!([])));
+    expect_that!(
+        listed["invalid"][0]["problem"].as_str(),
+        some(contains_substring(
+            "views.dev/spec is not a valid view spec"
+        ))
+    );
+    let shown = gateway
+        .client()
+        .get(gateway.url("localhost", "/_api/views/hand"))
+        .send()
+        .await
+        .expect("GET");
+    expect_that!(shown.status(), eq(StatusCode::UNPROCESSABLE_ENTITY));
+    let shown: Value = shown.json().await.unwrap_or_default();
+    expect_that!(shown["error"], eq(&json!("unprocessable")));
+    expect_that!(
+        shown["details"]["problem"].as_str(),
+        some(contains_substring("not a valid view spec"))
+    );
+    // It gets no routes.
+    expect_that!(
+        get(&gateway, "hand.localhost", "/").await,
+        eq(&(StatusCode::NOT_FOUND, "no such view\n".to_string()))
+    );
+
+    // And it can be deleted through the API: nothing is left behind.
+    let response = gateway
+        .client()
+        .delete(gateway.url("localhost", "/_api/views/hand"))
+        .send()
+        .await
+        .expect("DELETE");
+    expect_that!(response.status(), eq(StatusCode::NO_CONTENT));
+    expect_that!(
+        services.get_opt("view-hand").await.expect("get service"),
+        none()
+    );
+    eventually(WAIT, || async {
+        let listed: Value = gateway
+            .client()
+            .get(gateway.url("localhost", "/_api/views"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        ensure!(listed["invalid"] == json!([]), "still listed: {listed}");
+        Ok(())
+    })
+    .await;
 }
 
 #[gtest]

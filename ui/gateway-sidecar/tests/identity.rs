@@ -447,6 +447,69 @@ async fn people_reach_only_their_own_views_and_those_shared_with_them() {
     expect_that!(status, eq(StatusCode::OK));
     let gone = eventually_status(&gateway, &bob, "joint.localhost", StatusCode::NOT_FOUND).await;
     expect_that!(gone, eq(&unknown.1));
+
+    // A spec broken by hand says no more whose the view is: only admins see
+    // what is left of it, and only they may delete it.
+    services
+        .patch(
+            "view-joint",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"views.dev/spec": "{}"}}})),
+        )
+        .await
+        .expect("the spec edited by hand");
+    let listed = eventually(WAIT, || async {
+        let (_, body) = call(
+            &gateway,
+            Some(&ada),
+            Method::GET,
+            "localhost",
+            "/_api/views",
+            None,
+        )
+        .await;
+        let listed = json_of(&body);
+        ensure!(listed["invalid"][0]["name"] == "joint", "not yet: {body}");
+        Ok(listed)
+    })
+    .await;
+    expect_that!(listed["invalid"].as_array().map(Vec::len), some(eq(1)));
+    let (_, body) = call(
+        &gateway,
+        Some(&ana),
+        Method::GET,
+        "localhost",
+        "/_api/views",
+        None,
+    )
+    .await;
+    expect_that!(json_of(&body).get("invalid"), none());
+    for (method, status) in [
+        (Method::GET, StatusCode::NOT_FOUND),
+        (Method::DELETE, StatusCode::NOT_FOUND),
+    ] {
+        let (got, _) = call(
+            &gateway,
+            Some(&ana),
+            method,
+            "localhost",
+            "/_api/views/joint",
+            None,
+        )
+        .await;
+        expect_that!(got, eq(status));
+    }
+    let (status, _) = call(
+        &gateway,
+        Some(&ada),
+        Method::DELETE,
+        "localhost",
+        "/_api/views/joint",
+        None,
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::NO_CONTENT));
+    expect_that!(services.get_opt("view-joint").await.expect("get"), none());
 }
 
 #[gtest]

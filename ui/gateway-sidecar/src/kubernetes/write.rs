@@ -269,22 +269,23 @@ impl Writer {
         Ok(Ok((updated.metadata.uid.unwrap_or_default(), changed)))
     }
 
-    /// Delete the view's Service if `allowed` says so of its spec (a view the
-    /// caller may not delete is, to them, one that does not exist);
-    /// Kubernetes' garbage collector removes what it owns (Jobs, pods,
-    /// Secrets). Returns the deleted Service's uid. The delete is
-    /// preconditioned on that uid, so a view re-created meanwhile is kept.
+    /// Delete the view's Service if `allowed` says so of its spec, or of
+    /// `None` when the spec cannot be read (a view the caller may not delete
+    /// is, to them, one that does not exist); Kubernetes' garbage collector
+    /// removes what it owns (Jobs, pods, Secrets). Returns the deleted
+    /// Service's uid. The delete is preconditioned on that uid, so a view
+    /// re-created meanwhile is kept.
     pub async fn delete(
         &self,
         name: &str,
-        allowed: impl Fn(&ViewRequest) -> bool,
+        allowed: impl Fn(Option<&ViewRequest>) -> bool,
     ) -> Result<Option<String>, WriteError> {
         let service_name = view::service_name(name);
         let uid = self
             .send(|| self.services.get_opt(&service_name))
             .await
             .map_err(|e| map(e, name))?
-            .filter(|s| view::from_service(s).is_ok_and(|spec| allowed(&spec)))
+            .filter(|s| allowed(view::from_service(s).ok().as_ref()))
             .ok_or_else(|| WriteError::NotFound(name.into()))?
             .metadata
             .uid;
