@@ -507,6 +507,7 @@ impl State {
         let candidates: BTreeSet<String> = if dirty.all {
             self.views
                 .keys()
+                .chain(self.unreadable.keys())
                 .chain(self.services.by_view.keys())
                 .cloned()
                 .collect()
