@@ -839,6 +839,43 @@ mod tests {
 
     #[gtest]
     #[tokio::test]
+    async fn an_unreadable_view_service_is_listed_as_such_until_fixed_or_gone() {
+        let feed = Feed::listed(&["aaa"]).await;
+        let mut broken = service("aaa");
+        broken
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(view::SPEC_ANNOTATION.into(), "{not json".into());
+        let unreadable = feed
+            .send(Change::Service(Box::new(Event::Apply(broken.clone()))))
+            .await;
+        expect_that!(unreadable.views.get("aaa"), none());
+        expect_that!(
+            unreadable.unreadable.get("aaa").map(|p| p.to_string()),
+            some(contains_substring("not a valid view spec"))
+        );
+
+        let fixed = feed
+            .send(Change::Service(Box::new(Event::Apply(service("aaa")))))
+            .await;
+        expect_that!(fixed.views.get("aaa"), some(anything()));
+        expect_that!(fixed.unreadable.is_empty(), eq(true));
+
+        // Broken again, then gone while the watch was away: the relist
+        // forgets it.
+        feed.send(Change::Service(Box::new(Event::Apply(broken))))
+            .await;
+        feed.changes
+            .send(Change::Service(Box::new(Event::Init)))
+            .expect("the index runs");
+        let relisted = feed.send(Change::Service(Box::new(Event::InitDone))).await;
+        expect_that!(relisted.unreadable.is_empty(), eq(true));
+        expect_that!(relisted.views.is_empty(), eq(true));
+    }
+
+    #[gtest]
+    #[tokio::test]
     async fn a_snapshot_names_the_views_it_changed_and_shares_the_others() {
         let feed = Feed::listed(&["aaa", "bbb", "ccc"]).await;
         let listed = feed.index.snapshot();
