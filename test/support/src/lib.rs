@@ -197,6 +197,16 @@ impl Drop for TestNamespace {
     }
 }
 
+/// `n` random bytes (keys and secrets for tests).
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut bytes = vec![0; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("/dev/urandom");
+    bytes
+}
+
 /// Poll `check` until it returns `Ok`, or panic with its last error once
 /// `timeout` has passed. The interval is short: this is how tests wait for
 /// asynchronous state instead of sleeping.

@@ -9,6 +9,7 @@
 //! FailedCreate events ──┘         the views it touches)             + activations)
 //! entitlements ConfigMap ──► Entitlements (parsed once per change, shared by snapshots)
 //! TLS Secret ──────────────► tls::Certificate (the last usable one)
+//! master key Secret ───────► credentials::KeyRing (exactly the Secret's versions)
 //! ```
 //!
 //! One task owns the state ([`run`]); everyone else reads immutable
@@ -136,6 +137,9 @@ pub struct Snapshot {
     pub entitlements: Arc<Entitlements>,
     /// The certificate Envoy serves TLS with (`TLS_SECRET`), once usable.
     pub tls: Option<Arc<crate::tls::Certificate>>,
+    /// The credentials master key versions, exactly as the watched Secret
+    /// has them (empty while it is absent, and without `CREDENTIALS_LISTEN`).
+    pub master_keys: Arc<crate::credentials::KeyRing>,
     /// Services labelled as views whose spec cannot be read (edited by
     /// hand, or written by another version), by view name: the problem.
     /// They get no routes; the API shows them to admins, who may delete them.
@@ -396,6 +400,44 @@ impl TlsStore {
     }
 }
 
+/// What the master key Secret watch holds: the Secret's versions, and
+/// nothing else. Unlike the TLS certificate, nothing is kept when the Secret
+/// goes: a replica holding versions the Secret no longer has (or a restarted
+/// one lacking them) would verify keys its peers refuse.
+#[derive(Default)]
+struct MasterKeyStore {
+    watch: Named<Secret>,
+    current: Arc<crate::credentials::KeyRing>,
+    synced: bool,
+}
+
+impl MasterKeyStore {
+    fn apply(&mut self, event: Event<Secret>) {
+        let Some(secret) = self.watch.apply(event) else {
+            return;
+        };
+        self.synced = true;
+        let ring = crate::kubernetes::master_key::ring_of(secret.as_ref());
+        if *self.current == ring {
+            return;
+        }
+        match ring.current() {
+            Some(current) => tracing::info!(
+                versions = ?ring.versions(),
+                %current,
+                "credentials master key versions loaded"
+            ),
+            None if secret.is_some() => tracing::error!(
+                "the credentials master key Secret has no usable version: no view gets lake credentials"
+            ),
+            None => tracing::warn!(
+                "the credentials master key Secret is gone: every view key derived from it is refused; a new one is created at the next start"
+            ),
+        }
+        self.current = Arc::new(ring);
+    }
+}
+
 /// The index's private state: what each watch currently holds, and the views
 /// as last published.
 #[derive(Default)]
@@ -412,6 +454,7 @@ struct State {
     events: Store<Arc<KubeEvent>>,
     entitlements: EntitlementsStore,
     tls: TlsStore,
+    master_keys: MasterKeyStore,
     reachable: bool,
     views: Views,
 }
@@ -442,6 +485,7 @@ pub async fn run(changes: impl Stream<Item = Change>, tx: watch::Sender<Arc<Snap
             && published.kubernetes_reachable == state.reachable
             && Arc::ptr_eq(&published.entitlements, &state.entitlements.current)
             && same(&published.tls, &state.tls.current)
+            && Arc::ptr_eq(&published.master_keys, &state.master_keys.current)
         {
             continue;
         }
@@ -452,6 +496,7 @@ pub async fn run(changes: impl Stream<Item = Change>, tx: watch::Sender<Arc<Snap
         published.kubernetes_reachable = state.reachable;
         published.entitlements = state.entitlements.current.clone();
         published.tls = state.tls.current.clone();
+        published.master_keys = state.master_keys.current.clone();
         published.unreadable = state.unreadable.clone();
         tx.send_replace(Arc::new(published.clone()));
     }
@@ -487,6 +532,7 @@ impl State {
             Change::Event(event) => self.events.apply(*event, read_event, dirty),
             Change::Entitlements(event) => self.entitlements.apply(*event),
             Change::Tls(event) => self.tls.apply(*event),
+            Change::MasterKey(event) => self.master_keys.apply(*event),
             Change::Failed(_) => {}
         }
     }
@@ -499,6 +545,7 @@ impl State {
             && self.events.synced
             && self.entitlements.synced
             && self.tls.synced
+            && self.master_keys.synced
     }
 
     /// Bring the published views in line with the stores for every view that
@@ -813,6 +860,7 @@ mod tests {
             events.push(Change::Event(Box::new(Event::InitDone)));
             events.push(Change::Entitlements(Box::new(Event::InitDone)));
             events.push(Change::Tls(Box::new(Event::InitDone)));
+            events.push(Change::MasterKey(Box::new(Event::InitDone)));
             for event in events {
                 changes.send(event).expect("the index runs");
             }
@@ -1022,6 +1070,53 @@ mod tests {
         .expect("a ConfigMap")
     }
 
+    fn master_key_secret(entries: &[(&str, &[u8])]) -> Secret {
+        serde_json::from_value(json!({
+            "metadata": {"name": "views-gateway-master-key"},
+            "data": entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.to_vec())))
+                .collect::<BTreeMap<_, _>>(),
+        }))
+        .expect("a Secret")
+    }
+
+    #[gtest]
+    #[tokio::test]
+    async fn the_master_keys_are_exactly_the_secret_s_versions_and_go_with_it() {
+        let feed = Feed::listed(&[]).await;
+        let numbers = |snapshot: &Snapshot| -> Vec<u32> {
+            snapshot
+                .master_keys
+                .versions()
+                .iter()
+                .map(|v| v.number)
+                .collect()
+        };
+        expect_that!(numbers(&feed.index.snapshot()), is_empty());
+        let (a, b) = (
+            b"0123456789abcdef0123456789abcdef".as_slice(),
+            b"another master key, 32 bytes long".as_slice(),
+        );
+        let created = master_key_secret(&[("v1", a)]);
+        let loaded = feed
+            .send(Change::MasterKey(Box::new(Event::Apply(created.clone()))))
+            .await;
+        expect_that!(numbers(&loaded), eq(&vec![1]));
+        let rotated = feed
+            .send(Change::MasterKey(Box::new(Event::Apply(
+                master_key_secret(&[("v1", a), ("v2", b)]),
+            ))))
+            .await;
+        expect_that!(numbers(&rotated), eq(&vec![1, 2]));
+        expect_that!(rotated.master_keys.current().map(|v| v.number), some(eq(2)));
+        // Deleted: nothing is kept (a restarted replica would not have it).
+        let deleted = feed
+            .send(Change::MasterKey(Box::new(Event::Delete(created))))
+            .await;
+        expect_that!(numbers(&deleted), is_empty());
+    }
+
     #[gtest]
     #[tokio::test]
     async fn the_index_is_synced_only_once_the_entitlements_are_listed() {
@@ -1036,6 +1131,7 @@ mod tests {
             Change::Pod(Box::new(Event::InitDone)),
             Change::Event(Box::new(Event::InitDone)),
             Change::Tls(Box::new(Event::InitDone)),
+            Change::MasterKey(Box::new(Event::InitDone)),
             Change::Entitlements(Box::new(Event::Init)),
             Change::Entitlements(Box::new(Event::InitApply(entitlements(
                 "grants: [{users: [ana], bucket: lake, prefixes: [sales/]}]",

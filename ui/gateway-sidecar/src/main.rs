@@ -75,11 +75,15 @@ async fn main() -> anyhow::Result<()> {
         },
     );
     let (index_tx, index) = index::channel();
+    let credentials_on = config.credentials.credentials_listen.is_some();
     let changes = kubernetes::watch_views(
         client.clone(),
         &config.namespace,
-        &config.entitlements_configmap,
-        config.tls_secret.as_deref(),
+        kubernetes::Named {
+            entitlements: &config.entitlements_configmap,
+            tls: config.tls_secret.as_deref(),
+            master_key: credentials_on.then_some(config.credentials.master_key_secret.as_str()),
+        },
         health.returns(),
     );
     tasks.spawn("index", Kind::Background, async move {
@@ -98,24 +102,22 @@ async fn main() -> anyhow::Result<()> {
     let ads = xds::AdsServer::new(xds_rx, xds_metrics);
 
     let writer = kubernetes::Writer::new(client.clone(), config.clone(), health);
-    let broker = match config.credentials.credentials_listen {
-        Some(_) => {
-            let key = kubernetes::master_key::load_or_create(
-                client.clone(),
-                &config.namespace,
-                &config.credentials.master_key_secret,
-            )
-            .await
-            .context("loading the credentials master key")?;
-            let broker = credentials::Broker::new(
-                credentials::MasterKey::from_bytes(&key).context("the credentials master key")?,
-            );
-            registry.register_collector(Box::new(credentials::CountersCollector(
-                broker.counters().clone(),
-            )));
-            Some(Arc::new(broker))
+    let broker = if credentials_on {
+        // The index reads the master key (its watch); the first replica
+        // creates it, else the first activation that needs it does.
+        if let Err(error) = writer.ensure_master_key().await {
+            tracing::warn!(%error, "could not create the credentials master key yet");
         }
-        None => None,
+        let broker = credentials::Broker::with_keys(Arc::new(index.clone()));
+        registry.register_collector(Box::new(credentials::CountersCollector(
+            broker.counters().clone(),
+        )));
+        registry.register_collector(Box::new(credentials::MasterKeysCollector(
+            broker.keys().clone(),
+        )));
+        Some(Arc::new(broker))
+    } else {
+        None
     };
     let drain = drain::Drain::default();
     let stopped = drain.watch();

@@ -501,18 +501,16 @@ async fn list(endpoint: &str, key: &str, secret: &str, prefix: &str) -> Result<u
     }
 }
 
-#[gtest]
-#[tokio::test]
-async fn each_activation_gets_scoped_credentials_that_end_with_it() {
-    let client = test_support::client().await;
-    let namespace = TestNamespace::create(&client).await;
+/// A gateway replica whose sidecar is the views' S3 endpoint in front of
+/// the lake `cargo xtask lake up` runs; and that endpoint's URL.
+async fn with_credentials(name: &str, namespace: &str) -> (Gateway, String) {
     let lake = lake();
     let text = |key: &str| lake[key].as_str().expect("lake.json field").to_owned();
     let s3_port = test_support::gateway::free_port();
     let endpoint = format!("http://127.0.0.1:{s3_port}");
     let gateway = Gateway::start_with(
-        "creds",
-        namespace.name(),
+        name,
+        namespace,
         &[
             ("CREDENTIALS_LISTEN", &format!("127.0.0.1:{s3_port}")),
             ("CREDENTIALS_ENDPOINT_URL", &endpoint),
@@ -522,6 +520,28 @@ async fn each_activation_gets_scoped_credentials_that_end_with_it() {
         ],
     )
     .await;
+    (gateway, endpoint)
+}
+
+/// The lake keys in the credentials Secret of activation `job`.
+async fn keys_of(client: &kube::Client, namespace: &str, job: &str) -> (String, String) {
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get(&format!("{job}-s3"))
+        .await
+        .expect("the activation's Secret");
+    let data = secret.data.unwrap_or_default();
+    let value = |key: &str| String::from_utf8(data[key].0.clone()).expect("text");
+    (value("AWS_ACCESS_KEY_ID"), value("AWS_SECRET_ACCESS_KEY"))
+}
+
+#[gtest]
+#[tokio::test]
+async fn each_activation_gets_scoped_credentials_that_end_with_it() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let lake = lake();
+    let text = |key: &str| lake[key].as_str().expect("lake.json field").to_owned();
+    let (gateway, endpoint) = with_credentials("creds", namespace.name()).await;
     let response = gateway
         .client()
         .post(gateway.url("localhost", "/_api/views"))
@@ -546,10 +566,9 @@ async fn each_activation_gets_scoped_credentials_that_end_with_it() {
         owner.first().map(|o| o.name.as_str()),
         some(eq("view-euro-1"))
     );
-    let data = secret.data.clone().unwrap_or_default();
-    let value = |key: &str| String::from_utf8(data[key].0.clone()).expect("text");
-    let (key, secret_key) = (value("AWS_ACCESS_KEY_ID"), value("AWS_SECRET_ACCESS_KEY"));
-    expect_that!(key, starts_with("vg1_euro_"));
+    let (key, secret_key) = keys_of(&client, namespace.name(), "view-euro-1").await;
+    expect_that!(key, starts_with("vg2_v1-"));
+    expect_that!(key, contains_substring("_euro_"));
     // The lake's own keys never reach the view.
     expect_that!(key, not(eq(&text("access_key_id"))));
 
@@ -586,6 +605,145 @@ async fn each_activation_gets_scoped_credentials_that_end_with_it() {
         Ok(())
     })
     .await;
+}
+
+/// The lake keys of `view`'s first activation, started through `gateway`.
+async fn start_for_keys(
+    client: &kube::Client,
+    namespace: &str,
+    gateway: &Gateway,
+    view: &str,
+) -> (String, String) {
+    let answer = get(gateway, &format!("{view}.localhost")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{view}: {}", answer.body);
+    keys_of(client, namespace, &format!("view-{view}-1")).await
+}
+
+/// Until both replicas hold `versions` master key versions, the newest
+/// numbered `current` (0: none).
+async fn wait_for_master_keys(replicas: [&Gateway; 2], current: f64, versions: f64) {
+    eventually(Duration::from_secs(10), || async {
+        for replica in replicas {
+            let now = (
+                replica
+                    .metric("views_gateway_credentials_master_key_current_version", "")
+                    .await,
+                replica
+                    .metric("views_gateway_credentials_master_key_versions", "")
+                    .await,
+            );
+            ensure!(now == (current, versions), "{} holds {now:?}", replica.name);
+        }
+        Ok(())
+    })
+    .await;
+}
+
+#[gtest]
+#[tokio::test]
+async fn two_replicas_agree_on_view_keys_across_master_key_rotation_and_deletion() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let ns = namespace.name();
+    let (a, a_s3) = with_credentials("keys-a", ns).await;
+    let (b, b_s3) = with_credentials("keys-b", ns).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let master = secrets
+        .get("views-gateway-master-key")
+        .await
+        .expect("created by the first replica");
+    let data = master.data.unwrap_or_default();
+    expect_that!(data.keys().collect::<Vec<_>>(), eq(&vec!["v1"]));
+    expect_that!(master.immutable, none());
+    wait_for_master_keys([&a, &b], 1.0, 1.0).await;
+    for view in ["euro", "rota", "west", "east"] {
+        create_view(&a, view).await;
+    }
+    // Each view reads the lake through either replica's endpoint.
+    let reads = |key: String, secret: String| {
+        let (a_s3, b_s3) = (a_s3.clone(), b_s3.clone());
+        async move {
+            let (on_a, on_b) = tokio::join!(
+                list(&a_s3, &key, &secret, "sales/region=eu/"),
+                list(&b_s3, &key, &secret, "sales/region=eu/"),
+            );
+            [on_a, on_b]
+        }
+    };
+
+    // A key minted by one replica verifies on the other.
+    let (euro, euro_secret) = start_for_keys(&client, ns, &a, "euro").await;
+    expect_that!(euro, starts_with("vg2_v1-"));
+    let v1_tag = euro[..euro.find("_euro_").expect("the view in the id")].to_owned();
+    expect_that!(
+        reads(euro.clone(), euro_secret.clone()).await,
+        each(ok(gt(&0)))
+    );
+
+    // Rotation: v2 added. New keys come from v2 on either replica; euro's
+    // v1 key keeps reading the lake through both.
+    let v2 = test_support::random_bytes(32);
+    secrets
+        .patch(
+            "views-gateway-master-key",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"data": {"v2": base64(&v2)}})),
+        )
+        .await
+        .expect("rotating the master key");
+    wait_for_master_keys([&a, &b], 2.0, 2.0).await;
+    let (rota, rota_secret) = start_for_keys(&client, ns, &b, "rota").await;
+    expect_that!(rota, starts_with("vg2_v2-"));
+    expect_that!(reads(rota, rota_secret).await, each(ok(gt(&0))));
+    expect_that!(
+        reads(euro.clone(), euro_secret.clone()).await,
+        each(ok(gt(&0)))
+    );
+
+    // Deletion: neither replica keeps a copy, so both refuse every key
+    // derived from it alike.
+    secrets
+        .delete(
+            "views-gateway-master-key",
+            &kube::api::DeleteParams::default(),
+        )
+        .await
+        .expect("deleting the master key");
+    wait_for_master_keys([&a, &b], 0.0, 0.0).await;
+    expect_that!(
+        reads(euro, euro_secret).await,
+        each(err(eq("InvalidAccessKeyId")))
+    );
+    // Both replicas start a view at once: each needs a master key, both
+    // create one, the API server lets one win, and both mint from it.
+    let ((west, west_secret), (east, east_secret)) = tokio::join!(
+        start_for_keys(&client, ns, &a, "west"),
+        start_for_keys(&client, ns, &b, "east"),
+    );
+    let recreated = secrets
+        .get("views-gateway-master-key")
+        .await
+        .expect("created again");
+    expect_that!(
+        recreated
+            .data
+            .unwrap_or_default()
+            .keys()
+            .collect::<Vec<_>>(),
+        eq(&vec!["v1"])
+    );
+    let tag = |id: &str, view: &str| id[..id.find(&format!("_{view}_")).expect("view")].to_owned();
+    expect_that!(tag(&west, "west"), eq(&tag(&east, "east")));
+    expect_that!(tag(&west, "west"), starts_with("vg2_v1-"));
+    expect_that!(tag(&west, "west"), not(eq(&v1_tag)), "a new v1");
+    expect_that!(reads(west, west_secret).await, each(ok(gt(&0))));
+    expect_that!(reads(east, east_secret).await, each(ok(gt(&0))));
+    wait_for_master_keys([&a, &b], 1.0, 1.0).await;
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[gtest]

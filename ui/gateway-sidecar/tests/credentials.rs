@@ -92,14 +92,7 @@ fn write(path: &Path, contents: &str) {
     std::fs::write(path, contents).expect("write");
 }
 
-fn random_bytes(n: usize) -> Vec<u8> {
-    use std::io::Read;
-    let mut bytes = vec![0; n];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .expect("/dev/urandom");
-    bytes
-}
+use test_support::random_bytes;
 
 fn sales_subsets() -> serde_json::Value {
     serde_json::json!([{ "bucket": "lake", "prefixes": ["sales/"] }])

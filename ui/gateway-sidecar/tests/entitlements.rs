@@ -108,8 +108,11 @@ async fn the_entitlements_config_map_reaches_the_index_through_the_gateway_s_rol
         kubernetes::watch_views(
             gateway,
             namespace.name(),
-            NAME,
-            None,
+            kubernetes::Named {
+                entitlements: NAME,
+                tls: None,
+                master_key: None,
+            },
             tokio::sync::watch::channel(0).1,
         ),
         tx,

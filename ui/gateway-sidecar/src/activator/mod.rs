@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::credentials::Broker;
+use crate::credentials::{self, Broker};
 use crate::drain::Blockers;
 use crate::index::{Index, Snapshot, ViewState};
 use crate::kubernetes::{WriteError, Writer};
@@ -324,6 +324,18 @@ impl Inner {
         let expires_at = activation
             .deadline
             .ok_or_else(|| Progress::Unavailable("the Job has no deadline".into()))?;
+        if broker.keys().ring().current().is_none() {
+            // No master key (first start, or its Secret was deleted): create
+            // it unless another replica has, and mint with whichever the
+            // watch brings.
+            self.writer.ensure_master_key().await.map_err(unavailable)?;
+            broker
+                .keys()
+                .wait_for(credentials::UNKNOWN_VERSION_WAIT, &|ring| {
+                    ring.current().is_some()
+                })
+                .await;
+        }
         let credentials = broker
             .mint(view, &activation.uid, expires_at)
             .map_err(|e| Progress::Unavailable(format!("minting credentials: {e}")))?;

@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use views_types::Subset;
 
 use super::error::CredentialsError;
-use super::key::{Broker, KeyId};
+use super::key::{Broker, KeyId, UNKNOWN_VERSION_WAIT};
 use super::metrics::{Counters, Outcome};
 use super::policy::{self, Access as Mode, Denial};
 use super::views::ViewSubsets;
@@ -178,7 +178,11 @@ struct Auth {
 }
 
 impl Auth {
-    fn resolve(&self, access_key: &str) -> Result<KeyId, CredentialsError> {
+    /// The secret of a presented key: the key must be well formed, not
+    /// expired, of an existing view's current activation, and derived from
+    /// a master key version this replica holds (or receives within
+    /// [`UNKNOWN_VERSION_WAIT`]).
+    async fn resolve(&self, access_key: &str) -> Result<String, CredentialsError> {
         let key = KeyId::parse(access_key)?;
         audit(|a| a.view = Some(key.view.clone()));
         if key.expired_at(Timestamp::now()) {
@@ -190,17 +194,17 @@ impl Auth {
         if !self.views.activation_current(&key.view, &key.nonce) {
             return Err(CredentialsError::ActivationEnded(key.view));
         }
-        Ok(key)
+        self.broker.secret_for(&key, UNKNOWN_VERSION_WAIT).await
     }
 }
 
 #[async_trait::async_trait]
 impl S3Auth for Auth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        match self.resolve(access_key) {
-            Ok(_) => {
+        match self.resolve(access_key).await {
+            Ok(secret) => {
                 audit(|a| a.key = KeyOutcome::Accepted);
-                Ok(SecretKey::from(self.broker.secret_for(access_key)))
+                Ok(SecretKey::from(secret))
             }
             Err(error) => {
                 let outcome = match &error {

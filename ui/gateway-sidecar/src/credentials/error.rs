@@ -36,6 +36,14 @@ pub enum CredentialsError {
         expires_at: Timestamp,
         max_hours: i64,
     },
+    /// Minting with no master key at all (its Secret is absent or has no
+    /// usable version).
+    #[error("there is no usable master key (its Secret is missing or has no valid version)")]
+    NoMasterKey,
+    /// A key derived from a master key version this replica does not hold:
+    /// removed after a rotation, deleted with its Secret, or never created.
+    #[error("the access key's master key version {0} does not exist (rotated out or deleted)")]
+    UnknownKeyVersion(String),
     /// An access key id this gateway did not mint.
     #[error("the access key id is not a view key")]
     MalformedKeyId,
@@ -65,6 +73,8 @@ impl CredentialsError {
             Self::EmptyActivation => "empty-activation",
             Self::ExpiryNotInFuture { .. } => "expiry-not-in-future",
             Self::ExpiryTooFar { .. } => "expiry-too-far",
+            Self::NoMasterKey => "no-master-key",
+            Self::UnknownKeyVersion(_) => "unknown-key-version",
             Self::MalformedKeyId => "unknown-key",
             Self::Expired(_) => "expired-key",
             Self::ViewDeleted(_) => "view-deleted",
@@ -82,6 +92,7 @@ impl From<CredentialsError> for S3Error {
     fn from(error: CredentialsError) -> Self {
         let (code, status) = match &error {
             CredentialsError::MalformedKeyId
+            | CredentialsError::UnknownKeyVersion(_)
             | CredentialsError::ViewDeleted(_)
             | CredentialsError::ActivationEnded(_) => (S3ErrorCode::InvalidAccessKeyId, 403),
             // AWS answers ExpiredToken with 400; a refusal of expired

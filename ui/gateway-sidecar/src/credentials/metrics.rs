@@ -152,3 +152,46 @@ impl prometheus_client::collector::Collector for CountersCollector {
         Ok(())
     }
 }
+
+/// Exports the master key versions this replica holds, read from the index
+/// on each scrape: `views_gateway_credentials_master_key_current_version`
+/// (the number keys are minted with; 0 without a key) and
+/// `views_gateway_credentials_master_key_versions` (how many verify). Two
+/// replicas that differ here for longer than a moment have a watch behind.
+pub struct MasterKeysCollector(pub std::sync::Arc<dyn super::MasterKeys>);
+
+impl std::fmt::Debug for MasterKeysCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("MasterKeysCollector")
+            .field(&self.0.ring())
+            .finish()
+    }
+}
+
+impl prometheus_client::collector::Collector for MasterKeysCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let ring = self.0.ring();
+        for (name, help, value) in [
+            (
+                "credentials_master_key_current_version",
+                "The master key version new view keys are derived from (0: none)",
+                ring.current().map_or(0, |v| i64::from(v.number)),
+            ),
+            (
+                "credentials_master_key_versions",
+                "Master key versions view keys are verified with",
+                i64::try_from(ring.versions().len()).unwrap_or(i64::MAX),
+            ),
+        ] {
+            let gauge = ConstGauge::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
+        Ok(())
+    }
+}

@@ -1,10 +1,15 @@
 //! Where the endpoint learns what a view may access: the view index
-//! implements [`ViewSubsets`]; tests and tools use [`InMemoryViews`].
+//! implements [`ViewSubsets`]; tests and tools use [`InMemoryViews`]. The
+//! index is also where the broker reads the master key versions
+//! ([`MasterKeys`], from the watched Secret).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use views_types::Subset;
+
+use super::key::{KeyRing, MasterKeys};
 
 /// The views' current subsets, asked on every request (so a change or a
 /// deletion applies to the next request, with no cache to invalidate).
@@ -96,6 +101,25 @@ impl ViewSubsets for crate::index::Index {
             .get(view)
             .and_then(|v| v.live_activation())
             .is_some_and(|live| super::key::activation_nonce(view, &live.uid) == nonce)
+    }
+}
+
+/// The master key versions of the index's last snapshot: the watched
+/// Secret's, the same on every replica once their watches have seen it.
+#[async_trait::async_trait]
+impl MasterKeys for crate::index::Index {
+    fn ring(&self) -> Arc<KeyRing> {
+        self.snapshot().master_keys.clone()
+    }
+
+    async fn wait_for(
+        &self,
+        timeout: Duration,
+        holds: &(dyn for<'k> Fn(&'k KeyRing) -> bool + Send + Sync),
+    ) -> Arc<KeyRing> {
+        let held = |snapshot: &crate::index::Snapshot| holds(&snapshot.master_keys);
+        crate::index::Index::wait_for(self, timeout, held).await;
+        self.ring()
     }
 }
 

@@ -1,8 +1,10 @@
 //! Everything the sidecar says to Kubernetes: watching the views (Services,
-//! EndpointSlices, Jobs, pods, Job events) for the index, writing views and
-//! their workloads, the credentials master key, and the ServiceAccount token
-//! issuer's keys, and whether the API server can be reached at all. Writers
-//! never touch the index: their changes come back through the watches.
+//! EndpointSlices, Jobs, pods, Job events) and the objects named in the
+//! configuration for the index, writing views and their workloads, the
+//! credentials master key (created if absent, read through the watch), the
+//! ServiceAccount token issuer's keys, and whether the API server can be
+//! reached at all. Writers never touch the index: their changes come back
+//! through the watches.
 
 pub mod health;
 pub mod master_key;
@@ -10,5 +12,5 @@ pub mod service_accounts;
 mod watch;
 mod write;
 
-pub use watch::{Change, watch_views};
+pub use watch::{Change, Named, watch_views};
 pub use write::{WriteError, Writer};

@@ -3,7 +3,8 @@
 //! EndpointSlices inherit from their Service), the views' Jobs and pods (same
 //! label, set by the activator), and the Job controller's `FailedCreate`
 //! events (how a quota or admission refusal of a view's pod shows), the
-//! operator's entitlements ConfigMap and TLS Secret (each selected by name).
+//! operator's entitlements ConfigMap and TLS Secret, and the credentials
+//! master key Secret (each selected by name).
 
 use std::time::Duration;
 
@@ -29,50 +30,64 @@ pub enum Change {
     /// The TLS Secret (the only object its watch selects); without
     /// `TLS_SECRET` one empty listing.
     Tls(Box<watcher::Event<Secret>>),
+    /// The credentials master key Secret (likewise); without
+    /// `CREDENTIALS_LISTEN` one empty listing.
+    MasterKey(Box<watcher::Event<Secret>>),
     Failed(watcher::Error),
 }
 
 /// The field selector for the Job controller's pod-creation failures.
 const FAILED_CREATE: &str = "involvedObject.kind=Job,reason=FailedCreate";
 
-/// Watch everything the index is built from, in `namespace`; the
-/// entitlements are the ConfigMap named `entitlements`. Every watch starts
-/// over when `returns` changes (the API server is back: see [`restarted`]).
+/// The objects the index watches by name.
+pub struct Named<'a> {
+    /// The entitlements ConfigMap.
+    pub entitlements: &'a str,
+    /// The TLS Secret, if Envoy serves TLS.
+    pub tls: Option<&'a str>,
+    /// The credentials master key Secret, if the S3 endpoint runs.
+    pub master_key: Option<&'a str>,
+}
+
+/// Watch everything the index is built from, in `namespace`. Every watch
+/// starts over when `returns` changes (the API server is back: see
+/// [`restarted`]).
 pub fn watch_views(
     client: kube::Client,
     namespace: &str,
-    entitlements: &str,
-    tls: Option<&str>,
+    named: Named<'_>,
     returns: tokio::sync::watch::Receiver<u64>,
 ) -> impl Stream<Item = Change> + Send + use<> {
     let labelled = watcher::Config::default().labels(view::SELECTOR);
     let events = watcher::Config::default().fields(FAILED_CREATE);
-    // By name: the RBAC Role grants this one ConfigMap (resourceNames).
-    let entitlements = watcher::Config::default().fields(&format!("metadata.name={entitlements}"));
     let r = &returns;
+    // By name: the RBAC Role grants these objects only (resourceNames).
+    let by_name = |name: &str| watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let secret = |name: Option<&str>, wrap: fn(Box<watcher::Event<Secret>>) -> Change| match name {
+        Some(name) => watch(&client, namespace, by_name(name), wrap, r),
+        // Not configured: one empty listing.
+        None => futures::stream::iter([
+            wrap(Box::new(watcher::Event::Init)),
+            wrap(Box::new(watcher::Event::InitDone)),
+        ])
+        .chain(futures::stream::pending())
+        .boxed(),
+    };
     futures::stream::select_all([
         watch(&client, namespace, labelled.clone(), Change::Service, r),
         watch(&client, namespace, labelled.clone(), Change::Slice, r),
         watch(&client, namespace, labelled.clone(), Change::Job, r),
         watch(&client, namespace, labelled, Change::Pod, r),
         watch(&client, namespace, events, Change::Event, r),
-        watch(&client, namespace, entitlements, Change::Entitlements, r),
-        match tls {
-            // By name, as the Role allows.
-            Some(name) => watch(
-                &client,
-                namespace,
-                watcher::Config::default().fields(&format!("metadata.name={name}")),
-                Change::Tls,
-                r,
-            ),
-            None => futures::stream::iter([
-                Change::Tls(Box::new(watcher::Event::Init)),
-                Change::Tls(Box::new(watcher::Event::InitDone)),
-            ])
-            .chain(futures::stream::pending())
-            .boxed(),
-        },
+        watch(
+            &client,
+            namespace,
+            by_name(named.entitlements),
+            Change::Entitlements,
+            r,
+        ),
+        secret(named.tls, Change::Tls),
+        secret(named.master_key, Change::MasterKey),
     ])
 }
 

@@ -160,6 +160,23 @@ impl Writer {
         }
     }
 
+    /// Create the credentials master key Secret with a random version 1
+    /// unless it exists (another replica, or the operator, made it: the
+    /// watch brings whichever it is).
+    pub async fn ensure_master_key(&self) -> Result<(), WriteError> {
+        let name = &self.config.credentials.master_key_secret;
+        let secret = super::master_key::new_secret(name)?;
+        let params = post_params();
+        match self.send(|| self.secrets.create(&params, &secret)).await {
+            Ok(_) => {
+                tracing::info!(secret = name, "created the credentials master key (v1)");
+                Ok(())
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(error) => Err(map(error, name)),
+        }
+    }
+
     /// Delete a Job and what it owns; one already gone is success.
     pub async fn delete_job(&self, name: &str) -> Result<(), WriteError> {
         let params = DeleteParams::background();
