@@ -22,7 +22,7 @@ export default {
     details: {
       description:
         'Specifics, by error: for example `field` (a JSON Pointer into the request) for invalid_request, ' +
-        '`reason` for view_failed, `retryAfterSeconds` for view_starting and kubernetes_unavailable ' +
+        '`reason` for view_failed, `retryAfterSeconds` for view_starting, kubernetes_unavailable and gateway_unavailable ' +
         '(every 503 also carries a Retry-After header).',
       type: 'object',
       additionalProperties: true,
@@ -68,6 +68,7 @@ export default {
         'internal (500): a bug or an unexpected failure; ' +
         'view_failed (502): the view\'s workload cannot start (image pull failure, unschedulable, quota); ' +
         'kubernetes_unavailable (503): the Kubernetes API cannot be reached; ' +
+        'gateway_unavailable (503): the gateway\'s control plane (its sidecar) does not answer, for example while it restarts; ' +
         'view_starting (503): the view did not become ready in time, try again.',
       type: 'string',
       enum: [
@@ -87,6 +88,7 @@ export default {
         'internal',
         'view_failed',
         'kubernetes_unavailable',
+        'gateway_unavailable',
         'view_starting',
       ],
       examples: ['not_found'],

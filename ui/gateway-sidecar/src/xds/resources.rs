@@ -581,6 +581,72 @@ pub(super) fn inline(body: &str) -> Option<core::DataSource> {
     })
 }
 
+/// What a cold view's request gets when ext_authz itself fails (the sidecar
+/// cannot be reached, or went away while holding the request): Envoy's bare
+/// `status_on_error` (504, which the sidecar never answers with) becomes a
+/// 503 with `Retry-After` and a machine-readable reason, as the sidecar's
+/// own refusals have. Another replica, or this one restarted, will start
+/// the view.
+fn sidecar_unavailable() -> hcm::ResponseMapper {
+    let retry_after = crate::activator::RETRY_AFTER_SECONDS;
+    let filter = |specifier| accesslog::AccessLogFilter {
+        filter_specifier: Some(specifier),
+    };
+    hcm::ResponseMapper {
+        filter: Some(filter(
+            accesslog::access_log_filter::FilterSpecifier::AndFilter(accesslog::AndFilter {
+                filters: vec![
+                    filter(
+                        accesslog::access_log_filter::FilterSpecifier::ResponseFlagFilter(
+                            accesslog::ResponseFlagFilter {
+                                flags: vec!["UAEX".into()],
+                            },
+                        ),
+                    ),
+                    filter(
+                        accesslog::access_log_filter::FilterSpecifier::StatusCodeFilter(
+                            accesslog::StatusCodeFilter {
+                                comparison: Some(accesslog::ComparisonFilter {
+                                    op: accesslog::comparison_filter::Op::Eq as i32,
+                                    value: Some(core::RuntimeUInt32 {
+                                        default_value: 504,
+                                        runtime_key: "views_gateway.local_reply.ext_authz_error"
+                                            .into(),
+                                    }),
+                                }),
+                            },
+                        ),
+                    ),
+                ],
+            }),
+        )),
+        status_code: Some(UInt32Value { value: 503 }),
+        body: inline(&format!(
+            r#"{{"error":"gateway_unavailable","message":"the gateway cannot start views right now (its control plane does not answer); try again shortly","details":{{"retryAfterSeconds":{retry_after}}}}}"#
+        )),
+        body_format_override: Some(core::SubstitutionFormatString {
+            format: Some(core::substitution_format_string::Format::TextFormatSource(
+                core::DataSource {
+                    specifier: Some(core::data_source::Specifier::InlineString(
+                        "%LOCAL_REPLY_BODY%".into(),
+                    )),
+                    ..Default::default()
+                },
+            )),
+            content_type: "application/json".into(),
+            ..Default::default()
+        }),
+        headers_to_add: vec![core::HeaderValueOption {
+            header: Some(core::HeaderValue {
+                key: "retry-after".into(),
+                value: retry_after.to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+    }
+}
+
 /// The gateway's listener, and with TLS the plain-HTTP one beside it.
 fn gateway_listeners(config: &Config) -> Vec<Arc<Resource>> {
     use hcm::scoped_routes::scope_key_builder::{FragmentBuilder, fragment_builder};
@@ -600,9 +666,11 @@ fn gateway_listeners(config: &Config) -> Vec<Arc<Resource>> {
             },
         )),
         transport_api_version: core::ApiVersion::V3 as i32,
-        // The sidecar unreachable: the view cannot start, say so.
+        // The sidecar unreachable (restarting, killed mid-check): the view
+        // cannot start now. A status the sidecar's own answers never use,
+        // so that `sidecar_unavailable` can say why.
         status_on_error: Some(envoy_types::pb::envoy::r#type::v3::HttpStatus {
-            code: envoy_types::pb::envoy::r#type::v3::StatusCode::ServiceUnavailable as i32,
+            code: envoy_types::pb::envoy::r#type::v3::StatusCode::GatewayTimeout as i32,
         }),
         ..Default::default()
     };
@@ -670,8 +738,8 @@ fn gateway_listeners(config: &Config) -> Vec<Arc<Resource>> {
         // No scope for the host, or no virtual host in its scope: Envoy's
         // "no route" (NR), answered like an unknown view.
         local_reply_config: Some(hcm::LocalReplyConfig {
-            mappers: access::local_replies(config)
-                .into_iter()
+            mappers: std::iter::once(sidecar_unavailable())
+                .chain(access::local_replies(config))
                 .chain([hcm::ResponseMapper {
                     filter: Some(accesslog::AccessLogFilter {
                         filter_specifier: Some(
@@ -1405,6 +1473,43 @@ mod tests {
                     "%UPSTREAM_CLUSTER%".into()
                 )
             ))
+        );
+    }
+
+    #[gtest]
+    fn an_ext_authz_error_answers_503_with_a_reason_before_any_other_mapping() {
+        let built = build(&Snapshot::of(&[]), &config());
+        let (_, manager) = manager_of(built.get(LISTENER_TYPE, GATEWAY).expect("the listener"));
+        let ext_authz = manager
+            .http_filters
+            .iter()
+            .find(|f| f.name == EXT_AUTHZ_FILTER)
+            .and_then(|f| match &f.config_type {
+                Some(hcm::http_filter::ConfigType::TypedConfig(any)) => {
+                    ext_authz::ExtAuthz::decode(any.value.as_slice()).ok()
+                }
+                _ => None,
+            })
+            .expect("ext_authz");
+        expect_that!(ext_authz.status_on_error.map(|s| s.code), some(eq(504)));
+        let first = &manager.local_reply_config.expect("local replies").mappers[0];
+        expect_that!(first, eq(&sidecar_unavailable()));
+        expect_that!(first.status_code.map(|s| s.value), some(eq(503)));
+        expect_that!(
+            first.headers_to_add[0]
+                .header
+                .as_ref()
+                .map(|h| h.key.as_str()),
+            some(eq("retry-after"))
+        );
+        let body = match first.body.as_ref().and_then(|b| b.specifier.as_ref()) {
+            Some(core::data_source::Specifier::InlineString(body)) => body.clone(),
+            _ => String::new(),
+        };
+        let body: views_types::ApiError = serde_json::from_str(&body).expect("an ApiError");
+        expect_that!(
+            body.error,
+            eq(views_types::ApiErrorCode::GatewayUnavailable)
         );
     }
 

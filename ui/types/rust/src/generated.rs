@@ -60,7 +60,7 @@ impl ::std::convert::TryFrom<::std::string::String> for Access {
 #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ApiError {
-    ///Specifics, by error: for example `field` (a JSON Pointer into the request) for invalid_request, `reason` for view_failed, `retryAfterSeconds` for view_starting and kubernetes_unavailable (every 503 also carries a Retry-After header).
+    ///Specifics, by error: for example `field` (a JSON Pointer into the request) for invalid_request, `reason` for view_failed, `retryAfterSeconds` for view_starting, kubernetes_unavailable and gateway_unavailable (every 503 also carries a Retry-After header).
     #[serde(default, skip_serializing_if = "::serde_json::Map::is_empty")]
     pub details: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     ///What went wrong, machine-readable.
@@ -68,7 +68,7 @@ pub struct ApiError {
     ///What went wrong, for people.
     pub message: ::std::string::String,
 }
-///invalid_request (400): the body is not valid JSON or does not match the schema; invalid_name (400): the view name is not a valid name; reserved_name (400): the view name is reserved by the gateway; unauthenticated (401): no valid sign-in (a session cookie, or Authorization: Bearer <token> from the identity provider); forbidden (403): the caller may not do this (for example create a view for someone else); not_entitled (403): the caller, or someone a view is shared with, is not entitled to a subset of the view (details name the subset); not_found (404): no such view or route; method_not_allowed (405): the route does not take this method; conflict (409): a view with that name already exists; payload_too_large (413): the request body is too large; unsupported_media_type (415): the body is not application/json; unprocessable (422): the request is well-formed but cannot be carried out (for example a table path outside its subset's prefixes); quota_exceeded (429): the gateway's limit on views or running workloads is reached; internal (500): a bug or an unexpected failure; view_failed (502): the view's workload cannot start (image pull failure, unschedulable, quota); kubernetes_unavailable (503): the Kubernetes API cannot be reached; view_starting (503): the view did not become ready in time, try again.
+///invalid_request (400): the body is not valid JSON or does not match the schema; invalid_name (400): the view name is not a valid name; reserved_name (400): the view name is reserved by the gateway; unauthenticated (401): no valid sign-in (a session cookie, or Authorization: Bearer <token> from the identity provider); forbidden (403): the caller may not do this (for example create a view for someone else); not_entitled (403): the caller, or someone a view is shared with, is not entitled to a subset of the view (details name the subset); not_found (404): no such view or route; method_not_allowed (405): the route does not take this method; conflict (409): a view with that name already exists; payload_too_large (413): the request body is too large; unsupported_media_type (415): the body is not application/json; unprocessable (422): the request is well-formed but cannot be carried out (for example a table path outside its subset's prefixes); quota_exceeded (429): the gateway's limit on views or running workloads is reached; internal (500): a bug or an unexpected failure; view_failed (502): the view's workload cannot start (image pull failure, unschedulable, quota); kubernetes_unavailable (503): the Kubernetes API cannot be reached; gateway_unavailable (503): the gateway's control plane (its sidecar) does not answer, for example while it restarts; view_starting (503): the view did not become ready in time, try again.
 #[derive(
     ::serde::Deserialize,
     ::serde::Serialize,
@@ -114,6 +114,8 @@ pub enum ApiErrorCode {
     ViewFailed,
     #[serde(rename = "kubernetes_unavailable")]
     KubernetesUnavailable,
+    #[serde(rename = "gateway_unavailable")]
+    GatewayUnavailable,
     #[serde(rename = "view_starting")]
     ViewStarting,
 }
@@ -136,6 +138,7 @@ impl ::std::fmt::Display for ApiErrorCode {
             Self::Internal => f.write_str("internal"),
             Self::ViewFailed => f.write_str("view_failed"),
             Self::KubernetesUnavailable => f.write_str("kubernetes_unavailable"),
+            Self::GatewayUnavailable => f.write_str("gateway_unavailable"),
             Self::ViewStarting => f.write_str("view_starting"),
         }
     }
@@ -162,6 +165,7 @@ impl ::std::str::FromStr for ApiErrorCode {
             "internal" => Ok(Self::Internal),
             "view_failed" => Ok(Self::ViewFailed),
             "kubernetes_unavailable" => Ok(Self::KubernetesUnavailable),
+            "gateway_unavailable" => Ok(Self::GatewayUnavailable),
             "view_starting" => Ok(Self::ViewStarting),
             _ => Err("invalid value".into()),
         }
