@@ -35,7 +35,7 @@ use envoy_types::pb::google::protobuf::{Any, UInt32Value};
 use sha2::{Digest, Sha256};
 use views_types::ViewRequest;
 
-use super::resources::{NO_SUCH_VIEW, ads, any, inline, seconds};
+use super::resources::{NO_SUCH_VIEW, ads, any, inline, json_body, seconds};
 use crate::api::SERVICE_ACCOUNT_KEYS_PATH;
 use crate::config::Config;
 use crate::identity::{PAYLOAD_HEADER, Provider};
@@ -673,18 +673,7 @@ pub fn local_replies(config: &Config) -> Vec<hcm::ResponseMapper> {
         body: inline(
             r#"{"error":"unauthenticated","message":"sign in first: a session, or Authorization: Bearer <access token> from the identity provider (missing, expired or not for this gateway)"}"#,
         ),
-        body_format_override: Some(core::SubstitutionFormatString {
-            format: Some(core::substitution_format_string::Format::TextFormatSource(
-                core::DataSource {
-                    specifier: Some(core::data_source::Specifier::InlineString(
-                        "%LOCAL_REPLY_BODY%".into(),
-                    )),
-                    ..Default::default()
-                },
-            )),
-            content_type: "application/json".into(),
-            ..Default::default()
-        }),
+        body_format_override: json_body(),
         ..Default::default()
     };
     vec![

@@ -581,6 +581,22 @@ pub(super) fn inline(body: &str) -> Option<core::DataSource> {
     })
 }
 
+/// A local reply's body as it is, served as JSON.
+pub(super) fn json_body() -> Option<core::SubstitutionFormatString> {
+    Some(core::SubstitutionFormatString {
+        format: Some(core::substitution_format_string::Format::TextFormatSource(
+            core::DataSource {
+                specifier: Some(core::data_source::Specifier::InlineString(
+                    "%LOCAL_REPLY_BODY%".into(),
+                )),
+                ..Default::default()
+            },
+        )),
+        content_type: "application/json".into(),
+        ..Default::default()
+    })
+}
+
 /// What a cold view's request gets when ext_authz itself fails (the sidecar
 /// cannot be reached, or went away while holding the request): Envoy's bare
 /// `status_on_error` (504, which the sidecar never answers with) becomes a
@@ -624,18 +640,7 @@ fn sidecar_unavailable() -> hcm::ResponseMapper {
         body: inline(&format!(
             r#"{{"error":"gateway_unavailable","message":"the gateway cannot start views right now (its control plane does not answer); try again shortly","details":{{"retryAfterSeconds":{retry_after}}}}}"#
         )),
-        body_format_override: Some(core::SubstitutionFormatString {
-            format: Some(core::substitution_format_string::Format::TextFormatSource(
-                core::DataSource {
-                    specifier: Some(core::data_source::Specifier::InlineString(
-                        "%LOCAL_REPLY_BODY%".into(),
-                    )),
-                    ..Default::default()
-                },
-            )),
-            content_type: "application/json".into(),
-            ..Default::default()
-        }),
+        body_format_override: json_body(),
         headers_to_add: vec![core::HeaderValueOption {
             header: Some(core::HeaderValue {
                 key: "retry-after".into(),
