@@ -81,6 +81,11 @@ enum Task {
         /// (VIEWS_GATEWAY_TLS_PORT), a certificate from a local CA, plain HTTP redirected.
         #[arg(long)]
         tls: bool,
+        /// Deploy the gateway into the local cluster (the k3d example's overlay, through
+        /// scripts/dev/in-cluster) instead of running it as processes: real containers on the real
+        /// node, served on localhost:8080 (VIEWS_GATEWAY_PORT) by a local load balancer.
+        #[arg(long)]
+        in_cluster: bool,
     },
     /// Stop everything `dev` started.
     Down,
@@ -120,12 +125,21 @@ fn main() -> anyhow::Result<()> {
             client,
             resource,
         } => oidc::token(&user, &client, &resource),
-        Task::Dev { detach, tls } => dev::run(
+        Task::Dev {
+            detach,
+            tls,
+            in_cluster,
+        } => dev::run(
             detach,
             if tls {
                 dev::Scheme::Https
             } else {
                 dev::Scheme::Http
+            },
+            if in_cluster {
+                dev::Mode::InCluster
+            } else {
+                dev::Mode::Host
             },
         ),
         Task::Down => dev::down(),

@@ -84,7 +84,7 @@ async fn up_reuses_a_running_cluster_and_starts_a_stopped_one_quickly() {
             .ok(),
         eq(pki_before)
     );
-    expect_that!(pids_before.len(), eq(10));
+    expect_that!(pids_before.len(), eq(11));
 
     xtask(&["cluster", "down"]);
     expect_that!(pids(), is_empty());

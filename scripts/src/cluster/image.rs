@@ -27,6 +27,10 @@ pub struct Spec {
     /// Path inside the image → file on this machine.
     pub files: BTreeMap<String, PathBuf>,
     pub entrypoint: Vec<String>,
+    /// The user it runs as unless the pod says otherwise (`uid:gid`).
+    pub user: Option<String>,
+    /// Environment variables besides `PATH=/bin` (`NAME=value`).
+    pub env: Vec<String>,
 }
 
 impl Spec {
@@ -51,6 +55,8 @@ impl Spec {
             tag: None,
             files,
             entrypoint: Vec::new(),
+            user: None,
+            env: Vec::new(),
         })
     }
 }
@@ -126,7 +132,11 @@ fn build_and_import(layout: &Layout, spec: &Spec, work: &Path) -> anyhow::Result
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Entrypoint": spec.entrypoint, "Env": ["PATH=/bin"]},
+        "config": {
+            "Entrypoint": spec.entrypoint,
+            "Env": std::iter::once("PATH=/bin").chain(spec.env.iter().map(String::as_str)).collect::<Vec<_>>(),
+            "User": spec.user.as_deref().unwrap_or(""),
+        },
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
     }))?;
     let config_digest = store_blob(&blobs, &config)?;

@@ -13,6 +13,8 @@
 //!              │   └────────── real-node-0 (real_node): kubelet + containerd +
 //!              │                 runc, CNI bridge vg-real0, kube-proxy, CoreDNS;
 //!              │                 pods of RuntimeClass `runc` as real containers
+//!              ├────────────── api-forward (forward): 10.233.0.1:32443, the
+//!              │                 `kubernetes` Service's endpoint, for pods
 //!              └────────────── tests, `kubectl`, the gateway (admin kubeconfig)
 //! ```
 //!
@@ -23,7 +25,8 @@
 //! processes it started.
 
 mod components;
-mod image;
+pub mod forward;
+pub mod image;
 mod kube_binaries;
 pub mod network;
 mod objects;
@@ -59,6 +62,10 @@ pub enum Command {
     /// The kubelet of process-node-0 (started by `up`).
     #[command(hide = true)]
     PodRunner(pod_runner::Args),
+    /// Forward TCP connections from one address to another (the API server
+    /// for pods, started by `up`; `dev --in-cluster`'s load balancer).
+    #[command(hide = true)]
+    Forward(forward::Args),
     /// Make a FROM-scratch image of binaries (in /bin, with the shared
     /// libraries they load) and import it into the real node's containerd;
     /// prints its reference, `<name>:<content hash>`.
@@ -114,6 +121,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::PodRunner(args) => pod_runner::run(args),
+        Command::Forward(args) => forward::run(args),
         Command::Image { name, binaries } => {
             let spec = image::Spec::for_binaries(&name, &binaries)?;
             println!("{}", image::ensure(&Layout::new(), &spec)?);
@@ -169,11 +177,12 @@ fn pod_runner_component(layout: &Layout) -> anyhow::Result<Component> {
 }
 
 /// Every process of the cluster in start order: the control plane, kwok and
-/// the pod runner, then the real node's.
+/// the pod runner, the real node's, and the API server's forwarder for pods.
 fn components(layout: &Layout) -> anyhow::Result<Vec<Component>> {
     let kube_bin = kube_binaries::dir()?;
     let mut all = components::all(layout, &kube_bin, pod_runner_component(layout)?);
     all.extend(real_node::components(layout, &kube_bin));
+    all.push(forward::api_server()?);
     Ok(all)
 }
 

@@ -386,6 +386,8 @@ pub fn ensure_sandbox_image(layout: &Layout) -> anyhow::Result<()> {
         tag: Some(SANDBOX_IMAGE.1.to_owned()),
         files: [("/pause".to_owned(), binary)].into(),
         entrypoint: vec!["/pause".to_owned()],
+        user: None,
+        env: Vec::new(),
     };
     image::ensure(layout, &spec)?;
     Ok(())

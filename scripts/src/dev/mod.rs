@@ -29,6 +29,7 @@
 //! Where it answers is written to `<cache>/dev/run/gateway.json`
 //! ([`Endpoint`]), for the end-to-end suite. `down` stops it all.
 
+mod in_cluster;
 mod tls;
 
 use std::io::{Read, Write};
@@ -246,10 +247,27 @@ fn components() -> anyhow::Result<[Component; 2]> {
     Ok([sidecar, envoy])
 }
 
-pub fn run(detach: bool, scheme: Scheme) -> anyhow::Result<()> {
+/// Where the gateway runs: as processes on this machine, or deployed into
+/// the local cluster (`--in-cluster`, see [`in_cluster`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Host,
+    InCluster,
+}
+
+pub fn run(detach: bool, scheme: Scheme, mode: Mode) -> anyhow::Result<()> {
     let started = Instant::now();
-    let endpoint = up(scheme)?;
-    print_usage(&endpoint);
+    match mode {
+        Mode::Host => print_usage(&up(scheme)?),
+        Mode::InCluster => {
+            if scheme == Scheme::Https {
+                bail!("--in-cluster serves plain HTTP only (no --tls yet)");
+            }
+            let endpoint = Endpoint::new(scheme)?;
+            in_cluster::up(&endpoint)?;
+            in_cluster::print_usage(&endpoint);
+        }
+    }
     progress::info(format!("ready in {:.1}s", started.elapsed().as_secs_f64()));
     if detach {
         println!("Left running; `cargo xtask down` stops it.");
@@ -268,6 +286,8 @@ pub fn run(detach: bool, scheme: Scheme) -> anyhow::Result<()> {
 pub fn up(scheme: Scheme) -> anyhow::Result<Endpoint> {
     let endpoint = Endpoint::new(scheme)?;
     cluster::up()?;
+    // The gateway deployed by `--in-cluster` would serve the same views.
+    in_cluster::remove()?;
     let step = progress::step("S3 lake with sample data");
     let lake = lake::ensure_running()?;
     step.done();
@@ -503,6 +523,7 @@ you in without the form. Sign out: {}",
 /// the OIDC provider, the cluster.
 pub fn down() -> anyhow::Result<()> {
     stop_gateway()?;
+    in_cluster::stop_load_balancer()?;
     if lake::stop()? {
         progress::info("stopped the lake (s3s-fs)");
     }
