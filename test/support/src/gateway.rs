@@ -25,6 +25,7 @@ pub struct Gateway {
     sidecar: Option<Child>,
     envoy: Option<Child>,
     sidecar_env: Vec<(String, String)>,
+    envoy_args: Vec<String>,
     dir: PathBuf,
 }
 
@@ -216,10 +217,11 @@ impl Gateway {
             sidecar: None,
             envoy: None,
             sidecar_env,
+            envoy_args: envoy_args.iter().map(|a| a.to_string()).collect(),
             dir,
         };
         gateway.start_sidecar();
-        gateway.envoy = Some(spawn_envoy_with(&gateway.dir, name, envoy_args));
+        gateway.start_envoy();
         gateway.wait_ready().await;
         gateway
     }
@@ -237,6 +239,37 @@ impl Gateway {
                 .spawn()
                 .expect("starting gateway-sidecar"),
         );
+    }
+
+    fn start_envoy(&mut self) {
+        let args: Vec<&str> = self.envoy_args.iter().map(String::as_str).collect();
+        self.envoy = Some(spawn_envoy_with(&self.dir, &self.name, &args));
+    }
+
+    /// Stop Envoy (SIGKILL: its connections reset, its configuration is lost).
+    pub fn kill_envoy(&mut self) {
+        if let Some(mut child) = self.envoy.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start Envoy again (after [`Gateway::kill_envoy`]: empty, it gets its
+    /// configuration from the sidecar) and wait until the replica is ready.
+    pub async fn restart_envoy(&mut self) {
+        self.kill_envoy();
+        self.start_envoy();
+        self.wait_ready().await;
+    }
+
+    /// Start a killed replica again, sidecar and Envoy, and wait until it
+    /// is ready.
+    pub async fn restart_sidecar_and_envoy(&mut self) {
+        self.kill_sidecar();
+        self.kill_envoy();
+        self.start_sidecar();
+        self.start_envoy();
+        self.wait_ready().await;
     }
 
     /// Stop the sidecar process (SIGKILL: nothing is saved on the way out).
@@ -316,6 +349,23 @@ impl Gateway {
                 );
             }
         }
+    }
+
+    /// Create view `name` over the lake's `sales/` through this replica's
+    /// API (sign-in off), failing the test unless it answers 201.
+    pub async fn create_view(&self, name: &str) {
+        let response = self
+            .client()
+            .post(self.url("localhost", "/_api/views"))
+            .json(&serde_json::json!({"name": name, "subsets": [{"bucket": "lake", "prefixes": ["sales/"]}]}))
+            .send()
+            .await
+            .expect("POST /_api/views");
+        assert_eq!(
+            response.status(),
+            reqwest::StatusCode::CREATED,
+            "creating view {name}"
+        );
     }
 
     /// `http://<host>:<port><path>` on this replica's Envoy.
@@ -445,8 +495,14 @@ pub fn spawn_envoy_with(dir: &std::path::Path, node: &str, extra_args: &[&str]) 
         .expect("starting envoy")
 }
 
+/// A process's log, appended to: a restarted process adds to its
+/// predecessor's.
 fn log_file(dir: &std::path::Path, name: &str) -> std::fs::File {
-    std::fs::File::create(dir.join(name)).expect("log file")
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(name))
+        .expect("log file")
 }
 
 /// Envoy 1.37 as installed by the tasks (`cargo xtask lint` installs it).

@@ -9,6 +9,8 @@
 //! - [`oidc`] is the local OpenID Connect provider: its users, and tokens
 //!   for them through the real authorization-code flow.
 //! - [`proxy::TcpProxy`] cuts a process off from a server, and restores it.
+//! - [`api_server::PrivateApiServer`] is an API server of the local cluster
+//!   of a test's own, to kill, pause and cut off from etcd.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -23,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod api_server;
 pub mod gateway;
 pub mod oidc;
 pub mod proxy;

@@ -17,21 +17,6 @@ use test_support::{TestNamespace, eventually};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-async fn create_view(gateway: &Gateway, name: &str) {
-    let response = gateway
-        .client()
-        .post(gateway.url("localhost", "/_api/views"))
-        .json(&json!({"name": name, "subsets": [{"bucket": "lake", "prefixes": ["sales/"]}]}))
-        .send()
-        .await
-        .expect("POST /_api/views");
-    assert_eq!(
-        response.status(),
-        StatusCode::CREATED,
-        "creating view {name}"
-    );
-}
-
 struct Answer {
     status: StatusCode,
     retry_after: Option<String>,
@@ -121,7 +106,7 @@ async fn two_hundred_requests_to_a_cold_view_start_one_job_and_all_get_the_view(
         &[("VIEW_POD_ANNOTATIONS", "sim.views.dev/ready-after=2s")],
     )
     .await;
-    create_view(&gateway, "burst").await;
+    gateway.create_view("burst").await;
 
     let started = Instant::now();
     let answers = join_all((0..200).map(|_| get(&gateway, "burst.localhost"))).await;
@@ -160,7 +145,7 @@ async fn two_replicas_split_a_burst_and_still_start_one_job() {
         Gateway::start_with("replica-a", namespace.name(), &env),
         Gateway::start_with("replica-b", namespace.name(), &env),
     );
-    create_view(&first, "split").await;
+    first.create_view("split").await;
     // The second replica has the view once its index does.
     eventually(WAIT, || async {
         ensure!(view_status(&second, "split").await["name"] == "split");
@@ -195,7 +180,7 @@ async fn a_warm_view_is_served_without_asking_the_sidecar() {
     let client = test_support::client().await;
     let namespace = TestNamespace::create(&client).await;
     let gateway = Gateway::start("warm", namespace.name()).await;
-    create_view(&gateway, "warm").await;
+    gateway.create_view("warm").await;
     let first = get(&gateway, "warm.localhost").await;
     expect_that!(first.status, eq(StatusCode::OK));
     // Warm once this Envoy has the route without ext_authz.
@@ -243,7 +228,7 @@ async fn a_view_that_never_becomes_ready_gets_503_with_retry_after_at_the_budget
         ],
     )
     .await;
-    create_view(&gateway, "never").await;
+    gateway.create_view("never").await;
 
     let started = Instant::now();
     let answers = join_all((0..5).map(|_| get(&gateway, "never.localhost"))).await;
@@ -288,7 +273,7 @@ async fn an_image_pull_failure_ends_held_requests_with_the_reason_at_once() {
         ],
     )
     .await;
-    create_view(&gateway, "broken").await;
+    gateway.create_view("broken").await;
 
     let started = Instant::now();
     let answers = join_all((0..10).map(|_| get(&gateway, "broken.localhost"))).await;
@@ -331,7 +316,7 @@ async fn deleting_a_view_ends_its_held_requests_with_404_and_leaves_no_job() {
         ],
     )
     .await;
-    create_view(&gateway, "doomed").await;
+    gateway.create_view("doomed").await;
 
     let held = hold(&gateway, "doomed.localhost", 20).await;
     let started = Instant::now();
@@ -382,7 +367,7 @@ async fn a_pod_quota_refusal_ends_held_requests_with_the_reason() {
         ],
     )
     .await;
-    create_view(&gateway, "capped").await;
+    gateway.create_view("capped").await;
 
     let started = Instant::now();
     let answer = get(&gateway, "capped.localhost").await;
@@ -657,7 +642,7 @@ async fn two_replicas_agree_on_view_keys_across_master_key_rotation_and_deletion
     expect_that!(master.immutable, none());
     wait_for_master_keys([&a, &b], 1.0, 1.0).await;
     for view in ["euro", "rota", "west", "east"] {
-        create_view(&a, view).await;
+        a.create_view(view).await;
     }
     // Each view reads the lake through either replica's endpoint.
     let reads = |key: String, secret: String| {
@@ -757,7 +742,7 @@ async fn on_sigterm_the_replica_turns_unready_drains_envoy_and_finishes_held_req
         &[("VIEW_POD_ANNOTATIONS", "sim.views.dev/ready-after=3s")],
     )
     .await;
-    create_view(&gateway, "slow").await;
+    gateway.create_view("slow").await;
     let held = hold(&gateway, "slow.localhost", 20).await;
 
     let terminating = tokio::spawn({

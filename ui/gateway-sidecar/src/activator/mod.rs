@@ -442,9 +442,14 @@ fn progress(
     };
     if state.serving_endpoints().next().is_some() {
         let cluster = cluster_name(view);
-        return if envoys
-            .values()
-            .all(|e| e.clusters_with_endpoints.contains(&cluster))
+        // No Envoy connected (this sidecar has just started, and its Envoy
+        // not yet reconnected) is not "every Envoy routes it": the Envoy
+        // asking still has its old configuration, without the view's
+        // cluster, and would answer 503 without a word.
+        return if !envoys.is_empty()
+            && envoys
+                .values()
+                .all(|e| e.clusters_with_endpoints.contains(&cluster))
         {
             Progress::Ready
         } else {
@@ -478,5 +483,68 @@ fn progress(
             reason: reason.clone(),
             message: format!("the view's Job ended ({reason}) before it became ready"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+
+    use googletest::prelude::*;
+
+    use super::*;
+    use crate::index::Endpoint;
+
+    /// A snapshot where view `sales` has a serving endpoint.
+    fn serving() -> Snapshot {
+        let view = ViewState {
+            spec: serde_json::from_value(serde_json::json!({
+                "name": "sales",
+                "subsets": [{"bucket": "lake", "prefixes": ["sales/"]}],
+            }))
+            .expect("spec"),
+            uid: "uid-1".into(),
+            created_at: None,
+            annotations: BTreeMap::new(),
+            endpoints: vec![Endpoint {
+                ip: "10.233.1.2".parse().unwrap(),
+                port: 8080,
+                serving: true,
+                terminating: false,
+            }],
+            activations: BTreeMap::new(),
+        };
+        Snapshot::of(&[Arc::new(view)])
+    }
+
+    fn envoy(clusters: &[&str]) -> EnvoyStatus {
+        EnvoyStatus {
+            clusters_with_endpoints: clusters
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<BTreeSet<_>>(),
+            ..EnvoyStatus::default()
+        }
+    }
+
+    #[gtest]
+    fn a_serving_view_is_ready_only_once_every_connected_envoy_routes_it() {
+        let at = |envoys: BTreeMap<String, EnvoyStatus>| {
+            progress("sales", None, &serving(), &envoys, &mut false)
+        };
+        // Just restarted: no Envoy has reconnected yet.
+        expect_that!(at(BTreeMap::new()), eq(&Progress::Starting(Stage::Routing)));
+        expect_that!(
+            at(BTreeMap::from([
+                ("a".to_string(), envoy(&["view-sales"])),
+                ("b".to_string(), envoy(&[])),
+            ])),
+            eq(&Progress::Starting(Stage::Routing))
+        );
+        expect_that!(
+            at(BTreeMap::from([("a".to_string(), envoy(&["view-sales"]))])),
+            eq(&Progress::Ready)
+        );
     }
 }
