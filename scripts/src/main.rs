@@ -11,6 +11,7 @@ mod dev;
 mod duckdb_runtime;
 mod e2e;
 mod envoy;
+mod fuzz;
 mod images;
 mod lake;
 mod lint;
@@ -93,6 +94,9 @@ enum Task {
     E2e,
     /// Benchmarks (warm path, scale); writes BENCHMARKS.md.
     Bench(bench::Args),
+    /// The sidecar's fuzz targets (cargo-fuzz, nightly), each for a bounded time; fails on any
+    /// panic or sanitizer report.
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -145,5 +149,6 @@ fn main() -> anyhow::Result<()> {
         Task::Down => dev::down(),
         Task::E2e => e2e::run(),
         Task::Bench(args) => bench::run(args),
+        Task::Fuzz(args) => fuzz::run(args),
     }
 }

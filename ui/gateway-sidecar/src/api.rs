@@ -357,7 +357,9 @@ fn schema_problems(
         .collect()
 }
 
-fn parse_request(
+/// A create request's body, as the API reads it: JSON, valid by the
+/// schema, normalised (also the entry of the `view_request` fuzz target).
+pub fn parse_request(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<ViewRequest, Failure> {
