@@ -53,6 +53,10 @@ pub enum DbError {
     /// A result could not be converted to Arrow.
     #[error("converting the result to Arrow: {0}")]
     Arrow(#[from] ArrowError),
+    /// The result has a type the requested download format cannot hold
+    /// (Parquet has no `INTERVAL` of months, days and nanoseconds…).
+    #[error("{0}")]
+    Unencodable(String),
 }
 
 impl DbError {

@@ -1,5 +1,6 @@
 //! Turning Arrow record batches into what the API sends: JSON values for
-//! the result grid, CSV for downloads (Arrow IPC is written by arrow-ipc).
+//! the result grid, CSV and Parquet for downloads (Arrow IPC is written by
+//! arrow-ipc, Parquet by arrow-rs's `parquet` writer configured here).
 //!
 //! JSON keeps numbers as numbers where JavaScript can hold them exactly:
 //! 64-bit integers beyond ±2^53 and non-finite floats become strings, and
@@ -13,7 +14,11 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, RecordBatch};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
-use arrow_schema::{ArrowError, DataType};
+use arrow_schema::{ArrowError, DataType, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::errors::ParquetError;
+use parquet::file::properties::WriterProperties;
 use serde_json::Value;
 
 /// The largest integer a JavaScript number holds exactly.
@@ -189,6 +194,85 @@ fn push_field(value: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
+/// Rows per Parquet row group: DuckDB's own default. The writer holds one
+/// row group in memory before it goes out, so this and
+/// [`PARQUET_ROW_GROUP_BYTES`] bound what an export buffers however large
+/// the result.
+const PARQUET_ROW_GROUP: usize = 122_880;
+/// Encoded bytes at which a row group is closed early (wide rows).
+const PARQUET_ROW_GROUP_BYTES: usize = 64 << 20;
+
+/// A Parquet writer for a result of `schema` writing to `out` as it goes
+/// (Snappy-compressed, like DuckDB's `COPY … (FORMAT parquet)`). Check the
+/// schema with [`parquet_unsupported`] first.
+pub fn parquet_writer<W: std::io::Write + Send>(
+    out: W,
+    schema: SchemaRef,
+) -> Result<ArrowWriter<W>, ParquetError> {
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(PARQUET_ROW_GROUP))
+        .set_max_row_group_bytes(Some(PARQUET_ROW_GROUP_BYTES))
+        .set_created_by(format!("duckdb-view {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    ArrowWriter::try_new(out, schema, Some(properties))
+}
+
+/// The index of the first column the Parquet writer cannot hold, if any.
+/// An allow-list: arrow-rs's writer refuses some types only halfway through
+/// (DuckDB's `INTERVAL` is Arrow's month-day-nano interval) and panics on
+/// others (`UNION`), so a result is checked before its answer starts.
+pub fn parquet_unsupported(schema: &arrow_schema::Schema) -> Option<usize> {
+    schema
+        .fields()
+        .iter()
+        .position(|field| !parquet_holds(field.data_type()))
+}
+
+fn parquet_holds(data_type: &DataType) -> bool {
+    use arrow_schema::IntervalUnit;
+    match data_type {
+        DataType::Null
+        | DataType::Boolean
+        | DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64
+        | DataType::Float16
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..)
+        | DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Utf8View
+        | DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_)
+        | DataType::Date32
+        | DataType::Date64
+        | DataType::Time32(_)
+        | DataType::Time64(_)
+        | DataType::Timestamp(..)
+        | DataType::Duration(_)
+        | DataType::Interval(IntervalUnit::YearMonth | IntervalUnit::DayTime) => true,
+        DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => {
+            parquet_holds(item.data_type())
+        }
+        DataType::Map(entries, _) => parquet_holds(entries.data_type()),
+        DataType::Struct(fields) => {
+            !fields.is_empty() && fields.iter().all(|f| parquet_holds(f.data_type()))
+        }
+        DataType::Dictionary(_, values) => parquet_holds(values),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -223,6 +307,31 @@ mod tests {
         );
         assert_eq!(rows[2][0], Value::Null);
         assert_eq!(json_rows(&batch(), 1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn parquet_holds_the_rows_and_refuses_types_it_lacks() {
+        let mut writer = parquet_writer(Vec::new(), batch().schema()).unwrap();
+        writer.write(&batch()).unwrap();
+        let bytes = writer.into_inner().unwrap();
+        assert_eq!(&bytes[..4], b"PAR1");
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
+            axum::body::Bytes::from(bytes),
+            1024,
+        )
+        .unwrap();
+        let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0], batch());
+
+        let interval: ArrayRef = Arc::new(arrow_array::IntervalMonthDayNanoArray::from(vec![
+            arrow_array::types::IntervalMonthDayNano::new(1, 2, 3);
+            3
+        ]));
+        let odd = RecordBatch::try_from_iter([("id", batch().column(0).clone()), ("i", interval)])
+            .unwrap();
+        assert_eq!(parquet_unsupported(&odd.schema()), Some(1));
+        assert_eq!(parquet_unsupported(&batch().schema()), None);
     }
 
     #[test]

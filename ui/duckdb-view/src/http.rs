@@ -310,6 +310,7 @@ enum Format {
     Json,
     Arrow,
     Csv,
+    Parquet,
 }
 
 fn format_of(raw_query: Option<&str>) -> Result<Format, ApiError> {
@@ -322,9 +323,10 @@ fn format_of(raw_query: Option<&str>) -> Result<Format, ApiError> {
                     "json" => Format::Json,
                     "arrow" => Format::Arrow,
                     "csv" => Format::Csv,
+                    "parquet" => Format::Parquet,
                     other => {
                         return Err(ApiError::InvalidRequest(format!(
-                            "format must be json, arrow or csv, not {other:?}"
+                            "format must be json, arrow, csv or parquet, not {other:?}"
                         )));
                     }
                 }
@@ -442,7 +444,7 @@ async fn query(
     };
     let response = match format {
         Format::Json => run_json(&service, registration, request.sql).await,
-        Format::Arrow | Format::Csv => {
+        Format::Arrow | Format::Csv | Format::Parquet => {
             run_streaming(
                 &service,
                 registration,
@@ -562,12 +564,17 @@ async fn run_streaming(
         let mut ready_tx = Some(ready_tx);
         let outcome = worker.run(query, &sql, |cursor, should_stop| {
             let first = cursor.next_batch()?;
+            if format == Format::Parquet {
+                // Refused with a proper status, before the answer starts.
+                check_parquet(cursor)?;
+            }
             if let Some(ready) = ready_tx.take() {
                 let _ = ready.send(Ok(()));
             }
             let sink = Sink { tx: &tx, query };
             match format {
                 Format::Arrow => stream_arrow(cursor, first, should_stop, &sink),
+                Format::Parquet => stream_parquet(cursor, first, should_stop, &sink),
                 _ => stream_csv(cursor, first, should_stop, &sink),
             }
         });
@@ -606,16 +613,17 @@ async fn run_streaming(
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    let (content_type, disposition) = match format {
+    let (content_type, extension) = match format {
         Format::Arrow => ("application/vnd.apache.arrow.stream", None),
-        _ => (
-            "text/csv; charset=utf-8",
-            Some(format!(
-                "attachment; filename=\"{}-{id}.csv\"",
-                safe_file_name(view_name)
-            )),
-        ),
+        Format::Parquet => ("application/vnd.apache.parquet", Some("parquet")),
+        _ => ("text/csv; charset=utf-8", Some("csv")),
     };
+    let disposition = extension.map(|extension| {
+        format!(
+            "attachment; filename=\"{}-{id}.{extension}\"",
+            safe_file_name(view_name)
+        )
+    });
     let mut response = Response::new(Body::from_stream(stream));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -685,13 +693,85 @@ fn stream_arrow(
     Ok(rows)
 }
 
+fn check_parquet(cursor: &Cursor<'_>) -> Result<(), DbError> {
+    let Some(index) = crate::encode::parquet_unsupported(&cursor.schema()) else {
+        return Ok(());
+    };
+    let column = &cursor.columns()[index];
+    Err(DbError::Unencodable(format!(
+        "column {:?} is {}, which Parquet cannot hold; cast it (e.g. to VARCHAR) or download CSV",
+        column.name, column.type_name
+    )))
+}
+
+/// Parquet: one row group at a time goes out as the writer finishes it
+/// (the writer holds at most one row group, see `encode::parquet_writer`).
+fn stream_parquet(
+    cursor: &mut Cursor<'_>,
+    first: Option<arrow_array::RecordBatch>,
+    should_stop: &dyn Fn() -> bool,
+    sink: &Sink<'_>,
+) -> Result<usize, DbError> {
+    // A failed write is the client gone (the sink noted it): say so rather
+    // than report the writer's error.
+    let failed = |error: parquet::errors::ParquetError| {
+        if should_stop() {
+            DbError::Stopped
+        } else {
+            DbError::Arrow(error.into())
+        }
+    };
+    let out = SinkWriter {
+        sink,
+        buffer: Vec::new(),
+    };
+    let mut writer = crate::encode::parquet_writer(out, cursor.schema()).map_err(failed)?;
+    let mut rows = 0;
+    let mut next = first;
+    while let Some(batch) = next {
+        if should_stop() {
+            return Err(DbError::Stopped);
+        }
+        rows += batch.num_rows();
+        writer.write(&batch).map_err(failed)?;
+        next = cursor.next_batch()?;
+    }
+    let mut out = writer.into_inner().map_err(failed)?;
+    sink.send(std::mem::take(&mut out.buffer))?;
+    Ok(rows)
+}
+
+/// `std::io::Write` over a [`Sink`], in chunks of at least 64 KiB.
+struct SinkWriter<'a> {
+    sink: &'a Sink<'a>,
+    buffer: Vec<u8>,
+}
+
+impl std::io::Write for SinkWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= FLUSH_AT {
+            self.flush()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sink
+            .send(std::mem::take(&mut self.buffer))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+}
+
+/// Bytes gathered before a chunk of a streamed answer goes out.
+const FLUSH_AT: usize = 64 * 1024;
+
 fn stream_csv(
     cursor: &mut Cursor<'_>,
     first: Option<arrow_array::RecordBatch>,
     should_stop: &dyn Fn() -> bool,
     sink: &Sink<'_>,
 ) -> Result<usize, DbError> {
-    const FLUSH_AT: usize = 64 * 1024;
     let encoder = CsvEncoder::default();
     let mut buffer = Vec::with_capacity(FLUSH_AT * 2);
     encoder.header(
@@ -808,6 +888,7 @@ mod tests {
         assert_eq!(format_of(None).unwrap(), Format::Json);
         assert_eq!(format_of(Some("format=arrow")).unwrap(), Format::Arrow);
         assert_eq!(format_of(Some("format=csv")).unwrap(), Format::Csv);
+        assert_eq!(format_of(Some("format=parquet")).unwrap(), Format::Parquet);
         assert!(format_of(Some("format=xml")).is_err());
         assert!(format_of(Some("limit=3")).is_err());
     }

@@ -49,6 +49,9 @@ pub enum QueryError {
     TooMany(usize),
     #[error("a query with id {0:?} is running already")]
     DuplicateId(String),
+    /// The result holds a type the requested format cannot (Parquet).
+    #[error("{0}")]
+    Unencodable(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -66,6 +69,7 @@ impl QueryError {
             QueryError::Upstream(_) => "upstream_error",
             QueryError::TooMany(_) => "too_many_queries",
             QueryError::DuplicateId(_) => "conflict",
+            QueryError::Unencodable(_) => "unsupported_type",
             QueryError::Internal(_) => "internal",
         }
     }
@@ -82,7 +86,7 @@ impl QueryError {
 
     pub fn status(&self) -> u16 {
         match self {
-            QueryError::Sql(_) => 400,
+            QueryError::Sql(_) | QueryError::Unencodable(_) => 400,
             QueryError::Forbidden(_) | QueryError::StatementRefused { .. } => 403,
             QueryError::Cancelled | QueryError::DuplicateId(_) => 409,
             QueryError::TimedOut(_) | QueryError::OutOfMemory(_) => 422,
@@ -357,6 +361,7 @@ impl QueryService {
             }
             DbError::Nul => QueryError::Sql(DbError::Nul.to_string()),
             DbError::Empty => QueryError::Sql(DbError::Empty.to_string()),
+            DbError::Unencodable(message) => QueryError::Unencodable(message),
             DbError::Arrow(error) => {
                 QueryError::Internal(format!("converting the result: {error}"))
             }

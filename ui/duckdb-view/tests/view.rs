@@ -1,5 +1,5 @@
 //! The view binary against a real S3 server (s3s-fs) with data DuckDB wrote:
-//! its catalog, its answers (JSON, Arrow IPC, CSV), its lockdown, cancel and
+//! its catalog, its answers (JSON, Arrow IPC, CSV, Parquet), its lockdown, cancel and
 //! timeout, and its handling of malformed requests.
 
 mod common;
@@ -170,6 +170,120 @@ async fn lists_its_tables_and_answers_in_json_arrow_and_csv() {
     expect_that!(catalog["workspace"][0]["name"], eq(&json!("top_regions")));
 
     eprintln!("startup to ready: {:?}", view.startup);
+}
+
+/// The rows of a Parquet answer, read back with arrow-rs's reader.
+fn parquet_batches(body: &hyper::body::Bytes) -> Vec<arrow_array::RecordBatch> {
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(body.clone())
+        .expect("a Parquet file")
+        .build()
+        .unwrap()
+        .map(|batch| batch.unwrap())
+        .collect()
+}
+
+#[gtest]
+#[tokio::test]
+async fn exports_parquet_with_every_row_under_the_same_rules_as_queries() {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+
+    let view = Fixture::start(&[]).await;
+    let parquet = |sql: &str| {
+        let http = view.http.clone();
+        let body = json!({ "sql": sql });
+        async move {
+            http.post_json("/api/query?format=parquet", &body)
+                .await
+                .unwrap()
+        }
+    };
+
+    // A lake table: every row, its columns and values, as a download.
+    let orders = parquet("SELECT o_id, amount, region FROM orders ORDER BY o_id").await;
+    expect_that!(orders.status, eq(200), "{}", orders.text());
+    expect_that!(
+        orders.header("content-type"),
+        eq("application/vnd.apache.parquet")
+    );
+    expect_that!(
+        orders.header("content-disposition"),
+        matches_regex(r#"^attachment; filename="test-q\d+\.parquet"$"#)
+    );
+    let batches = parquet_batches(&orders.body);
+    let schema = batches[0].schema();
+    let fields: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    expect_that!(
+        fields,
+        elements_are![eq(&"o_id"), eq(&"amount"), eq(&"region")]
+    );
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    expect_that!(rows, eq(ORDERS));
+    let regions = arrow_cast::display::ArrayFormatter::try_new(
+        batches[0].column(2).as_ref(),
+        &Default::default(),
+    )
+    .unwrap();
+    expect_that!(regions.value(0).to_string(), eq("north"));
+    expect_that!(
+        batches[0].column(0).as_primitive::<Int64Type>().value(0),
+        eq(0)
+    );
+
+    // Larger than a row group (122,880 rows): streamed in several, all there.
+    let big = parquet("SELECT i, i * 2 AS j FROM range(300000) t(i)").await;
+    expect_that!(big.status, eq(200), "{}", big.text());
+    let batches = parquet_batches(&big.body);
+    let (mut count, mut sum) = (0usize, 0i64);
+    for batch in &batches {
+        count += batch.num_rows();
+        sum += batch
+            .column(1)
+            .as_primitive::<Int64Type>()
+            .iter()
+            .flatten()
+            .sum::<i64>();
+    }
+    expect_that!(count, eq(300_000));
+    expect_that!(sum, eq(299_999 * 300_000));
+    let metadata =
+        parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&big.body, Default::default())
+            .unwrap();
+    expect_that!(metadata.metadata().num_row_groups(), eq(3));
+
+    // The query rules hold: the lockdown, the statement policy, COPY … TO.
+    let cases = [
+        ("SELECT * FROM read_csv('/etc/passwd')", 403, "forbidden"),
+        (
+            "COPY (SELECT 1) TO '/tmp/out.parquet' (FORMAT parquet)",
+            403,
+            "forbidden",
+        ),
+        (
+            "CREATE SECRET s (TYPE s3, KEY_ID 'k', SECRET 's')",
+            403,
+            "statement_refused",
+        ),
+        ("SELEC 1", 400, "sql_error"),
+        // A type Parquet lacks: refused before the answer starts, naming it.
+        (
+            "SELECT 1 AS n, INTERVAL 1 DAY AS span",
+            400,
+            "unsupported_type",
+        ),
+    ];
+    for (sql, status, code) in cases {
+        let reply = parquet(sql).await;
+        expect_that!(reply.status, eq(status), "{sql}: {}", reply.text());
+        expect_that!(reply.json()["error"], eq(&json!(code)), "{sql}");
+    }
+    let interval = parquet("SELECT 1 AS n, INTERVAL 1 DAY AS span").await;
+    expect_that!(
+        interval.json()["message"].as_str().unwrap_or_default(),
+        contains_substring("\"span\" is INTERVAL")
+    );
+    // And nothing was written where the caller asked.
+    expect_that!(std::path::Path::new("/tmp/out.parquet").exists(), eq(false));
 }
 
 /// Every query in `cases` must be refused with 403 and the error `code`,
