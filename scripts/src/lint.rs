@@ -30,6 +30,7 @@ pub fn run() -> anyhow::Result<()> {
     step.done();
 
     schemas::run(true)?;
+    openapi_valid()?;
 
     let step = progress::step("gofmt scripts/kube");
     let output = Command::new("gofmt")
@@ -44,6 +45,37 @@ pub fn run() -> anyhow::Result<()> {
 
     gateway_base()?;
     k3d_example()
+}
+
+/// openapi-spec-validator (a standard validator, from PyPI) accepts
+/// `ui/types/openapi.json`, the document the sidecar serves at
+/// `/_api/openapi.json`.
+fn openapi_valid() -> anyhow::Result<()> {
+    const VALIDATOR: &str = "openapi-spec-validator";
+    const VERSION: &str = "0.9.0";
+    let venv = paths::cache_dir()
+        .join("tools")
+        .join(format!("{VALIDATOR}-{VERSION}"));
+    let validator = venv.join("bin").join(VALIDATOR);
+    if !validator.exists() {
+        let step = progress::step(format!("installing {VALIDATOR} {VERSION} (PyPI)"));
+        cmd::python_venv(&venv, &format!("{VALIDATOR}=={VERSION}"))?;
+        step.done();
+    }
+    let step = progress::step(format!("{VALIDATOR} ui/types/openapi.json"));
+    let output = Command::new(&validator)
+        .arg(paths::repo_root().join("ui/types/openapi.json"))
+        .output()
+        .with_context(|| format!("running {}", validator.display()))?;
+    if !output.status.success() {
+        bail!(
+            "ui/types/openapi.json is not valid OpenAPI:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    step.done();
+    Ok(())
 }
 
 /// `ui/gateway`: kustomize builds it, Envoy accepts its bootstrap, and the

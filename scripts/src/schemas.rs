@@ -47,8 +47,15 @@ pub fn run(check: bool) -> Result<()> {
         .with_writer(std::io::stderr)
         .with_max_level(tracing::Level::WARN)
         .finish();
-    let rust = tracing::subscriber::with_default(warnings_only, || generate_rust(&documents))?;
+    let definitions = definitions(&documents)?;
+    let rust = tracing::subscriber::with_default(warnings_only, || {
+        generate_rust(&documents, definitions.clone())
+    })?;
     generate.done();
+
+    let api = step("the views API's OpenAPI document (ui/types/api.js and the types)");
+    let openapi = openapi(&types_dir, &definitions)?;
+    api.done();
 
     let mut outputs: Vec<(PathBuf, String)> = documents
         .iter()
@@ -60,6 +67,7 @@ pub fn run(check: bool) -> Result<()> {
         })
         .collect();
     outputs.push((generated_rs, rust));
+    outputs.push((types_dir.join("openapi.json"), openapi));
     let orphans = orphaned_documents(&schemas_dir, &documents)?;
 
     if check {
@@ -134,6 +142,102 @@ fn export_documents(types_dir: &Path) -> Result<BTreeMap<String, String>> {
     Ok(documents)
 }
 
+/// The OpenAPI document of `/_api`: the paths of `ui/types/api.js`, and as its
+/// `components.schemas` the named schemas the Rust types are generated from, their
+/// `#/$defs/<Name>` references pointed at `#/components/schemas/<Name>`. Every reference in
+/// the document must name one of them.
+fn openapi(types_dir: &Path, definitions: &BTreeMap<String, (String, Value)>) -> Result<String> {
+    let output = Command::new("node")
+        .args([
+            "--input-type=module",
+            "--eval",
+            "const { default: api } = await import('./api.js'); \
+             process.stdout.write(JSON.stringify(api));",
+        ])
+        .current_dir(types_dir)
+        .output()
+        .context("running node")?;
+    if !output.status.success() {
+        bail!(
+            "reading ui/types/api.js failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim_end()
+        );
+    }
+    let mut document: Value =
+        serde_json::from_slice(&output.stdout).context("ui/types/api.js is not JSON")?;
+    let mut schemas = serde_json::Map::new();
+    for (name, (_, schema)) in definitions {
+        let mut schema = schema.clone();
+        point_refs_at_components(&mut schema);
+        schemas.insert(name.clone(), schema);
+    }
+    let components = document
+        .as_object_mut()
+        .context("ui/types/api.js: the default export is not an object")?
+        .entry("components")
+        .or_insert_with(|| json!({}));
+    components
+        .as_object_mut()
+        .context("ui/types/api.js: components is not an object")?
+        .insert("schemas".into(), Value::Object(schemas));
+    let mut dangling = Vec::new();
+    check_refs(&document, &document, &mut dangling);
+    if !dangling.is_empty() {
+        bail!(
+            "ui/types/api.js: references to no schema: {}",
+            dangling.join(", ")
+        );
+    }
+    Ok(format!("{}\n", serde_json::to_string_pretty(&document)?))
+}
+
+fn point_refs_at_components(node: &mut Value) {
+    match node {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                match (key.as_str(), value) {
+                    ("$ref", Value::String(target)) => {
+                        if let Some(name) = target.strip_prefix("#/$defs/") {
+                            *target = format!("#/components/schemas/{name}");
+                        }
+                    }
+                    ("examples" | "default" | "const" | "enum", _) => {}
+                    (_, value) => point_refs_at_components(value),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(point_refs_at_components),
+        _ => {}
+    }
+}
+
+fn check_refs(document: &Value, node: &Value, dangling: &mut Vec<String>) {
+    match node {
+        Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("$ref", Value::String(target)) => {
+                        let resolves = target
+                            .strip_prefix('#')
+                            .and_then(|pointer| document.pointer(pointer))
+                            .is_some();
+                        if !resolves {
+                            dangling.push(target.clone());
+                        }
+                    }
+                    ("examples" | "default" | "const" | "enum", _) => {}
+                    (_, value) => check_refs(document, value, dangling),
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter()
+            .for_each(|item| check_refs(document, item, dangling)),
+        _ => {}
+    }
+}
+
 /// `schemas/*.schema.json` files whose `.type.js` is gone.
 fn orphaned_documents(
     schemas_dir: &Path,
@@ -156,10 +260,10 @@ fn orphaned_documents(
     Ok(orphans)
 }
 
-/// Generates the Rust module for all documents. Every document is bundled (its references
-/// are local `#/$defs/<Name>`), so the roots and their `$defs` form one set of named types;
-/// a definition shared by several documents must be the same in each.
-fn generate_rust(documents: &BTreeMap<String, String>) -> Result<String> {
+/// Every document's root and `$defs` as one set of named schemas (every document is bundled:
+/// its references are local `#/$defs/<Name>`); a definition shared by several documents must
+/// be the same in each. Name -> (the document it was first read from, the schema).
+fn definitions(documents: &BTreeMap<String, String>) -> Result<BTreeMap<String, (String, Value)>> {
     let mut definitions: BTreeMap<String, (String, Value)> = BTreeMap::new();
     let mut add = |name: String, from: &str, schema: Value| -> Result<()> {
         match definitions.get(&name) {
@@ -188,7 +292,14 @@ fn generate_rust(documents: &BTreeMap<String, String>) -> Result<String> {
             }
         }
     }
+    Ok(definitions)
+}
 
+/// Generates the Rust module for all documents: one type per named schema.
+fn generate_rust(
+    documents: &BTreeMap<String, String>,
+    definitions: BTreeMap<String, (String, Value)>,
+) -> Result<String> {
     // A conversion replaces a schema that matches it exactly, apart from the schema's own
     // title, description and examples: author such properties exactly like this.
     let mut settings = TypeSpaceSettings::default();

@@ -22,8 +22,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use views_types::{
-    ApiError, ApiErrorCode, Me, Shares, View, ViewEndpoint, ViewName, ViewPhase, ViewRequest,
-    ViewStatus,
+    ApiError, ApiErrorCode, InvalidView, Me, Shares, View, ViewEndpoint, ViewList, ViewName,
+    ViewPhase, ViewRequest, ViewStatus,
 };
 
 use crate::activator::{Activator, RETRY_AFTER_SECONDS, page};
@@ -94,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/_api/views/{name}", get(show).delete(remove))
         .route("/_api/views/{name}/shares", axum::routing::put(share))
         .route("/_api/me", get(me))
+        .route("/_api/openapi.json", get(openapi))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -540,16 +541,29 @@ async fn list(
         .filter(|v| visible(&caller, v))
         .map(|v| to_api(v, &state.config))
         .collect();
-    if !caller.is_admin() {
-        return Json(serde_json::json!({"views": views})).into_response();
-    }
     // Admins also see what is left of views whose Service cannot be read.
-    let invalid: Vec<_> = snapshot
-        .unreadable
-        .iter()
-        .map(|(name, problem)| serde_json::json!({"name": name, "problem": &**problem}))
-        .collect();
-    Json(serde_json::json!({"views": views, "invalid": invalid})).into_response()
+    let invalid = if caller.is_admin() {
+        snapshot
+            .unreadable
+            .iter()
+            .map(|(name, problem)| InvalidView {
+                name: name.clone(),
+                problem: problem.to_string(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Json(ViewList { views, invalid }).into_response()
+}
+
+/// The API's own description (the hub's client is built on it).
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        views_types::OPENAPI,
+    )
+        .into_response()
 }
 
 /// A view whose Service cannot be read, to an admin: what is wrong, and how

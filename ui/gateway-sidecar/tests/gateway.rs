@@ -130,7 +130,7 @@ async fn a_view_whose_spec_was_broken_by_hand_shows_as_invalid_and_can_be_delete
             .await?
             .json()
             .await?;
-        ensure!(listed["invalid"] == json!([]), "still listed: {listed}");
+        ensure!(listed.get("invalid").is_none(), "still listed: {listed}");
         Ok(())
     })
     .await;

@@ -1003,3 +1003,228 @@ async fn programs_in_the_cluster_sign_in_with_their_service_account_token() {
     .await;
     expect_that!(status, eq(StatusCode::UNAUTHORIZED));
 }
+
+/// Whether `status` and `body`, the answer to `method` on the documented
+/// path `template`, are as the API's OpenAPI document says: a status it
+/// lists for that operation, and a body valid by that response's schema.
+fn as_documented(
+    document: &Value,
+    method: &Method,
+    template: &str,
+    status: StatusCode,
+    body: &str,
+) -> anyhow::Result<()> {
+    let operation = &document["paths"][template][method.as_str().to_lowercase()];
+    ensure!(
+        operation.is_object(),
+        "{method} {template} is not documented"
+    );
+    let response = &operation["responses"][status.as_str()];
+    ensure!(
+        response.is_object(),
+        "{method} {template} answered {status}, which its document does not list: {body}"
+    );
+    let Some(schema) = response.pointer("/content/application~1json/schema") else {
+        ensure!(
+            body.is_empty(),
+            "{method} {template} {status}: a body where none is documented: {body}"
+        );
+        return Ok(());
+    };
+    // The response's schema in a root that holds the components its
+    // references point into.
+    let root = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "allOf": [schema],
+        "components": document["components"],
+    });
+    let validator = jsonschema::validator_for(&root)?;
+    let value: Value = serde_json::from_str(body)
+        .map_err(|e| anyhow::anyhow!("{method} {template} {status}: not JSON ({e}): {body}"))?;
+    let errors: Vec<String> = validator
+        .iter_errors(&value)
+        .map(|e| e.to_string())
+        .collect();
+    ensure!(
+        errors.is_empty(),
+        "{method} {template} {status}: not as documented: {errors:?} in {body}"
+    );
+    Ok(())
+}
+
+/// (token, method, documented path, path, body)
+type ApiCall<'a> = (
+    Option<&'a str>,
+    Method,
+    &'static str,
+    &'static str,
+    Option<Value>,
+);
+
+#[gtest]
+#[tokio::test]
+async fn the_api_answers_as_its_openapi_document_says() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    set_entitlements(&client, namespace.name(), GRANTS).await;
+    let gateway = signed_in_gateway("openapi", namespace.name()).await;
+    let ana = token("ana").await;
+
+    // The document itself: for signed-in callers, the one in the repository.
+    let (status, _) = call(
+        &gateway,
+        None,
+        Method::GET,
+        "localhost",
+        "/_api/openapi.json",
+        None,
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::UNAUTHORIZED));
+    let (status, body) = call(
+        &gateway,
+        Some(&ana),
+        Method::GET,
+        "localhost",
+        "/_api/openapi.json",
+        None,
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::OK));
+    let document = json_of(&body);
+    let committed: Value =
+        serde_json::from_str(views_types::OPENAPI).expect("the document is JSON");
+    expect_that!(document, eq(&committed));
+
+    // Every operation, answering well and badly.
+    let bad_json = json!("not a view request");
+    let cases: Vec<ApiCall> = vec![
+        (None, Method::GET, "/_api/views", "/_api/views", None),
+        (
+            Some(&ana),
+            Method::POST,
+            "/_api/views",
+            "/_api/views",
+            Some(view("anao", "sales/")),
+        ),
+        (
+            Some(&ana),
+            Method::POST,
+            "/_api/views",
+            "/_api/views",
+            Some(view("anao", "sales/")),
+        ),
+        (
+            Some(&ana),
+            Method::POST,
+            "/_api/views",
+            "/_api/views",
+            Some(view("anap", "tpch/")),
+        ),
+        (
+            Some(&ana),
+            Method::POST,
+            "/_api/views",
+            "/_api/views",
+            Some(view("anao", "shared/")),
+        ),
+        (
+            Some(&ana),
+            Method::POST,
+            "/_api/views",
+            "/_api/views",
+            Some(bad_json),
+        ),
+        (
+            Some(&ana),
+            Method::POST,
+            "/_api/views",
+            "/_api/views",
+            Some(view("api", "sales/")),
+        ),
+        (Some(&ana), Method::GET, "/_api/views", "/_api/views", None),
+        (
+            Some(&ana),
+            Method::GET,
+            "/_api/views/{name}",
+            "/_api/views/anao",
+            None,
+        ),
+        (
+            Some(&ana),
+            Method::GET,
+            "/_api/views/{name}",
+            "/_api/views/nosuch",
+            None,
+        ),
+        (
+            Some(&ana),
+            Method::PUT,
+            "/_api/views/{name}/shares",
+            "/_api/views/anao/shares",
+            Some(json!({"users": ["cy"]})),
+        ),
+        (
+            Some(&ana),
+            Method::PUT,
+            "/_api/views/{name}/shares",
+            "/_api/views/anao/shares",
+            Some(json!({"groups": ["finance"]})),
+        ),
+        (
+            Some(&ana),
+            Method::PUT,
+            "/_api/views/{name}/shares",
+            "/_api/views/anao/shares",
+            Some(json!({"users": "cy"})),
+        ),
+        (Some(&ana), Method::GET, "/_api/me", "/_api/me", None),
+        (
+            Some(&ana),
+            Method::DELETE,
+            "/_api/views/{name}",
+            "/_api/views/anao",
+            None,
+        ),
+        (
+            Some(&ana),
+            Method::DELETE,
+            "/_api/views/{name}",
+            "/_api/views/anao",
+            None,
+        ),
+        (None, Method::GET, "/_api/readyz", "/_api/readyz", None),
+    ];
+    let mut statuses = Vec::new();
+    for (token, method, template, path, body) in cases {
+        let (status, answer) = call(&gateway, token, method.clone(), "localhost", path, body).await;
+        statuses.push(format!("{method} {path} {}", status.as_u16()));
+        expect_that!(
+            as_documented(&document, &method, template, status, &answer),
+            ok(anything()),
+        );
+    }
+    // The answers above are the ones meant: good and bad of each kind.
+    expect_that!(
+        statuses,
+        elements_are![
+            eq("GET /_api/views 401"),
+            eq("POST /_api/views 201"),
+            eq("POST /_api/views 201"),
+            eq("POST /_api/views 403"),
+            eq("POST /_api/views 409"),
+            eq("POST /_api/views 400"),
+            eq("POST /_api/views 422"),
+            eq("GET /_api/views 200"),
+            eq("GET /_api/views/anao 200"),
+            eq("GET /_api/views/nosuch 404"),
+            eq("PUT /_api/views/anao/shares 200"),
+            eq("PUT /_api/views/anao/shares 403"),
+            eq("PUT /_api/views/anao/shares 400"),
+            eq("GET /_api/me 200"),
+            eq("DELETE /_api/views/anao 204"),
+            eq("DELETE /_api/views/anao 404"),
+            eq("GET /_api/readyz 200"),
+        ]
+    );
+}

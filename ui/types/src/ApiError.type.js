@@ -54,7 +54,7 @@ export default {
       description:
         'invalid_request (400): the body is not valid JSON or does not match the schema; ' +
         'invalid_name (400): the view name is not a valid name; ' +
-        'reserved_name (400): the view name is reserved by the gateway; ' +
+        'reserved_name (422): the view name is reserved by the gateway; ' +
         'unauthenticated (401): no valid sign-in (a session cookie, or Authorization: Bearer <token> from the identity provider); ' +
         'forbidden (403): the caller may not do this (for example create a view for someone else); ' +
         'not_entitled (403): the caller, or someone a view is shared with, is not entitled to a subset of the view (details name the subset); ' +

@@ -68,7 +68,7 @@ pub struct ApiError {
     ///What went wrong, for people.
     pub message: ::std::string::String,
 }
-///invalid_request (400): the body is not valid JSON or does not match the schema; invalid_name (400): the view name is not a valid name; reserved_name (400): the view name is reserved by the gateway; unauthenticated (401): no valid sign-in (a session cookie, or Authorization: Bearer <token> from the identity provider); forbidden (403): the caller may not do this (for example create a view for someone else); not_entitled (403): the caller, or someone a view is shared with, is not entitled to a subset of the view (details name the subset); not_found (404): no such view or route; method_not_allowed (405): the route does not take this method; conflict (409): a view with that name already exists; payload_too_large (413): the request body is too large; unsupported_media_type (415): the body is not application/json; unprocessable (422): the request is well-formed but cannot be carried out (for example a table path outside its subset's prefixes); quota_exceeded (429): the gateway's limit on views or running workloads is reached; internal (500): a bug or an unexpected failure; view_failed (502): the view's workload cannot start (image pull failure, unschedulable, quota); kubernetes_unavailable (503): the Kubernetes API cannot be reached; gateway_unavailable (503): the gateway's control plane (its sidecar) does not answer, for example while it restarts; view_starting (503): the view did not become ready in time, try again.
+///invalid_request (400): the body is not valid JSON or does not match the schema; invalid_name (400): the view name is not a valid name; reserved_name (422): the view name is reserved by the gateway; unauthenticated (401): no valid sign-in (a session cookie, or Authorization: Bearer <token> from the identity provider); forbidden (403): the caller may not do this (for example create a view for someone else); not_entitled (403): the caller, or someone a view is shared with, is not entitled to a subset of the view (details name the subset); not_found (404): no such view or route; method_not_allowed (405): the route does not take this method; conflict (409): a view with that name already exists; payload_too_large (413): the request body is too large; unsupported_media_type (415): the body is not application/json; unprocessable (422): the request is well-formed but cannot be carried out (for example a table path outside its subset's prefixes); quota_exceeded (429): the gateway's limit on views or running workloads is reached; internal (500): a bug or an unexpected failure; view_failed (502): the view's workload cannot start (image pull failure, unschedulable, quota); kubernetes_unavailable (503): the Kubernetes API cannot be reached; gateway_unavailable (503): the gateway's control plane (its sidecar) does not answer, for example while it restarts; view_starting (503): the view did not become ready in time, try again.
 #[derive(
     ::serde::Deserialize,
     ::serde::Serialize,
@@ -477,6 +477,15 @@ impl ::std::convert::TryFrom<String> for IdleTimeoutSeconds {
     fn try_from(value: String) -> ::std::result::Result<Self, Self::Error> {
         value.parse()
     }
+}
+///A view Service the gateway cannot read, and why.
+#[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InvalidView {
+    ///The view's name (from its Service).
+    pub name: ::std::string::String,
+    ///What is wrong with its spec, as the gateway read it.
+    pub problem: ::std::string::String,
 }
 ///A key prefix: one or more "/"-terminated segments, with no leading "/", no empty, "." or ".." segment, no control characters, "\" or glob metacharacters (*?[]{}).
 #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
@@ -970,6 +979,16 @@ impl<'de> ::serde::Deserialize<'de> for ViewHostname {
             })
     }
 }
+///The views the caller owns or that are shared with them (an admin: every view), by name. Admins also get the view Services whose spec the gateway cannot read, so they can delete them.
+#[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ViewList {
+    ///Admins only: view Services whose `views.dev/spec` annotation is missing or broken. They get no routes and start nothing; `DELETE /_api/views/<name>` removes them.
+    #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+    pub invalid: ::std::vec::Vec<InvalidView>,
+    ///The views, sorted by name.
+    pub views: ::std::vec::Vec<View>,
+}
 ///A view's name: a DNS label of 3 to 8 characters, lowercase letters, digits and "-", starting with a letter and not ending with "-". It becomes the first label of the view's host and part of Kubernetes object names. The gateway may also refuse reserved names (error `reserved_name`).
 #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
 #[serde(transparent)]
@@ -1206,6 +1225,12 @@ impl Subset {
 impl View {
     ///The JSON Schema document `View` is generated from (ui/types/schemas/View.schema.json).
     pub const JSON_SCHEMA: &'static str = include_str!("../../schemas/View.schema.json");
+}
+impl ViewList {
+    ///The JSON Schema document `ViewList` is generated from (ui/types/schemas/ViewList.schema.json).
+    pub const JSON_SCHEMA: &'static str = include_str!(
+        "../../schemas/ViewList.schema.json"
+    );
 }
 impl ViewRequest {
     ///The JSON Schema document `ViewRequest` is generated from (ui/types/schemas/ViewRequest.schema.json).

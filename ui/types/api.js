@@ -1,0 +1,216 @@
+// The views API (`/_api` on the gateway's hostname) as OpenAPI 3.1: its paths, written here;
+// its schemas are the types in src/*.type.js, the ones the sidecar is generated from.
+//
+// `cargo xtask schemas` combines the two into openapi.json (components.schemas are the
+// bundled types with their definitions, refs rewritten to #/components/schemas/<Name>),
+// which the sidecar serves at GET /_api/openapi.json.
+
+const schema = (name) => ({ $ref: `#/components/schemas/${name}` });
+
+const json = (description, name) => ({
+  description,
+  content: { 'application/json': { schema: schema(name) } },
+});
+
+// Every error is an ApiError; `error` names the machine-readable cause.
+const failure = (description) => json(description, 'ApiError');
+
+const unauthenticated = failure(
+  'No valid credentials: no token or session, or one that is expired, tampered with or meant for ' +
+    'another audience (`unauthenticated`). API clients get this, never a redirect to sign in.',
+);
+const unavailable = {
+  ...failure('Kubernetes cannot be reached right now (`kubernetes_unavailable`); retry after `Retry-After` seconds.'),
+  headers: { 'Retry-After': { description: 'Seconds to wait before retrying.', schema: { type: 'integer' } } },
+};
+
+const viewName = {
+  name: 'name',
+  in: 'path',
+  required: true,
+  description: 'The view\'s name.',
+  schema: schema('ViewName'),
+};
+
+export default {
+  openapi: '3.1.0',
+  info: {
+    title: 'views gateway API',
+    version: '1',
+    summary: 'Create, list, share and delete views: on-demand DuckDB workspaces over subsets of a data lake.',
+    description:
+      'Served under `/_api` on the gateway\'s hostname. Every call needs an identity: a bearer token from ' +
+      'the organisation\'s OpenID Connect provider or a Kubernetes ServiceAccount token, or the session ' +
+      'cookie of a signed-in browser. People see and manage the views they own or that are shared with ' +
+      'them; members of an admin group see all. Errors are `ApiError` JSON with a fitting status, and a ' +
+      'refused request changes nothing.',
+    license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
+  },
+  servers: [{ url: '/', description: 'The gateway\'s hostname.' }],
+  security: [{ bearer: [] }, { session: [] }],
+  tags: [
+    { name: 'views', description: 'Views and who may open them.' },
+    { name: 'identity', description: 'Who the caller is and what they may read.' },
+    { name: 'meta', description: 'This document and the gateway\'s readiness.' },
+  ],
+  paths: {
+    '/_api/views': {
+      get: {
+        tags: ['views'],
+        operationId: 'listViews',
+        summary: 'The views the caller may see',
+        description: 'Owned by the caller or shared with them (or their groups); every view for an admin.',
+        responses: {
+          200: json('The views, by name.', 'ViewList'),
+          401: unauthenticated,
+        },
+      },
+      post: {
+        tags: ['views'],
+        operationId: 'createView',
+        summary: 'Create a view',
+        description:
+          'Creates the view (its Kubernetes Service); nothing starts until its host is first requested. ' +
+          'The caller becomes its owner. Creating the same view again with the same spec answers 201 ' +
+          'again; a different spec under the same name is a conflict. The answer comes once this ' +
+          'gateway\'s Envoy has the view\'s route, so its host can be opened at once.',
+        requestBody: {
+          required: true,
+          content: { 'application/json': { schema: schema('ViewRequest') } },
+        },
+        responses: {
+          201: json('The view as created (status `cold`).', 'View'),
+          400: failure('Not JSON, or not a ViewRequest (`invalid_request`, with `details.problems`).'),
+          401: unauthenticated,
+          403: failure(
+            'The caller may not read a subset they asked for (`not_entitled`, naming the subset in ' +
+              '`details`), or may not create a view for another owner (`forbidden`).',
+          ),
+          409: failure('A view of that name exists with another spec, or is being deleted (`conflict`).'),
+          413: failure('The body is larger than 64 KiB (`payload_too_large`).'),
+          415: failure('The body is not `application/json` (`unsupported_media_type`).'),
+          422: failure('A valid request the gateway refuses: a reserved name (`reserved_name`), or limits (`unprocessable`).'),
+          429: failure('The namespace\'s quota is used up (`quota_exceeded`).'),
+          503: unavailable,
+        },
+      },
+    },
+    '/_api/views/{name}': {
+      parameters: [viewName],
+      get: {
+        tags: ['views'],
+        operationId: 'getView',
+        summary: 'One view and its live status',
+        responses: {
+          200: json('The view.', 'View'),
+          401: unauthenticated,
+          404: failure(
+            'No such view, or one the caller may not see (`not_found`): the two are not told apart, so a ' +
+              'name reveals nothing about other people\'s views.',
+          ),
+          422: failure('Admins: the view\'s Service exists but its spec cannot be read (`unprocessable`, the problem in `details.problem`).'),
+        },
+      },
+      delete: {
+        tags: ['views'],
+        operationId: 'deleteView',
+        summary: 'Delete a view',
+        description: 'Its owner or an admin; a running workload is stopped and everything it had is garbage-collected.',
+        responses: {
+          204: { description: 'Deleted (or being deleted).' },
+          401: unauthenticated,
+          403: failure('Shared with the caller, but not theirs to delete (`forbidden`).'),
+          404: failure('No such view, or one the caller may not see (`not_found`).'),
+          503: unavailable,
+        },
+      },
+    },
+    '/_api/views/{name}/shares': {
+      parameters: [viewName],
+      put: {
+        tags: ['views'],
+        operationId: 'shareView',
+        summary: 'Set who else may open a view',
+        description:
+          'Replaces the view\'s shares (its owner or an admin). Sharing is checked against the data ' +
+          'entitlements: everyone shared with must be entitled to the view\'s subsets.',
+        requestBody: {
+          required: true,
+          content: { 'application/json': { schema: schema('Shares') } },
+        },
+        responses: {
+          200: json('The view with its new shares.', 'View'),
+          400: failure('Not JSON, or not a Shares object (`invalid_request`).'),
+          401: unauthenticated,
+          403: failure('Not the caller\'s to share (`forbidden`), or someone shared with is not entitled (`not_entitled`).'),
+          404: failure('No such view, or one the caller may not see (`not_found`).'),
+          409: failure('The view changed meanwhile or is being deleted (`conflict`).'),
+          503: unavailable,
+        },
+      },
+    },
+    '/_api/me': {
+      get: {
+        tags: ['identity'],
+        operationId: 'me',
+        summary: 'Who the caller is and what they may read',
+        responses: {
+          200: json('The caller, their groups and grants.', 'Me'),
+          401: unauthenticated,
+          404: failure('Sign-in is off: there is no caller to describe (`not_found`).'),
+        },
+      },
+    },
+    '/_api/readyz': {
+      get: {
+        tags: ['meta'],
+        operationId: 'readyz',
+        summary: 'Whether this gateway replica can serve',
+        description:
+          'For Envoy\'s readiness probe: ready once the sidecar\'s view index has synced and while it is not ' +
+          'draining. Parts that are degraded (Kubernetes unreachable, invalid entitlements) are listed ' +
+          'without failing it. Needs no identity.',
+        security: [],
+        responses: {
+          200: { description: 'Ready.', content: { 'application/json': { schema: { type: 'object' } } } },
+          503: { description: 'Not synced yet, or draining.', content: { 'application/json': { schema: { type: 'object' } } } },
+        },
+      },
+    },
+    '/_api/openapi.json': {
+      get: {
+        tags: ['meta'],
+        operationId: 'openapi',
+        summary: 'This document',
+        responses: {
+          200: {
+            description: 'The OpenAPI 3.1 description of the views API.',
+            content: { 'application/json': { schema: { type: 'object' } } },
+          },
+          401: unauthenticated,
+        },
+      },
+    },
+  },
+  components: {
+    securitySchemes: {
+      bearer: {
+        type: 'http',
+        scheme: 'bearer',
+        bearerFormat: 'JWT',
+        description:
+          'An access token from the organisation\'s OpenID Connect provider (audience: the gateway\'s), ' +
+          'or a Kubernetes ServiceAccount token with the gateway\'s audience.',
+      },
+      session: {
+        type: 'apiKey',
+        in: 'cookie',
+        name: '__Host-views-token',
+        description:
+          'A signed-in browser\'s session (with its `__Host-views-hmac` and `__Host-views-expires` ' +
+          'companions), set by the sign-in flow on the gateway\'s own host: host-only, so no view host ' +
+          'can read or plant it.',
+      },
+    },
+  },
+};
