@@ -432,3 +432,79 @@ async fn deltas_only_clusters_go_after_the_routes_and_a_reconnect_resends_nothin
     expected.acked_versions.remove(ENDPOINT_TYPE);
     expect_that!(after, eq(&expected));
 }
+
+/// View `name` started (its activation's pod running), with a serving
+/// endpoint or not yet.
+fn starting(name: &str, serving: bool) -> Arc<ViewState> {
+    let mut view = (*view(name, serving)).clone();
+    view.activations.insert(
+        1,
+        gateway_sidecar::workload::Activation {
+            number: 1,
+            job: format!("view-{name}-1"),
+            uid: "job-uid".into(),
+            created_at: None,
+            deadline: None,
+            phase: gateway_sidecar::workload::Phase::Starting,
+        },
+    );
+    Arc::new(view)
+}
+
+#[gtest]
+#[tokio::test]
+async fn an_ack_of_endpoints_that_were_already_replaced_by_none_does_not_count() {
+    use clap::Parser;
+    let port = free_port();
+    let mut builder = Builder::new(Arc::new(Config::parse_from(["gateway-sidecar"])));
+    let (snapshots, receiver) = watch::channel(Arc::new(
+        builder
+            .update(&Snapshot::of(&[starting("shop", true)]))
+            .expect("a snapshot"),
+    ));
+    let ads = AdsServer::new(receiver, Arc::new(Metrics::default()));
+    let envoys = ads.envoys();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AggregatedDiscoveryServiceServer::new(ads))
+            .serve(([127, 0, 0, 1], port).into()),
+    );
+    let mut envoy = Client::connect(port).await;
+    envoy.subscribe(CLUSTER_TYPE, &[], &[]).await;
+    let clusters = envoy.next().await;
+    envoy.ack(&clusters).await;
+    envoy.subscribe(ENDPOINT_TYPE, &["view-shop"], &[]).await;
+    let with_endpoint = envoy.next().await;
+    expect_that!(names(&with_endpoint), elements_are![eq("view-shop")]);
+
+    // Before Envoy ACKs it, the pod stops serving: an assignment without
+    // endpoints follows. The ACK of the first one is stale on arrival.
+    snapshots.send_replace(Arc::new(
+        builder
+            .update(&Snapshot::of(&[starting("shop", false)]))
+            .expect("a change"),
+    ));
+    let without = envoy.next().await;
+    expect_that!(without.type_url.as_str(), eq(ENDPOINT_TYPE));
+    envoy.ack(&with_endpoint).await;
+    let status = scripted_status(&envoys, "the first ACK recorded", |s| {
+        s.acked_versions.contains_key(ENDPOINT_TYPE)
+    })
+    .await;
+    expect_that!(status.clusters_with_endpoints, is_empty());
+    envoy.ack(&without).await;
+
+    // Serving again: counted once Envoy ACKs that.
+    snapshots.send_replace(Arc::new(
+        builder
+            .update(&Snapshot::of(&[starting("shop", true)]))
+            .expect("a change"),
+    ));
+    let again = envoy.next().await;
+    expect_that!(again.type_url.as_str(), eq(ENDPOINT_TYPE));
+    envoy.ack(&again).await;
+    scripted_status(&envoys, "endpoints counted", |s| {
+        s.clusters_with_endpoints.contains("view-shop")
+    })
+    .await;
+}

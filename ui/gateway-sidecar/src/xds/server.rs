@@ -128,6 +128,12 @@ struct Held {
     resource: Option<Arc<Resource>>,
 }
 
+/// Whether a held (or sent) cluster assignment has an endpoint.
+fn held_has_endpoints(held: Option<&Held>) -> bool {
+    held.and_then(|h| h.resource.as_ref())
+        .is_some_and(|r| r.refs.has_endpoints)
+}
+
 impl Held {
     fn of(resource: &Arc<Resource>) -> Self {
         Held {
@@ -462,6 +468,19 @@ impl EnvoyStream {
         );
     }
 
+    /// Whether Envoy routes to endpoints of cluster `name`, as far as this
+    /// stream can tell; the change goes into the status.
+    fn set_with_endpoints(&mut self, name: &Arc<str>, has: bool) {
+        let changed = if has {
+            self.with_endpoints.insert(name.clone())
+        } else {
+            self.with_endpoints.remove(name)
+        };
+        if changed {
+            self.change.clusters.push((has, name.to_string()));
+        }
+    }
+
     /// Record what Envoy now holds of `name` and what follows from it.
     fn set_acked(&mut self, type_url: &'static str, name: &Arc<str>, held: Option<Held>) {
         let state = self.types.entry(type_url).or_default();
@@ -486,20 +505,12 @@ impl EnvoyStream {
         }
         match type_url {
             ENDPOINT_TYPE => {
-                let has = |h: &Option<Held>| {
-                    h.as_ref()
-                        .and_then(|h| h.resource.as_ref())
-                        .is_some_and(|r| r.refs.has_endpoints)
-                };
-                let (had, has) = (has(&old), has(&held));
-                if had != has {
-                    if has {
-                        self.with_endpoints.insert(name.clone());
-                    } else {
-                        self.with_endpoints.remove(name);
-                    }
-                    self.change.clusters.push((has, name.to_string()));
-                }
+                // Only while what was sent since has endpoints too: an ACK
+                // of an assignment with endpoints, arriving after one
+                // without them went out, is already stale.
+                let has = held_has_endpoints(held.as_ref())
+                    && held_has_endpoints(self.types[type_url].sent.get(name));
+                self.set_with_endpoints(name, has);
             }
             SCOPED_ROUTE_TYPE => {
                 // A scope loads the route configuration of its own name
@@ -684,6 +695,15 @@ impl EnvoyStream {
         }
         for name in &removed {
             state.sent.remove(name);
+        }
+        if type_url == ENDPOINT_TYPE {
+            // An assignment without endpoints is on its way: from now on the
+            // cluster may have none in Envoy (whatever it ACKs before).
+            for resource in &added {
+                if !resource.refs.has_endpoints {
+                    self.set_with_endpoints(&resource.name, false);
+                }
+            }
         }
         let nonce = self
             .server
