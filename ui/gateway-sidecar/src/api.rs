@@ -101,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .merge(views)
+        .merge(crate::hub::router())
         .route("/_api/readyz", get(readyz))
         .route(SERVICE_ACCOUNT_KEYS_PATH, get(service_account_keys))
         .route(page::STATUS_PATH, get(status_stream))

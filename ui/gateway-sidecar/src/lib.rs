@@ -30,6 +30,7 @@ pub mod credentials;
 pub mod drain;
 pub mod entitlements;
 pub mod envoy_admin;
+pub mod hub;
 pub mod identity;
 pub mod idle;
 pub mod index;

@@ -9,7 +9,8 @@
 //! ScopedRouteConfiguration "gateway"      key <first label of GATEWAY_HOSTNAME> → RDS "gateway"
 //! ScopedRouteConfiguration "view-<name>"  key <name>                             → RDS "view-<name>"
 //! RouteConfiguration "gateway"
-//!   vhost "api":         <GATEWAY_HOSTNAME>  /_api/ → cluster sidecar-api (static), else 404
+//!   vhost "api":         <GATEWAY_HOSTNAME>  /_api/ → cluster sidecar-api (static)
+//!                                            / → sidecar-api too (the hub's page, else its JSON 404)
 //! RouteConfiguration "view-<name>"
 //!   vhost "view-<name>": <name>.<HOSTNAME>   /_gateway/ → sidecar-api (the progress page's status stream)
 //!                                            / → cluster view-<name>, ext_authz off (serving endpoints)
@@ -974,14 +975,6 @@ fn scope_of(name: &str, routes: &str, key: &str) -> Arc<Resource> {
     )
 }
 
-fn direct(status: u32, body: &str) -> route::route::Action {
-    route::route::Action::DirectResponse(route::DirectResponseAction {
-        status,
-        body: inline(body),
-        ..Default::default()
-    })
-}
-
 fn prefix_route(prefix: &str, action: route::route::Action) -> route::Route {
     route::Route {
         r#match: Some(route::RouteMatch {
@@ -1012,7 +1005,9 @@ fn view_routes(config: &Config, name: &str, views: &[&ViewState]) -> Arc<Resourc
             domains: vec![config.gateway_hostname.clone()],
             routes: vec![
                 prefix_route("/_api/", to_cluster(config.sidecar_api_cluster.clone(), 30)),
-                prefix_route("/", direct(404, "not found\n")),
+                // The hub's page and its files; anything else there is the
+                // sidecar's JSON 404.
+                prefix_route("/", to_cluster(config.sidecar_api_cluster.clone(), 30)),
             ],
             ..Default::default()
         });

@@ -1,0 +1,118 @@
+// The hub, as a person meets it in Chromium: the gateway's own host signs
+// them in and lists their views (and only theirs and those shared with
+// them) with live status that changes without a reload: a view created
+// meanwhile appears, a view started elsewhere turns Running. Delete works
+// from the page; it is usable by keyboard and on a narrow screen; it loads
+// nothing from anywhere else.
+
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+
+import { launch, offlineContext, onLoginPage, screenshot, submitLogin } from '../support/browser.js';
+import { bearer, Views } from '../support/api.js';
+import { eventually, gatewayUrl, request, uniqueName, viewUrl } from '../support/gateway.js';
+
+const hub = gatewayUrl('/');
+
+/// The view as the page lists it.
+const card = (page, name) => page.locator(`li.view[data-name="${name}"]`);
+
+describe('the hub', () => {
+  const anas = new Views('ana');
+  const bobs = new Views('bob');
+  let browser;
+  let context;
+  let page;
+  const mine = uniqueName();
+  const later = uniqueName();
+  const others = uniqueName();
+
+  beforeAll(async () => {
+    browser = await launch();
+    context = await offlineContext(browser);
+    await anas.create({ name: mine, subsets: [{ bucket: 'lake', prefixes: ['sales/'] }] });
+    await bobs.create({ name: others, subsets: [{ bucket: 'lake', prefixes: ['tpch/'] }] });
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await anas.deleteAll();
+    await bobs.deleteAll();
+  });
+
+  test('signs ana in and lists her views, not bob\'s', async () => {
+    page = await context.newPage();
+    await page.goto(hub);
+    expect(await onLoginPage(page)).toBe(true);
+    const { response } = await submitLogin(page, 'ana', hub);
+    expect(response.status()).toBe(200);
+    expect(page.url()).toBe(hub);
+    await expect(page.title()).resolves.toBe('Your views');
+    await expect(page.locator('#who').textContent()).resolves.toMatch(/^Signed in as ana \(analysts\)/);
+    await card(page, mine).waitFor();
+    await expect(card(page, mine).locator('.phase').textContent()).resolves.toBe('Stopped');
+    await expect(card(page, mine).locator('.subsets').textContent()).resolves.toBe('lake/sales/');
+    await expect(card(page, mine).locator('.open-button').getAttribute('href')).resolves.toBe(viewUrl(mine));
+    // The demo view is hers too; bob's is nowhere on the page.
+    await card(page, 'demo').waitFor();
+    expect(await card(page, others).count()).toBe(0);
+    await expect(page.locator('#grants').textContent()).resolves.toMatch(/Read: lake\/sales\//);
+    await screenshot(page, 'hub-home.png');
+  });
+
+  test('live: a view created meanwhile appears, a started one turns Running, without a reload', async () => {
+    const loaded = await page.evaluate(() => performance.timeOrigin);
+    await anas.create({ name: later, subsets: [{ bucket: 'lake', prefixes: ['sales/'] }] });
+    await card(page, later).waitFor({ timeout: 15_000 });
+
+    // Started by a program (held until it serves): the page follows.
+    const started = await request(viewUrl(later, '/api/catalog'), { headers: { accept: 'application/json', ...bearer('ana') } });
+    expect(started.status).toBe(200);
+    await page.locator(`li.view[data-name="${later}"][data-phase="ready"]`).waitFor({ timeout: 15_000 });
+    await expect(card(page, later).locator('.phase').textContent()).resolves.toBe('Running');
+    // The idle reaper records activity every IDLE_CHECK_SECONDS.
+    await card(page, later).locator('.idle-fact:not([hidden])').waitFor({ timeout: 30_000 });
+    await expect(card(page, later).locator('.idle').textContent()).resolves.toMatch(/^in \d+ (min|s)/);
+    await expect(card(page, later).locator('.deadline').textContent()).resolves.toMatch(/^in (\d+ h )?\d+ min/);
+    await expect(page.locator('#announcer').textContent()).resolves.toBe(`${later}: Running`);
+    // Still the same document: nothing reloaded it.
+    expect(await page.evaluate(() => performance.timeOrigin)).toBe(loaded);
+    await screenshot(page, 'hub-live.png');
+  });
+
+  test('by keyboard: the skip link, then each view\'s Open and Delete; delete asks and removes it', async () => {
+    await page.keyboard.press('Tab');
+    await expect(page.evaluate(() => document.activeElement.textContent)).resolves.toBe('Skip to your views');
+    // Tab to the Delete button of `later`, the way a keyboard user would.
+    let label = '';
+    for (let presses = 0; presses < 40 && label !== `Delete ${later}`; presses += 1) {
+      await page.keyboard.press('Tab');
+      label = await page.evaluate(() => document.activeElement.getAttribute('aria-label') ?? '');
+    }
+    expect(label).toBe(`Delete ${later}`);
+    page.once('dialog', (dialog) => dialog.accept());
+    await page.keyboard.press('Enter');
+    await eventually(`${later} leaves the page`, async () => (await card(page, later).count()) === 0, 30_000);
+    await expect(page.locator('#announcer').textContent()).resolves.toBe(`${later} deleted`);
+    const gone = await request(gatewayUrl(`/_api/views/${later}`), { headers: bearer('ana') });
+    expect(gone.status).toBe(404);
+  });
+
+  test('fits a narrow screen, and loaded nothing from elsewhere', async () => {
+    await page.setViewportSize({ width: 375, height: 740 });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    expect(overflow).toBe(0);
+    await screenshot(page, 'hub-narrow.png');
+    expect(context.externalRequests).toEqual([]);
+  });
+
+  test('bob\'s hub lists his view, not ana\'s', async () => {
+    const bobContext = await offlineContext(browser);
+    const bobPage = await bobContext.newPage();
+    await bobPage.goto(hub);
+    await submitLogin(bobPage, 'bob', hub);
+    await card(bobPage, others).waitFor();
+    expect(await card(bobPage, mine).count()).toBe(0);
+    expect(await card(bobPage, 'demo').count()).toBe(0);
+    await bobContext.close();
+  });
+});
