@@ -88,13 +88,7 @@ async fn a_nacked_listener_is_counted_not_repushed_and_the_next_good_one_is_acke
 
     let (snapshots, receiver) = watch::channel(Arc::new(bad.clone()));
     let metrics = Arc::new(Metrics::default());
-    let ads = AdsServer::new(receiver, metrics.clone());
-    let envoys = ads.envoys();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServiceServer::new(ads))
-            .serve(([127, 0, 0, 1], xds_port).into()),
-    );
+    let envoys = serve_ads(receiver, metrics.clone(), xds_port);
     let dir = std::env::temp_dir().join(format!("views-xds-protocol-{xds_port}"));
     std::fs::create_dir_all(&dir).expect("dir");
     write_bootstrap(&dir, xds_port, free_port(), free_port());
@@ -159,6 +153,23 @@ async fn a_nacked_listener_is_counted_not_repushed_and_the_next_good_one_is_acke
     expect_that!(status, eq(404));
     let _ = envoy.kill();
     let _ = envoy.wait();
+}
+
+/// Serve incremental ADS from `snapshots` on `port`; the status of every
+/// Envoy connected.
+fn serve_ads(
+    snapshots: watch::Receiver<Arc<XdsSnapshot>>,
+    metrics: Arc<Metrics>,
+    port: u16,
+) -> EnvoysWatch {
+    let ads = AdsServer::new(snapshots, metrics);
+    let envoys = ads.envoys();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AggregatedDiscoveryServiceServer::new(ads))
+            .serve(([127, 0, 0, 1], port).into()),
+    );
+    envoys
 }
 
 /// A scripted Envoy: one incremental ADS stream to the server.
@@ -285,13 +296,7 @@ async fn deltas_only_clusters_go_after_the_routes_and_a_reconnect_resends_nothin
         .update(&Snapshot::of(&[view("shop", true), view("idle", false)]))
         .expect("a snapshot");
     let (snapshots, receiver) = watch::channel(Arc::new(warm));
-    let ads = AdsServer::new(receiver, Arc::new(Metrics::default()));
-    let envoys = ads.envoys();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServiceServer::new(ads))
-            .serve(([127, 0, 0, 1], port).into()),
-    );
+    let envoys = serve_ads(receiver, Arc::new(Metrics::default()), port);
 
     // Envoy's start: clusters, their endpoints, the listener, its scopes,
     // their routes; each first request answered once, each response ACKed.
@@ -386,13 +391,7 @@ async fn deltas_only_clusters_go_after_the_routes_and_a_reconnect_resends_nothin
         &Snapshot::of(&[view("shop", false), view("idle", false)]),
         &Config::parse_from(["gateway-sidecar"]),
     )));
-    let ads = AdsServer::new(receiver, Arc::new(Metrics::default()));
-    let envoys = ads.envoys();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServiceServer::new(ads))
-            .serve(([127, 0, 0, 1], port).into()),
-    );
+    let envoys = serve_ads(receiver, Arc::new(Metrics::default()), port);
     drop(envoy);
     let mut envoy = Client::connect(port).await;
     // What Envoy holds now: its first responses with the later changes applied.
@@ -462,13 +461,7 @@ async fn an_ack_of_endpoints_that_were_already_replaced_by_none_does_not_count()
             .update(&Snapshot::of(&[starting("shop", true)]))
             .expect("a snapshot"),
     ));
-    let ads = AdsServer::new(receiver, Arc::new(Metrics::default()));
-    let envoys = ads.envoys();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServiceServer::new(ads))
-            .serve(([127, 0, 0, 1], port).into()),
-    );
+    let envoys = serve_ads(receiver, Arc::new(Metrics::default()), port);
     let mut envoy = Client::connect(port).await;
     envoy.subscribe(CLUSTER_TYPE, &[], &[]).await;
     let clusters = envoy.next().await;
