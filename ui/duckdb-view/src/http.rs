@@ -122,6 +122,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/static/app.js", get(app_js))
+        .route("/static/chart.js", get(chart_js))
         .route("/static/style.css", get(style_css))
         .route("/healthz", get(healthz))
         .route("/livez", get(|| async { "ok" }))
@@ -215,6 +216,13 @@ async fn app_js() -> Response {
     asset(
         "text/javascript; charset=utf-8",
         include_str!("page/app.js"),
+    )
+}
+
+async fn chart_js() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("page/chart.js"),
     )
 }
 

@@ -1,6 +1,8 @@
 //! The page in a real browser: Debian's Chromium driven by playwright-core
-//! (tests/page/page.mjs) against the view on a real S3 server. Screenshots
-//! and the downloaded CSV land in `target/tmp/duckdb-view-page/`.
+//! (tests/page/page.mjs) against the view on a real S3 server: schema
+//! browser, query, quick chart, CSV and Parquet downloads, history, errors,
+//! cancel, the keyboard alone, a 375 px screen, text contrast. Screenshots
+//! and the downloads land in `target/tmp/duckdb-view-page/`.
 //!
 //! Needs `/usr/bin/chromium` (`apt-get update && apt-get install -y chromium`,
 //! or set CHROMIUM) and Node; the test installs playwright-core itself
@@ -53,7 +55,7 @@ fn ensure_playwright(dir: &Path) -> std::result::Result<(), String> {
 
 #[gtest]
 #[tokio::test]
-async fn the_page_runs_a_query_shows_rows_downloads_csv_and_cancels_in_chromium() {
+async fn the_workspace_page_works_in_chromium_with_mouse_keyboard_and_a_narrow_screen() {
     let Some(chromium) = chromium() else {
         skip_or_fail(
             "no Chromium at /usr/bin/chromium (apt-get update && apt-get install -y chromium)",
@@ -99,8 +101,28 @@ async fn the_page_runs_a_query_shows_rows_downloads_csv_and_cancels_in_chromium(
     expect_that!(report["ok"], eq(&serde_json::json!(true)));
     expect_that!(report["rows"], eq(&serde_json::json!(4)));
     expect_that!(report["csvLines"], eq(&serde_json::json!(5)));
+    expect_that!(report["chartBars"], eq(&serde_json::json!(4)));
+    expect_that!(report["historyBounded"], eq(&serde_json::json!(100)));
+    expect_that!(report["contrast"], eq(&serde_json::json!([])));
+    expect_that!(report["focusWithoutOutline"], eq(&serde_json::json!([])));
     expect_that!(report["externalRequests"], eq(&serde_json::json!([])));
-    expect_that!(out.join("page.png").is_file(), eq(true));
+    for screenshot in [
+        "page",
+        "schema",
+        "chart",
+        "chart-line",
+        "history",
+        "keyboard",
+        "error",
+        "narrow",
+        "narrow-chart",
+    ] {
+        expect_that!(
+            out.join(format!("{screenshot}.png")).is_file(),
+            eq(true),
+            "{screenshot}.png"
+        );
+    }
 }
 
 /// This package's directory, read at run time (see `test_support::repo_root`
