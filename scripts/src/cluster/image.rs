@@ -251,3 +251,34 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Remove the images of repository `name` (e.g. `views.dev/gateway-sidecar`)
+/// whose references are not in `keep`: content-tagged images pile up with
+/// every rebuild, and the node never collects them. Containers running
+/// from a removed image keep running (containerd keeps what they use).
+pub fn prune(
+    layout: &Layout,
+    name: &str,
+    keep: &std::collections::BTreeSet<String>,
+) -> anyhow::Result<Vec<String>> {
+    let out = real_node::ctr(layout)
+        .args(["images", "ls", "--quiet"])
+        .output()
+        .context("running ctr")?;
+    if !out.status.success() {
+        bail!(
+            "ctr images ls: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let prefix = format!("{name}:");
+    let stale: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|reference| reference.starts_with(&prefix) && !keep.contains(*reference))
+        .map(str::to_owned)
+        .collect();
+    if !stale.is_empty() {
+        run(real_node::ctr(layout).args(["images", "rm"]).args(&stale))?;
+    }
+    Ok(stale)
+}

@@ -27,6 +27,7 @@
 //! example, and the local OIDC provider's issuer (`http://localhost:…`) is
 //! the host's loopback, which pods cannot reach.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -119,6 +120,36 @@ fn images(tools: &lake::Tools) -> anyhow::Result<Images> {
         )?,
         lake: make("views.dev/s3s-fs", tools.s3s_fs.clone(), &|_| {})?,
     })
+}
+
+/// Remove the fast-path images of earlier runs that no pod uses any more
+/// (those of the Deployments' previous rollout stay until the next run).
+fn prune_images(images: &Images) -> anyhow::Result<()> {
+    let mut keep: BTreeSet<String> = kubectl(
+        &[
+            "get",
+            "pods",
+            "--all-namespaces",
+            "--output",
+            "jsonpath={.items[*].spec.containers[*].image}",
+        ],
+        None,
+    )?
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect();
+    let current = [&images.sidecar, &images.envoy, &images.view, &images.lake];
+    keep.extend(current.iter().map(|image| (*image).clone()));
+    let layout = cluster::Layout::new();
+    for image in current {
+        let (name, _) = image
+            .rsplit_once(':')
+            .with_context(|| format!("{image} has no tag"))?;
+        for removed in image::prune(&layout, name, &keep)? {
+            progress::info(format!("removed the unused image {removed}"));
+        }
+    }
+    Ok(())
 }
 
 /// The lake's volume: a copy of the local lake's data, made again when the
@@ -259,6 +290,7 @@ pub fn up(endpoint: &Endpoint) -> anyhow::Result<()> {
 
     let step = progress::step("images (fast path: host binaries), into the real node");
     let images = images(&tools)?;
+    prune_images(&images)?;
     step.done();
     for image in [&images.sidecar, &images.envoy, &images.view, &images.lake] {
         progress::info(format!("image {image}"));
