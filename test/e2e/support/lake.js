@@ -35,6 +35,18 @@ export async function countRows(glob) {
   return Number(stdout.trim());
 }
 
+/// The rows of `sql` over the Parquet file at `file` (as table `t`), read by
+/// DuckDB (Python): e.g. a download the page produced.
+export async function queryParquetFile(file, sql) {
+  const script = [
+    'import sys, json, duckdb',
+    't = duckdb.read_parquet(sys.argv[1])  # found by name in the SQL',
+    'print(json.dumps(duckdb.sql(sys.argv[2]).fetchall(), default=str))',
+  ].join('\n');
+  const { stdout } = await run(tools().duckdb_python, ['-c', script, file, sql]);
+  return JSON.parse(stdout);
+}
+
 /// The generator's row count for the tables under `prefix` (summed).
 export function generatedRows(prefix) {
   return Object.entries(lake().tables)

@@ -2,14 +2,21 @@
 // her in Chromium while it is cold (signed in at the provider already, so
 // the view host signs her in without the form) → the progress page → the
 // DuckDB workspace by itself → a query over the view's table shows the right
-// rows; a query outside the view's subset is refused with a clear message.
+// rows; the schema browser shows its columns' types; a quick chart of rows
+// per region; a Parquet download through the gateway holds exactly the rows
+// (read back by DuckDB); the history keeps what ran; the page fits a 375 px
+// screen; a query outside the view's subset is refused with a clear message.
+
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 
 import { isRedirect, launch, offlineContext, runQuery, screenshot, signInContext } from '../support/browser.js';
 import { Views } from '../support/api.js';
 import { uniqueName, viewUrl } from '../support/gateway.js';
-import { countRows, generatedRows } from '../support/lake.js';
+import { countRows, generatedRows, queryParquetFile } from '../support/lake.js';
 
 describe('a view in the browser', () => {
   const views = new Views('ana');
@@ -77,7 +84,7 @@ describe('a view in the browser', () => {
     // The host signed her in through the provider, without its form.
     expect(redirects).toContain(new URL(viewUrl(name)).origin);
     await expect(page.locator('#view-name').textContent()).resolves.toBe(name);
-    await page.locator('#catalog details[data-table="sales"]').waitFor();
+    await page.locator('#catalog .table-entry[data-table="sales"]').waitFor();
 
     // A query over the subset's table: every row of one region.
     const eu = await runQuery(page, "SELECT * FROM sales WHERE region = 'eu' ORDER BY order_key");
@@ -90,6 +97,49 @@ describe('a view in the browser', () => {
     // And a count over the whole table.
     const all = await runQuery(page, 'SELECT count(*) AS n FROM sales');
     expect(all.rows).toEqual([[String(expectedAll)]]);
+
+    // The schema browser: the table's columns, each with its type.
+    const sales = page.locator('#catalog .table-entry[data-table="sales"]');
+    await sales.locator('.toggle').click();
+    const columns = await sales.locator('li[data-column]').evaluateAll((lis) =>
+      lis.map((li) => [li.dataset.column, li.querySelector('.type').textContent]));
+    expect(columns.map(([column]) => column)).toEqual(expect.arrayContaining(['order_key', 'region']));
+    expect(columns.filter(([, type]) => !/^[A-Z]+/.test(type))).toEqual([]);
+    await screenshot(page, 'workspace-schema.png');
+
+    // A quick chart of the rows per region, described in text.
+    const byRegion = await runQuery(page, 'SELECT region, count(*) AS n FROM sales GROUP BY region ORDER BY region');
+    await page.locator('#tab-chart').click();
+    await page.locator('#chart svg rect.bar').first().waitFor();
+    expect(await page.locator('#chart svg rect.bar').count()).toBe(byRegion.rows.length);
+    expect(await page.locator('#chart-caption').textContent()).toContain(`eu ${expectedEu.toLocaleString('en')}`);
+    await screenshot(page, 'workspace-chart.png');
+    await page.locator('#tab-table').click();
+
+    // Parquet through the gateway: a download with the view's name, holding
+    // every row of the region, as DuckDB reads the file.
+    const euSql = "SELECT * FROM sales WHERE region = 'eu'";
+    await page.locator('#sql').fill(euSql);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.locator('#download-parquet').click()]);
+    expect(download.suggestedFilename()).toMatch(new RegExp(`^${name}-q-[0-9a-f]{16}\\.parquet$`));
+    const file = join(mkdtempSync(join(tmpdir(), 'views-e2e-parquet-')), download.suggestedFilename());
+    await download.saveAs(file);
+    expect(await queryParquetFile(file, 'SELECT count(*), count(DISTINCT region), min(region) FROM t'))
+      .toEqual([[expectedEu, 1, 'eu']]);
+
+    // The history, newest first: the download, then the queries before it.
+    await page.locator('#tab-history').click();
+    const history = await page.locator('#history .history-sql').allTextContents();
+    expect(history.slice(0, 2)).toEqual([euSql, 'SELECT region, count(*) AS n FROM sales GROUP BY region ORDER BY region']);
+    expect(await page.locator('#history li').first().locator('.history-meta').textContent()).toContain('Parquet download');
+    await screenshot(page, 'workspace-history.png');
+    await page.locator('#tab-schema').click();
+
+    // A phone: one column, no sideways scrolling.
+    await page.setViewportSize({ width: 375, height: 740 });
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(375);
+    await screenshot(page, 'workspace-narrow.png');
+    await page.setViewportSize({ width: 1280, height: 800 });
 
     // Outside the subset: the sibling prefix next to sales/ is refused, with
     // the reason in the page.
