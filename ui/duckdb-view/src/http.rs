@@ -677,6 +677,27 @@ impl Sink<'_> {
     }
 }
 
+/// Hands `first` and every later batch of `cursor` to `write`, checking for a
+/// stop before each; returns the rows handed over.
+fn each_batch(
+    cursor: &mut Cursor<'_>,
+    first: Option<arrow_array::RecordBatch>,
+    should_stop: &dyn Fn() -> bool,
+    mut write: impl FnMut(&arrow_array::RecordBatch) -> Result<(), DbError>,
+) -> Result<usize, DbError> {
+    let mut rows = 0;
+    let mut next = first;
+    while let Some(batch) = next {
+        if should_stop() {
+            return Err(DbError::Stopped);
+        }
+        rows += batch.num_rows();
+        write(&batch)?;
+        next = cursor.next_batch()?;
+    }
+    Ok(rows)
+}
+
 fn stream_arrow(
     cursor: &mut Cursor<'_>,
     first: Option<arrow_array::RecordBatch>,
@@ -685,17 +706,10 @@ fn stream_arrow(
 ) -> Result<usize, DbError> {
     let mut writer = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &cursor.schema())?;
     sink.send(std::mem::take(writer.get_mut()))?;
-    let mut rows = 0;
-    let mut next = first;
-    while let Some(batch) = next {
-        if should_stop() {
-            return Err(DbError::Stopped);
-        }
-        rows += batch.num_rows();
-        writer.write(&batch)?;
-        sink.send(std::mem::take(writer.get_mut()))?;
-        next = cursor.next_batch()?;
-    }
+    let rows = each_batch(cursor, first, should_stop, |batch| {
+        writer.write(batch)?;
+        sink.send(std::mem::take(writer.get_mut()))
+    })?;
     writer.finish()?;
     sink.send(std::mem::take(writer.get_mut()))?;
     Ok(rows)
@@ -734,16 +748,9 @@ fn stream_parquet(
         buffer: Vec::new(),
     };
     let mut writer = crate::encode::parquet_writer(out, cursor.schema()).map_err(failed)?;
-    let mut rows = 0;
-    let mut next = first;
-    while let Some(batch) = next {
-        if should_stop() {
-            return Err(DbError::Stopped);
-        }
-        rows += batch.num_rows();
-        writer.write(&batch).map_err(failed)?;
-        next = cursor.next_batch()?;
-    }
+    let rows = each_batch(cursor, first, should_stop, |batch| {
+        writer.write(batch).map_err(failed)
+    })?;
     let mut out = writer.into_inner().map_err(failed)?;
     sink.send(std::mem::take(&mut out.buffer))?;
     Ok(rows)
@@ -786,19 +793,13 @@ fn stream_csv(
         cursor.columns().iter().map(|c| c.name.as_str()),
         &mut buffer,
     );
-    let mut rows = 0;
-    let mut next = first;
-    while let Some(batch) = next {
-        if should_stop() {
-            return Err(DbError::Stopped);
-        }
-        rows += batch.num_rows();
-        encoder.rows(&batch, &mut buffer)?;
+    let rows = each_batch(cursor, first, should_stop, |batch| {
+        encoder.rows(batch, &mut buffer)?;
         if buffer.len() >= FLUSH_AT {
             sink.send(std::mem::take(&mut buffer))?;
         }
-        next = cursor.next_batch()?;
-    }
+        Ok(())
+    })?;
     sink.send(buffer)?;
     Ok(rows)
 }

@@ -284,6 +284,38 @@ async fn exports_parquet_with_every_row_under_the_same_rules_as_queries() {
     );
     // And nothing was written where the caller asked.
     expect_that!(std::path::Path::new("/tmp/out.parquet").exists(), eq(false));
+
+    // A running export is the caller's query like any other: listed, and
+    // stopped by cancel.
+    let endless = {
+        let http = view.http.clone();
+        tokio::spawn(async move {
+            http.post_json(
+                "/api/query?format=parquet",
+                &json!({"sql": "SELECT sum(hash(i)) FROM range(1000000000000) t(i)", "queryId": "export"}),
+            )
+            .await
+            .unwrap()
+        })
+    };
+    test_support::eventually(Duration::from_secs(10), || async {
+        let list = view.http.get("/api/queries").await?.json();
+        anyhow::ensure!(
+            list["queries"][0]["id"] == "export",
+            "not running yet: {list}"
+        );
+        Ok(())
+    })
+    .await;
+    let cancel = view
+        .http
+        .post_json("/api/cancel", &json!({"queryId": "export"}))
+        .await
+        .unwrap();
+    expect_that!(cancel.json(), eq(&json!({"cancelled": 1})));
+    let stopped = endless.await.unwrap();
+    expect_that!(stopped.status, eq(409));
+    expect_that!(stopped.json()["error"], eq(&json!("cancelled")));
 }
 
 /// Every query in `cases` must be refused with 403 and the error `code`,
