@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{CUSTOMERS, EVENTS, Fixture, ORDERS};
 use googletest::prelude::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[gtest]
 #[tokio::test]
@@ -172,6 +172,36 @@ async fn lists_its_tables_and_answers_in_json_arrow_and_csv() {
     eprintln!("startup to ready: {:?}", view.startup);
 }
 
+/// A query that runs until it is stopped.
+const ENDLESS: &str = "SELECT sum(hash(i)) FROM range(1000000000000) t(i)";
+
+/// Sends `ENDLESS` as `http`'s caller with id `id` to `path` in the
+/// background, and waits until `GET /api/queries` lists it.
+async fn start_endless(
+    http: &common::Http,
+    path: &'static str,
+    id: &'static str,
+) -> tokio::task::JoinHandle<common::Reply> {
+    let sender = http.clone();
+    let running = tokio::spawn(async move {
+        sender
+            .post_json(path, &json!({"sql": ENDLESS, "queryId": id}))
+            .await
+            .unwrap()
+    });
+    test_support::eventually(Duration::from_secs(10), || async {
+        let list = http.get("/api/queries").await?.json();
+        let queries = list["queries"].as_array().cloned().unwrap_or_default();
+        anyhow::ensure!(
+            queries.iter().any(|q| q["id"] == id),
+            "not running yet: {list}"
+        );
+        Ok(())
+    })
+    .await;
+    running
+}
+
 /// The rows of a Parquet answer, read back with arrow-rs's reader.
 fn parquet_batches(body: &hyper::body::Bytes) -> Vec<arrow_array::RecordBatch> {
     parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(body.clone())
@@ -287,26 +317,7 @@ async fn exports_parquet_with_every_row_under_the_same_rules_as_queries() {
 
     // A running export is the caller's query like any other: listed, and
     // stopped by cancel.
-    let endless = {
-        let http = view.http.clone();
-        tokio::spawn(async move {
-            http.post_json(
-                "/api/query?format=parquet",
-                &json!({"sql": "SELECT sum(hash(i)) FROM range(1000000000000) t(i)", "queryId": "export"}),
-            )
-            .await
-            .unwrap()
-        })
-    };
-    test_support::eventually(Duration::from_secs(10), || async {
-        let list = view.http.get("/api/queries").await?.json();
-        anyhow::ensure!(
-            list["queries"][0]["id"] == "export",
-            "not running yet: {list}"
-        );
-        Ok(())
-    })
-    .await;
+    let endless = start_endless(&view.http, "/api/query?format=parquet", "export").await;
     let cancel = view
         .http
         .post_json("/api/cancel", &json!({"queryId": "export"}))
@@ -581,28 +592,9 @@ async fn cancels_a_running_query_and_stops_one_past_the_statement_timeout() {
         &[("SELECT * FROM read_csv('/etc/passwd')", "Permission Error")],
     )
     .await;
-    let endless = "SELECT sum(hash(i)) FROM range(1000000000000) t(i)";
 
     // Cancel: start a query with our own id, see it listed, cancel it.
-    let http = view.http.clone();
-    let running = tokio::spawn(async move {
-        http.post_json(
-            "/api/query",
-            &json!({"sql": endless, "queryId": "endless-1"}),
-        )
-        .await
-        .unwrap()
-    });
-    test_support::eventually(Duration::from_secs(10), || async {
-        let list = view.http.get("/api/queries").await?.json();
-        let ids: Vec<Value> = list["queries"].as_array().cloned().unwrap_or_default();
-        anyhow::ensure!(
-            ids.iter().any(|q| q["id"] == "endless-1"),
-            "not running yet: {list}"
-        );
-        Ok(())
-    })
-    .await;
+    let running = start_endless(&view.http, "/api/query", "endless-1").await;
     // The id is taken while it runs.
     let duplicate = view
         .http
@@ -627,7 +619,7 @@ async fn cancels_a_running_query_and_stops_one_past_the_statement_timeout() {
 
     // Timeout: the same query is stopped after VIEW_STATEMENT_TIMEOUT.
     let started = Instant::now();
-    let reply = view.query(endless).await;
+    let reply = view.query(ENDLESS).await;
     let took = started.elapsed();
     expect_that!(reply.status, eq(422));
     expect_that!(reply.json()["error"], eq(&json!("timeout")));
@@ -673,24 +665,7 @@ async fn people_sharing_a_view_see_and_cancel_only_their_own_queries() {
     let bob = view
         .http
         .as_caller(&json!({"sub": "bob-2", "groups": ["analysts"]}));
-    let endless = "SELECT sum(hash(i)) FROM range(1000000000000) t(i)";
-    let running = {
-        let ana = ana.clone();
-        tokio::spawn(async move {
-            ana.post_json("/api/query", &json!({"sql": endless, "queryId": "mine"}))
-                .await
-                .unwrap()
-        })
-    };
-    test_support::eventually(Duration::from_secs(10), || async {
-        let list = ana.get("/api/queries").await?.json();
-        anyhow::ensure!(
-            list["queries"][0]["id"] == "mine",
-            "not running yet: {list}"
-        );
-        Ok(())
-    })
-    .await;
+    let running = start_endless(&ana, "/api/query", "mine").await;
 
     // Bob sees none of it, cannot stop it, and may use the same id himself.
     let theirs = bob.get("/api/queries").await.unwrap().json();
