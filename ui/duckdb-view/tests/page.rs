@@ -1,11 +1,12 @@
 //! The page in a real browser: Debian's Chromium driven by playwright-core
 //! (tests/page/page.mjs) against the view on a real S3 server: schema
 //! browser, query, quick chart, CSV and Parquet downloads, history, errors,
-//! cancel, the keyboard alone, a 375 px screen, text contrast. Screenshots
+//! cancel, the keyboard alone, a 375 px screen, text contrast, and
+//! axe-core's WCAG 2.1 A/AA and best-practice rules. Screenshots
 //! and the downloads land in `target/tmp/duckdb-view-page/`.
 //!
 //! Needs `/usr/bin/chromium` (`apt-get update && apt-get install -y chromium`,
-//! or set CHROMIUM) and Node; the test installs playwright-core itself
+//! or set CHROMIUM) and Node; the test installs playwright-core and axe-core itself
 //! (`npm ci` in tests/page, pinned by its lock file) when it is missing.
 //! Without Chromium the test is skipped with a note, unless
 //! VIEWS_REQUIRE_BROWSER=1 (CI sets it) makes that a failure.
@@ -33,10 +34,11 @@ fn skip_or_fail(reason: &str) {
 }
 
 fn ensure_playwright(dir: &Path) -> std::result::Result<(), String> {
-    if dir
-        .join("node_modules/playwright-core/package.json")
-        .is_file()
-    {
+    let installed = ["playwright-core", "axe-core"].iter().all(|package| {
+        dir.join(format!("node_modules/{package}/package.json"))
+            .is_file()
+    });
+    if installed {
         return Ok(());
     }
     let output = Command::new("npm")
@@ -105,6 +107,7 @@ async fn the_workspace_page_works_in_chromium_with_mouse_keyboard_and_a_narrow_s
     expect_that!(report["historyBounded"], eq(&serde_json::json!(100)));
     expect_that!(report["contrast"], eq(&serde_json::json!([])));
     expect_that!(report["focusWithoutOutline"], eq(&serde_json::json!([])));
+    expect_that!(report["axe"], eq(&serde_json::json!([])));
     expect_that!(report["externalRequests"], eq(&serde_json::json!([])));
     for screenshot in [
         "page",

@@ -6,8 +6,10 @@
 // re-run, clear, kept across a reload); a bad query shows DuckDB's error; a
 // running query can be cancelled; everything works with the keyboard alone;
 // a 375 px wide screen gets one column without sideways scrolling; text
-// meets WCAG AA contrast. The page must not try to load anything from any
-// other origin (our machines are offline), nor log errors.
+// meets WCAG AA contrast; axe-core finds no WCAG 2.1 A/AA violation (nor
+// best-practice one) with the result, the chart, the history and the narrow
+// layout shown. The page must not try to load anything from any other
+// origin (our machines are offline), nor log errors.
 //
 //   node page.mjs <view base URL> <output dir>
 //
@@ -18,7 +20,10 @@
 
 import { chromium } from 'playwright-core';
 import { mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
+
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
 const [base, outDir] = process.argv.slice(2);
 if (!base || !outDir) {
@@ -39,8 +44,10 @@ const browser = await chromium.launch({
 });
 const seen = { externalRequests: [], consoleErrors: [] };
 
-async function newPage(viewport) {
-  const context = await browser.newContext({ acceptDownloads: true, viewport });
+// `audit`: a context where axe-core's script may be injected (it bypasses
+// the page's Content-Security-Policy, so only the axe audit uses it).
+async function newPage(viewport, audit = false) {
+  const context = await browser.newContext({ acceptDownloads: true, viewport, bypassCSP: audit });
   // Offline means offline: anything not from the view is refused and noted.
   await context.route('**/*', (route) => {
     const url = route.request().url();
@@ -123,6 +130,17 @@ const contrastFailures = (page) => page.evaluate(() => {
   }
   return failures;
 });
+
+// axe-core's WCAG 2.1 A/AA and best-practice rules on the page as it is:
+// the violations, as "rule: selector" strings.
+async function axe(page, state) {
+  if (!(await page.evaluate(() => 'axe' in window))) await page.addScriptTag({ content: axeSource });
+  const result = await page.evaluate(() => window.axe.run(document, {
+    runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] },
+  }));
+  seen.axeRulesPassed = (seen.axeRulesPassed || 0) + result.passes.length;
+  return result.violations.flatMap((v) => v.nodes.map((n) => state + ': ' + v.id + ' ' + n.target.join(' ')));
+}
 
 try {
   const page = await newPage({ width: 1280, height: 800 });
@@ -344,6 +362,24 @@ try {
   expect(chart.width <= 375 && chart.width > 250, 'the chart fits: ' + chart.width);
   await phone.screenshot({ path: join(outDir, 'narrow-chart.png'), fullPage: true });
   await phone.context().close();
+
+  // ---- axe-core, in every state a person meets ----
+  const audited = await newPage({ width: 1280, height: 800 }, true);
+  seen.axe = await axe(audited, 'start');
+  await audited.locator('#catalog .table-entry[data-table="orders"] .toggle').click();
+  await run(audited, 'SELECT region, count(*) AS n FROM orders GROUP BY region ORDER BY region');
+  seen.axe.push(...await axe(audited, 'result'));
+  await audited.locator('#tab-chart').click();
+  await audited.locator('#chart svg').waitFor();
+  seen.axe.push(...await axe(audited, 'chart'));
+  await audited.locator('#tab-history').click();
+  seen.axe.push(...await axe(audited, 'history'));
+  await run(audited, 'SELEC 1');
+  seen.axe.push(...await axe(audited, 'error'));
+  await audited.setViewportSize({ width: 375, height: 740 });
+  seen.axe.push(...await axe(audited, 'narrow'));
+  await audited.context().close();
+  expect(seen.axe.length === 0, 'axe-core violations: ' + seen.axe.join('; '));
 
   expect(seen.externalRequests.length === 0, 'no external requests: ' + seen.externalRequests.join(', '));
   expect(seen.consoleErrors.every((e) => /status of 4\d\d/.test(e)),
