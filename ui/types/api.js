@@ -125,6 +125,24 @@ export default {
         },
       },
     },
+    '/_api/views/{name}/stop': {
+      parameters: [viewName],
+      post: {
+        tags: ['views'],
+        operationId: 'stopView',
+        summary: 'End a view\'s current run now',
+        description:
+          'Its owner or an admin. The run\'s Job, pods and lake keys go; the view stays and starts again on ' +
+          'its next request. A view that is not running answers the same (idempotent).',
+        responses: {
+          200: json('The view after the stop (status `cold`, or `failed` if its last start failed).', 'View'),
+          401: unauthenticated,
+          403: failure('Shared with the caller, but not theirs to stop (`forbidden`).'),
+          404: failure('No such view, or one the caller may not see (`not_found`).'),
+          503: unavailable,
+        },
+      },
+    },
     '/_api/views/{name}/shares': {
       parameters: [viewName],
       put: {

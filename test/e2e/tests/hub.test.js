@@ -1,7 +1,7 @@
 // The hub, as a person meets it in Chromium: the gateway's own host signs
 // them in and lists their views (and only theirs and those shared with
 // them) with live status that changes without a reload: a view created
-// meanwhile appears, a view started elsewhere turns Running. Delete works
+// meanwhile appears, a view started elsewhere turns Running. Stop and Delete work
 // from the page; it is usable by keyboard and on a narrow screen; it loads
 // nothing from anywhere else.
 
@@ -9,12 +9,25 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 
 import { launch, offlineContext, onLoginPage, screenshot, submitLogin } from '../support/browser.js';
 import { bearer, Views } from '../support/api.js';
-import { eventually, gatewayUrl, request, uniqueName, viewUrl } from '../support/gateway.js';
+import { eventually, gatewayUrl, pods, request, uniqueName, viewUrl } from '../support/gateway.js';
 
 const hub = gatewayUrl('/');
 
 /// The view as the page lists it.
 const card = (page, name) => page.locator(`li.view[data-name="${name}"]`);
+
+/// What the page tells screen readers goes to `announced` (in the test), every
+/// change: other views of the same person may change meanwhile too.
+const announced = [];
+const recordAnnouncements = (page) =>
+  page.evaluate(() => {
+    const announcer = document.querySelector('#announcer');
+    new MutationObserver(() => window.recordAnnouncement(announcer.textContent)).observe(announcer, {
+      childList: true,
+      characterData: true,
+      subtree: true,
+    });
+  });
 
 describe('the hub', () => {
   const anas = new Views('ana');
@@ -47,7 +60,7 @@ describe('the hub', () => {
     expect(response.status()).toBe(200);
     expect(page.url()).toBe(hub);
     await expect(page.title()).resolves.toBe('Your views');
-    await expect(page.locator('#who').textContent()).resolves.toMatch(/^Signed in as ana \(analysts\)/);
+    await page.locator('#who').filter({ hasText: /^Signed in as ana \(analysts\)\.$/ }).waitFor();
     await card(page, mine).waitFor();
     await expect(card(page, mine).locator('.phase').textContent()).resolves.toBe('Stopped');
     await expect(card(page, mine).locator('.subsets').textContent()).resolves.toBe('lake/sales/');
@@ -59,8 +72,10 @@ describe('the hub', () => {
     await screenshot(page, 'hub-home.png');
   });
 
-  test('live: a view created meanwhile appears, a started one turns Running, without a reload', async () => {
+  test('live: a view created meanwhile appears, a started one turns Running, without a reload; Stop now ends its run', async () => {
     const loaded = await page.evaluate(() => performance.timeOrigin);
+    await page.exposeFunction('recordAnnouncement', (text) => announced.push(text));
+    await recordAnnouncements(page);
     await anas.create({ name: later, subsets: [{ bucket: 'lake', prefixes: ['sales/'] }] });
     await card(page, later).waitFor({ timeout: 15_000 });
 
@@ -73,13 +88,25 @@ describe('the hub', () => {
     await card(page, later).locator('.idle-fact:not([hidden])').waitFor({ timeout: 30_000 });
     await expect(card(page, later).locator('.idle').textContent()).resolves.toMatch(/^in \d+ (min|s)/);
     await expect(card(page, later).locator('.deadline').textContent()).resolves.toMatch(/^in (\d+ h )?\d+ min/);
-    await expect(page.locator('#announcer').textContent()).resolves.toBe(`${later}: Running`);
+    await eventually('the start is announced', async () => announced.includes(`${later}: Running`), 10_000);
+    await expect(card(page, later).locator('button.stop').isVisible()).resolves.toBe(true);
+    await screenshot(page, 'hub-live.png');
+
+    // Stop now: the run ends (its pods go), the view stays, Stopped.
+    await card(page, later).locator('button.stop').click();
+    await page.locator(`li.view[data-name="${later}"][data-phase="cold"]`).waitFor({ timeout: 30_000 });
+    await eventually('the stop is announced', async () => announced.includes(`${later} stopped`), 10_000);
+    await eventually(`the pods of ${later} are gone`, async () => (await pods(later)).length === 0, 60_000);
+    expect(await card(page, later).locator('button.stop').isHidden()).toBe(true);
     // Still the same document: nothing reloaded it.
     expect(await page.evaluate(() => performance.timeOrigin)).toBe(loaded);
-    await screenshot(page, 'hub-live.png');
   });
 
   test('by keyboard: the skip link, then each view\'s Open and Delete; delete asks and removes it', async () => {
+    // From the top of a freshly loaded page, as a keyboard user arrives.
+    await page.reload();
+    await card(page, later).waitFor();
+    await recordAnnouncements(page);
     await page.keyboard.press('Tab');
     await expect(page.evaluate(() => document.activeElement.textContent)).resolves.toBe('Skip to your views');
     // Tab to the Delete button of `later`, the way a keyboard user would.
@@ -92,7 +119,7 @@ describe('the hub', () => {
     page.once('dialog', (dialog) => dialog.accept());
     await page.keyboard.press('Enter');
     await eventually(`${later} leaves the page`, async () => (await card(page, later).count()) === 0, 30_000);
-    await expect(page.locator('#announcer').textContent()).resolves.toBe(`${later} deleted`);
+    await eventually('the deletion is announced', async () => announced.includes(`${later} deleted`), 10_000);
     const gone = await request(gatewayUrl(`/_api/views/${later}`), { headers: bearer('ana') });
     expect(gone.status).toBe(404);
   });

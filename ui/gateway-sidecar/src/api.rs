@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/_api/views", get(list).post(create))
         .route("/_api/views/{name}", get(show).delete(remove))
         .route("/_api/views/{name}/shares", axum::routing::put(share))
+        .route("/_api/views/{name}/stop", axum::routing::post(stop))
         .route("/_api/me", get(me))
         .route("/_api/openapi.json", get(openapi))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -608,6 +609,44 @@ async fn show(
         .filter(|v| visible(&caller, v))
         .ok_or_else(|| not_found(&name))?;
     Ok(Json(to_api(view, &state.config)).into_response())
+}
+
+/// End a view's current run now: its Job goes (with its pods and keys),
+/// the view stays and starts again on its next request. Idempotent: a view
+/// that is not running answers the same. Its owner's or an admin's.
+async fn stop(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Response, Failure> {
+    parse_name(&name)?;
+    let snapshot = state.index.snapshot();
+    let view = snapshot
+        .views
+        .get(&name)
+        .filter(|view| visible(&caller, view))
+        .ok_or_else(|| not_found(&name))?;
+    may_manage(&state, &caller, &name, "stop")?;
+    let Some(job) = view.live_activation().map(|a| a.job.clone()) else {
+        return Ok(Json(to_api(view, &state.config)).into_response());
+    };
+    state.writer.delete_job(&job).await.map_err(write_error)?;
+    let wait = Duration::from_millis(state.config.index_wait_ms);
+    let stopped = state
+        .index
+        .wait_for(wait, |s| {
+            s.views
+                .get(&name)
+                .is_none_or(|v| v.live_activation().is_none_or(|a| a.job != job))
+        })
+        .await;
+    if !stopped {
+        return Err(index_lagging("the view's run was stopped"));
+    }
+    match state.index.snapshot().views.get(&name) {
+        Some(view) => Ok(Json(to_api(view, &state.config)).into_response()),
+        None => Err(not_found(&name)),
+    }
 }
 
 async fn remove(

@@ -96,7 +96,7 @@ function showProblem(text) {
   problem.textContent = text ?? '';
 }
 
-function mayDelete(view) {
+function mayManage(view) {
   return state.me === null || state.me.admin || view.owner === state.me.user;
 }
 
@@ -139,8 +139,12 @@ function render() {
     const deadline = Date.parse(view.status.deadline ?? '') || null;
     $('.deadline-fact', item).hidden = !(running && deadline);
     if (running && deadline) $('.deadline', item).dataset.until = String(deadline);
+    const stop = $('.stop', item);
+    stop.hidden = !(running && mayManage(view));
+    stop.setAttribute('aria-label', `Stop ${view.name} now`);
+    stop.addEventListener('click', () => stopView(view.name));
     const remove = $('.delete', item);
-    remove.hidden = !mayDelete(view);
+    remove.hidden = !mayManage(view);
     remove.setAttribute('aria-label', `Delete ${view.name}`);
     remove.addEventListener('click', () => deleteView(view.name));
     list.append(item);
@@ -183,12 +187,22 @@ async function refresh() {
   }
 }
 
+async function stopView(name) {
+  try {
+    await state.call('stopView', { name });
+    await refresh();
+    announce(`${name} stopped`);
+  } catch (error) {
+    showProblem(`${name} was not stopped: ${error.message}`);
+  }
+}
+
 async function deleteView(name) {
   if (!window.confirm(`Delete the view ${name}? Its workload stops; its data in the lake stays.`)) return;
   try {
     await state.call('deleteView', { name });
-    announce(`${name} deleted`);
     await refresh();
+    announce(`${name} deleted`);
     $('#views-heading').focus();
   } catch (error) {
     showProblem(`${name} was not deleted: ${error.message}`);
