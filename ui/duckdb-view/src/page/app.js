@@ -368,6 +368,8 @@
       const result = await response.json();
       renderResult(result);
       remember(sql, { kind: 'query', rows: result.rowCount, elapsed: result.elapsed });
+      // A table or view created, changed or dropped: the schema follows.
+      if (/^(CREATE|DROP|ALTER)/.test(result.statementType) || /\b(create|drop|alter)\b/i.test(sql)) loadCatalog();
     } catch (error) {
       showError({ code: 'network', message: 'The view did not answer: ' + error.message });
       setStatus('Failed.');

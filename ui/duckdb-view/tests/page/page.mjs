@@ -1,8 +1,8 @@
 // Drives duckdb-view's page like a person would, in Chromium:
 // the schema browser shows the tables with their columns' types and inserts
-// names at the cursor; a typed query runs and shows rows; the quick chart
-// draws them (bar and line) with a text alternative; the CSV and Parquet
-// downloads hold every row; the history keeps what ran (bounded, per view,
+// names at the cursor, and follows a CREATE TABLE; a typed query runs and
+// shows rows; the quick chart draws them (bar and line) with a text
+// alternative; the CSV and Parquet downloads hold every row; the history keeps what ran (bounded, per view,
 // re-run, clear, kept across a reload); a bad query shows DuckDB's error; a
 // running query can be cancelled; everything works with the keyboard alone;
 // a 375 px wide screen gets one column without sideways scrolling; text
@@ -271,6 +271,15 @@ try {
   expect(await history.count() === 0, 'Clear empties it');
   expect(await page.evaluate((key) => localStorage.getItem(key), seen.historyKeys[0]) === null, 'and the stored copy');
   await page.locator('#tab-schema').click();
+
+  // ---- the workspace's own tables join the schema when created ----
+  await run(page, 'CREATE TABLE top_regions AS SELECT region, count(*) AS n FROM orders GROUP BY region');
+  const created = page.locator('#catalog .table-entry[data-table="top_regions"]');
+  await created.waitFor({ timeout: 10000 });
+  await created.locator('.toggle').click();
+  seen.createdColumns = await created.locator('li[data-column]').evaluateAll((lis) =>
+    lis.map((li) => li.dataset.column + ' ' + li.querySelector('.type').textContent));
+  expect(seen.createdColumns.join() === 'region VARCHAR,n BIGINT', 'a created table with its columns: ' + seen.createdColumns);
 
   // ---- errors and cancel ----
   await page.locator('#sql').fill('SELEC 1');
