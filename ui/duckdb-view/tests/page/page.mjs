@@ -1,15 +1,15 @@
-// Drives duckdb-view's page like a person would, in Chromium:
-// the schema browser shows the tables with their columns' types and inserts
-// names at the cursor, and follows a CREATE TABLE; a typed query runs and
-// shows rows; the quick chart draws them (bar and line) with a text
-// alternative; the CSV and Parquet downloads hold every row; the history keeps what ran (bounded, per view,
-// re-run, clear, kept across a reload); a bad query shows DuckDB's error; a
-// running query can be cancelled; everything works with the keyboard alone;
-// a 375 px wide screen gets one column without sideways scrolling; text
-// meets WCAG AA contrast; axe-core finds no WCAG 2.1 A/AA violation (nor
+// Drives duckdb-view's page like a person would, in Chromium: the schema
+// browser shows the tables with their columns' types and inserts names at the
+// cursor, and follows a CREATE TABLE; a typed query runs and shows rows; the
+// quick chart draws them (bar and line) with a text alternative; the CSV and
+// Parquet downloads hold every row; the history keeps what ran (bounded, per
+// view, re-run, clear, kept across a reload); a bad query shows DuckDB's
+// error; a running query can be cancelled; everything works with the keyboard
+// alone; a 375 px wide screen gets one column without sideways scrolling;
+// text meets WCAG AA contrast; axe-core finds no WCAG 2.1 A/AA violation (nor
 // best-practice one) with the result, the chart, the history and the narrow
-// layout shown. The page must not try to load anything from any other
-// origin (our machines are offline), nor log errors.
+// layout shown. The page must not try to load anything from any other origin
+// (our machines are offline), nor log errors.
 //
 //   node page.mjs <view base URL> <output dir>
 //
