@@ -3,6 +3,7 @@
 
 import { createHash, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
 import { chromium } from 'playwright-core';
@@ -30,8 +31,8 @@ export async function launch() {
 /// A browser context that may talk only to the gateway and the identity
 /// provider people sign in at (our machines are offline; a page that reaches
 /// elsewhere is a bug), recording what it refused.
-export async function offlineContext(browser) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+export async function offlineContext(browser, options = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...options });
   context.externalRequests = [];
   const issuer = new URL(provider().issuer);
   await context.route('**/*', (route) => {
@@ -45,6 +46,22 @@ export async function offlineContext(browser) {
     return route.abort();
   });
   return context;
+}
+
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+/// axe-core's WCAG 2.1 A/AA and best-practice rules on the page as it is: the
+/// violations, as "rule: selector" strings. The page's context must bypass
+/// its Content-Security-Policy (`offlineContext(browser, { bypassCSP: true })`)
+/// for axe's script to be injected; only audits do that.
+export async function axeViolations(page) {
+  if (!(await page.evaluate(() => 'axe' in window))) await page.addScriptTag({ content: axeSource });
+  const result = await page.evaluate(() =>
+    window.axe.run(document, {
+      runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] },
+    }),
+  );
+  return result.violations.flatMap((v) => v.nodes.map((n) => `${v.id}: ${n.target.join(' ')}`));
 }
 
 export const screenshot = (page, name) => page.screenshot({ path: join(artifacts, name) });

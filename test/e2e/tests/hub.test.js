@@ -7,7 +7,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 
-import { launch, offlineContext, onLoginPage, screenshot, submitLogin } from '../support/browser.js';
+import { axeViolations, launch, offlineContext, onLoginPage, screenshot, submitLogin } from '../support/browser.js';
 import { bearer, Views } from '../support/api.js';
 import { eventually, gatewayUrl, pods, request, uniqueName, viewUrl } from '../support/gateway.js';
 
@@ -130,6 +130,19 @@ describe('the hub', () => {
     expect(overflow).toBe(0);
     await screenshot(page, 'hub-narrow.png');
     expect(context.externalRequests).toEqual([]);
+  });
+
+  test('axe-core finds no WCAG 2.1 A/AA or best-practice violation, wide or narrow', async () => {
+    const audit = await offlineContext(browser, { bypassCSP: true });
+    const auditPage = await audit.newPage();
+    await auditPage.goto(hub);
+    await submitLogin(auditPage, 'ana', hub);
+    await card(auditPage, mine).waitFor();
+    await auditPage.locator('#who').filter({ hasText: /^Signed in as ana/ }).waitFor();
+    expect(await axeViolations(auditPage)).toEqual([]);
+    await auditPage.setViewportSize({ width: 375, height: 740 });
+    expect(await axeViolations(auditPage)).toEqual([]);
+    await audit.close();
   });
 
   test('bob\'s hub lists his view, not ana\'s', async () => {

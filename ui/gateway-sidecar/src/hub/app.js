@@ -141,7 +141,7 @@ function render() {
     if (running && deadline) $('.deadline', item).dataset.until = String(deadline);
     const stop = $('.stop', item);
     stop.hidden = !(running && mayManage(view));
-    stop.setAttribute('aria-label', `Stop ${view.name} now`);
+    stop.setAttribute('aria-label', `Stop now: ${view.name}`);
     stop.addEventListener('click', () => stopView(view.name));
     const remove = $('.delete', item);
     remove.hidden = !mayManage(view);
