@@ -162,6 +162,19 @@ async fn a_rollout_restart_and_a_deleted_gateway_pod_fail_no_warm_request() {
         .await
         .expect("POST /_api/views");
     expect_that!(created.status().as_u16(), any![eq(201), eq(409)]);
+    // A run of an earlier, failed test may still be there, on another image:
+    // this test's warm view starts now, on the gateway's VIEW_IMAGE.
+    let stale = kubectl(&[
+        "-n",
+        NAMESPACE,
+        "delete",
+        "job",
+        "-l",
+        &format!("views.dev/view={VIEW}"),
+        "--cascade=foreground",
+        "--wait=true",
+    ]);
+    expect_that!(stale, ok(anything()));
     eventually(Duration::from_secs(120), || async {
         let response = http
             .get(url(&format!("{VIEW}.localhost"), "/healthz"))
@@ -306,10 +319,10 @@ async fn a_rollout_restart_and_a_deleted_gateway_pod_fail_no_warm_request() {
         some(eq(new_image))
     );
 
-    // Back to the image `dev --in-cluster` set. The clean-up's API calls
-    // then go over new connections: on one kept alive to a replica being
-    // replaced, the API answers 503 once that replica's sidecar has stopped
-    // (its Envoy still lingers; see the README's "Operations").
+    // Back to the image `dev --in-cluster` set: another rollout, and the
+    // clean-up's API calls right after it, on new connections that may
+    // still reach a replica being replaced (its sidecar serves its Envoy
+    // until that has gone; see the README's "Operations").
     let http = client();
     let restored = tokio::task::spawn_blocking(move || set_view_image(previous.trim().to_owned()))
         .await

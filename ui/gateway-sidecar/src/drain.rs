@@ -2,9 +2,11 @@
 //! (`/readyz` answers 503, so Kubernetes takes the pod out of the gateway
 //! Service), tells its Envoy to fail health checks and drain its listeners
 //! (clients are sent `Connection: close` / GOAWAY), keeps answering held
-//! requests until they are done or `DRAIN_SECONDS` pass, and only then stops
-//! its servers. Starts in progress go on in Kubernetes either way: another
-//! replica picks them up from the index.
+//! requests until they are done, and keeps serving its Envoys (API,
+//! ext_authz, xDS) for as long as they stay connected, or until
+//! `DRAIN_SECONDS` pass; only then it stops its servers. Starts in progress
+//! go on in Kubernetes either way: another replica picks them up from the
+//! index.
 //!
 //! ```text
 //! Serving ──SIGTERM──► Draining ──every Blocker dropped, or DRAIN_SECONDS──► Stopped
@@ -12,8 +14,13 @@
 //! ```
 //!
 //! Each held request holds a [`Blocker`] for as long as it is held (ztunnel's
-//! drain blocker): the drain waits on them, those arriving while it waits
-//! included, and ends the moment the last one is dropped.
+//! drain blocker), and so does each Envoy's xDS stream for as long as it is
+//! open: the drain waits on them, those arriving while it waits included,
+//! and ends the moment the last one is dropped. Without the Envoys among
+//! them, a replica with nothing held stopped at once while its Envoy (in its
+//! preStop sleep) still took requests for a while: new connections until
+//! the pod's removal from the Service reached every node, and kept-alive
+//! ones; those needing the sidecar got 503 "connection refused".
 //!
 //! In the Deployment, Envoy's container sleeps in a preStop hook meanwhile,
 //! so Envoy outlives the drain instead of exiting on its own SIGTERM.

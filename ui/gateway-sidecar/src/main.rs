@@ -99,7 +99,9 @@ async fn main() -> anyhow::Result<()> {
     });
     let xds_metrics = Arc::new(xds::Metrics::default());
     xds_metrics.register(&mut registry);
-    let ads = xds::AdsServer::new(xds_rx, xds_metrics);
+    let drain = drain::Drain::default();
+    let stopped = drain.watch();
+    let ads = xds::AdsServer::new(xds_rx, xds_metrics).holding_off(drain.blockers());
 
     let writer = kubernetes::Writer::new(client.clone(), config.clone(), health);
     let broker = if credentials_on {
@@ -119,8 +121,6 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    let drain = drain::Drain::default();
-    let stopped = drain.watch();
     let activator = activator::Activator::new(
         config.clone(),
         index.clone(),

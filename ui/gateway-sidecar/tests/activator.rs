@@ -733,13 +733,19 @@ fn base64(bytes: &[u8]) -> String {
 
 #[gtest]
 #[tokio::test]
-async fn on_sigterm_the_replica_turns_unready_drains_envoy_and_finishes_held_requests() {
+async fn on_sigterm_the_replica_turns_unready_drains_envoy_finishes_held_requests_and_serves_until_its_envoy_is_gone()
+ {
     let client = test_support::client().await;
     let namespace = TestNamespace::create(&client).await;
     let mut gateway = Gateway::start_with(
         "drain",
         namespace.name(),
-        &[("VIEW_POD_ANNOTATIONS", "sim.views.dev/ready-after=3s")],
+        &[
+            ("VIEW_POD_ANNOTATIONS", "sim.views.dev/ready-after=3s"),
+            // Longer than this test waits with Envoy still there: an exit
+            // before it is the drain's own doing, not its time running out.
+            ("DRAIN_SECONDS", "40"),
+        ],
     )
     .await;
     gateway.create_view("slow").await;
@@ -767,7 +773,10 @@ async fn on_sigterm_the_replica_turns_unready_drains_envoy_and_finishes_held_req
             .await
         }
     });
-    let exit = gateway.terminate_sidecar(Duration::from_secs(30)).await;
+    // Nothing is held any more after a few seconds, but the sidecar goes on
+    // while its Envoy may still be sent requests.
+    let early_exit = gateway.terminate_sidecar(Duration::from_secs(10)).await;
+    expect_that!(early_exit, none());
 
     terminating.await.expect("readiness checks");
     let answers = held.await.expect("held requests");
@@ -776,5 +785,18 @@ async fn on_sigterm_the_replica_turns_unready_drains_envoy_and_finishes_held_req
         .filter(|(status, body)| *status == StatusCode::OK && body.starts_with("pod: "))
         .count();
     expect_that!(served, eq(20));
+
+    // A request that still reaches this Envoy still gets the API.
+    let listed = gateway
+        .client()
+        .get(gateway.url("localhost", "/_api/views"))
+        .send()
+        .await
+        .expect("GET /_api/views");
+    expect_that!(listed.status(), eq(StatusCode::OK));
+
+    // Its Envoy gone (in a pod: after its preStop sleep), the drain ends.
+    gateway.kill_envoy();
+    let exit = gateway.terminate_sidecar(Duration::from_secs(10)).await;
     expect_that!(exit.map(|s| s.success()), some(eq(true)));
 }

@@ -43,6 +43,7 @@ use super::resources::{
     self, CLUSTER_TYPE, ENDPOINT_TYPE, PUSH_ORDER, ROUTE_TYPE, Resource, SCOPED_ROUTE_TYPE,
     XdsSnapshot,
 };
+use crate::drain::Blockers;
 
 /// What one connected Envoy holds, as it ACKed it.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -70,6 +71,11 @@ pub struct AdsServer {
     metrics: Arc<Metrics>,
     nonces: Arc<AtomicU64>,
     streams: Arc<AtomicU64>,
+    /// Each connected Envoy holds off the end of a drain: while it runs it
+    /// may still be sent requests (on connections kept alive, or new ones
+    /// until the endpoints' removal reaches every node) that need the API,
+    /// ext_authz and xDS of this sidecar.
+    drain: Option<Blockers>,
 }
 
 impl AdsServer {
@@ -81,7 +87,16 @@ impl AdsServer {
             metrics,
             nonces: Arc::new(AtomicU64::new(0)),
             streams: Arc::new(AtomicU64::new(0)),
+            drain: None,
         }
+    }
+
+    /// Make every open stream a blocker of `drain`: the sidecar stops only
+    /// once its Envoys have gone (in a pod: Envoy exits after its preStop
+    /// sleep), or the drain's time is up.
+    pub fn holding_off(mut self, drain: Blockers) -> Self {
+        self.drain = Some(drain);
+        self
     }
 
     pub fn envoys(&self) -> EnvoysWatch {
@@ -113,7 +128,11 @@ impl AggregatedDiscoveryService for AdsServer {
         let requests = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let stream = EnvoyStream::new(self.clone(), tx);
-        tokio::spawn(stream.run(requests));
+        let blocker = self.drain.as_ref().map(Blockers::block);
+        tokio::spawn(async move {
+            stream.run(requests).await;
+            drop(blocker);
+        });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
