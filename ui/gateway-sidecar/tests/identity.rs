@@ -1068,7 +1068,7 @@ async fn the_api_answers_as_its_openapi_document_says() {
     let namespace = TestNamespace::create(&client).await;
     set_entitlements(&client, namespace.name(), GRANTS).await;
     let gateway = signed_in_gateway("openapi", namespace.name()).await;
-    let ana = token("ana").await;
+    let (ana, bob, cy) = (token("ana").await, token("bob").await, token("cy").await);
 
     // The document itself: for signed-in callers, the one in the repository.
     let (status, _) = call(
@@ -1178,6 +1178,21 @@ async fn the_api_answers_as_its_openapi_document_says() {
             "/_api/views/anao/shares",
             Some(json!({"users": "cy"})),
         ),
+        // Shared with cy: she may open it, not stop it; bob may not learn of it.
+        (
+            Some(&cy),
+            Method::POST,
+            "/_api/views/{name}/stop",
+            "/_api/views/anao/stop",
+            None,
+        ),
+        (
+            Some(&bob),
+            Method::POST,
+            "/_api/views/{name}/stop",
+            "/_api/views/anao/stop",
+            None,
+        ),
         (
             Some(&ana),
             Method::POST,
@@ -1235,6 +1250,8 @@ async fn the_api_answers_as_its_openapi_document_says() {
             eq("PUT /_api/views/anao/shares 200"),
             eq("PUT /_api/views/anao/shares 403"),
             eq("PUT /_api/views/anao/shares 400"),
+            eq("POST /_api/views/anao/stop 403"),
+            eq("POST /_api/views/anao/stop 404"),
             eq("POST /_api/views/anao/stop 200"),
             eq("POST /_api/views/nosuch/stop 404"),
             eq("GET /_api/me 200"),
