@@ -267,8 +267,26 @@ async fn a_rollout_restart_and_a_deleted_gateway_pod_fail_no_warm_request() {
     expect_that!(after_restart, gt(100));
     expect_that!(answered - after_restart, gt(100));
 
-    // New starts get the new image. (The API over new connections, as
-    // below: the load's were kept alive through the rollouts.)
+    // New starts get the new image once the rollout is over: the replaced
+    // replicas gone, not only the new ones ready (a replica being replaced
+    // serves what still reaches it, with its own VIEW_IMAGE, until its Envoy
+    // has gone). (The API over new connections, as below: the load's were
+    // kept alive through the rollouts.)
+    eventually(Duration::from_secs(90), || async {
+        let pods = kubectl(&[
+            "-n",
+            NAMESPACE,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=views-gateway",
+            "-o",
+            "jsonpath={range .items[?(@.metadata.deletionTimestamp)]}{.metadata.name} {end}",
+        ])?;
+        ensure!(pods.trim().is_empty(), "still being replaced: {pods}");
+        Ok(())
+    })
+    .await;
     let http = client();
     let fresh = FRESH;
     let created = http
