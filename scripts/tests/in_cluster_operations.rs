@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use googletest::prelude::*;
 use serde_json::json;
+use test_support::gateway::kubectl_output;
 use test_support::{eventually, workspace_binary};
 
 const NAMESPACE: &str = "views";
@@ -38,22 +39,6 @@ fn port() -> u16 {
 
 fn url(host: &str, path: &str) -> String {
     format!("http://{host}:{}{path}", port())
-}
-
-fn kubectl(args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new(test_support::gateway::kubectl())
-        .arg("--kubeconfig")
-        .arg(test_support::kubeconfig_path())
-        .args(args)
-        .output()
-        .context("running kubectl")?;
-    ensure!(
-        output.status.success(),
-        "kubectl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// An HTTP client (its own connection pool) that resolves the gateway's
@@ -118,7 +103,7 @@ fn start_load(
 
 /// The gateway's pods that are not being deleted.
 fn gateway_pods() -> anyhow::Result<Vec<String>> {
-    let names = kubectl(&[
+    let names = kubectl_output(&[
         "-n",
         NAMESPACE,
         "get",
@@ -164,7 +149,7 @@ async fn a_rollout_restart_and_a_deleted_gateway_pod_fail_no_warm_request() {
     expect_that!(created.status().as_u16(), any![eq(201), eq(409)]);
     // A run of an earlier, failed test may still be there, on another image:
     // this test's warm view starts now, on the gateway's VIEW_IMAGE.
-    let stale = kubectl(&[
+    let stale = kubectl_output(&[
         "-n",
         NAMESPACE,
         "delete",
@@ -196,8 +181,8 @@ async fn a_rollout_restart_and_a_deleted_gateway_pod_fail_no_warm_request() {
 
     // 1. A rolling restart: new pods first, old ones drained.
     let restart = tokio::task::spawn_blocking(|| {
-        kubectl(&["-n", NAMESPACE, "rollout", "restart", "deployment/gateway"])?;
-        kubectl(&[
+        kubectl_output(&["-n", NAMESPACE, "rollout", "restart", "deployment/gateway"])?;
+        kubectl_output(&[
             "-n",
             NAMESPACE,
             "rollout",
@@ -217,8 +202,8 @@ async fn a_rollout_restart_and_a_deleted_gateway_pod_fail_no_warm_request() {
     expect_that!(pods.len(), eq(2));
     let victim = pods[0].clone();
     let deleted = tokio::task::spawn_blocking(move || {
-        kubectl(&["-n", NAMESPACE, "delete", "pod", &victim, "--wait=true"])?;
-        kubectl(&[
+        kubectl_output(&["-n", NAMESPACE, "delete", "pod", &victim, "--wait=true"])?;
+        kubectl_output(&[
             "-n",
             NAMESPACE,
             "rollout",
@@ -235,7 +220,7 @@ async fn a_rollout_restart_and_a_deleted_gateway_pod_fail_no_warm_request() {
     // instead of the fast path's. The gateway rolls out again; the running
     // view keeps its pod and image.
     let warm_pod = view_pod(VIEW).expect("the warm view's pod");
-    let previous = kubectl(&[
+    let previous = kubectl_output(&[
         "-n",
         NAMESPACE,
         "get",
@@ -273,7 +258,7 @@ async fn a_rollout_restart_and_a_deleted_gateway_pod_fail_no_warm_request() {
     // has gone). (The API over new connections, as below: the load's were
     // kept alive through the rollouts.)
     eventually(Duration::from_secs(90), || async {
-        let pods = kubectl(&[
+        let pods = kubectl_output(&[
             "-n",
             NAMESPACE,
             "get",
@@ -319,7 +304,7 @@ async fn a_rollout_restart_and_a_deleted_gateway_pod_fail_no_warm_request() {
     );
     // A running view moves to the new image when its Job ends: at its idle
     // timeout or deadline, or now, by deleting the Job.
-    let deleted_job = kubectl(&[
+    let deleted_job = kubectl_output(&[
         "-n",
         NAMESPACE,
         "delete",
@@ -360,7 +345,7 @@ async fn a_rollout_restart_and_a_deleted_gateway_pod_fail_no_warm_request() {
 
 /// The running pod of `view` (not being deleted): its name and image.
 fn view_pod(view: &str) -> anyhow::Result<(String, String)> {
-    let pods: serde_json::Value = serde_json::from_str(&kubectl(&[
+    let pods: serde_json::Value = serde_json::from_str(&kubectl_output(&[
         "-n",
         NAMESPACE,
         "get",
@@ -395,7 +380,7 @@ fn view_pod(view: &str) -> anyhow::Result<(String, String)> {
 
 /// Set the sidecars' VIEW_IMAGE and wait for the gateway's rollout.
 fn set_view_image(image: String) -> anyhow::Result<String> {
-    kubectl(&[
+    kubectl_output(&[
         "-n",
         NAMESPACE,
         "set",
@@ -405,7 +390,7 @@ fn set_view_image(image: String) -> anyhow::Result<String> {
         "sidecar",
         &format!("VIEW_IMAGE={image}"),
     ])?;
-    kubectl(&[
+    kubectl_output(&[
         "-n",
         NAMESPACE,
         "rollout",

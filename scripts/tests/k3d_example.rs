@@ -15,11 +15,12 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use googletest::prelude::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use serde_json::json;
+use test_support::gateway::kubectl_output;
 use test_support::{eventually, workspace_binary};
 
 const NAMESPACE: &str = "views";
@@ -32,23 +33,6 @@ fn port() -> u16 {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(8080)
-}
-
-/// kubectl against the local cluster; its stdout, or an error with stderr.
-fn kubectl(args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new(test_support::gateway::kubectl())
-        .arg("--kubeconfig")
-        .arg(test_support::kubeconfig_path())
-        .args(args)
-        .output()
-        .context("running kubectl")?;
-    ensure!(
-        output.status.success(),
-        "kubectl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// An HTTP client that resolves `localhost` and `<view>.localhost` to the
@@ -111,7 +95,7 @@ async fn the_k3d_examples_steps_run_on_the_local_clusters_real_node() {
 
     // Step 5 (no sample-data Job here: the overlay's lake volume holds the
     // data, checked by the queries below).
-    let rollout = kubectl(&[
+    let rollout = kubectl_output(&[
         "-n",
         NAMESPACE,
         "rollout",
@@ -265,7 +249,7 @@ async fn the_k3d_examples_steps_run_on_the_local_clusters_real_node() {
         .expect("DELETE the view");
     expect_that!(deleted.status().as_u16(), eq(204));
     eventually(Duration::from_secs(60), || async {
-        let jobs = kubectl(&[
+        let jobs = kubectl_output(&[
             "-n",
             NAMESPACE,
             "get",

@@ -13,7 +13,6 @@
 //! the gateway runs views, and queries the local lake through its httpfs
 //! extension.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -22,6 +21,7 @@ use googletest::prelude::*;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, PostParams};
 use serde_json::json;
+use test_support::gateway::kubectl_output;
 use test_support::{TestNamespace, eventually, workspace_binary};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -47,38 +47,6 @@ fn test_image() -> String {
         .to_owned()
 }
 
-/// The kubectl `cargo xtask cluster env` puts on PATH.
-fn kubectl() -> PathBuf {
-    let output = Command::new(workspace_binary("xtask"))
-        .args(["cluster", "env"])
-        .current_dir(test_support::repo_root())
-        .output()
-        .expect("running xtask cluster env");
-    let env = String::from_utf8(output.stdout).expect("utf-8");
-    let dir = env
-        .lines()
-        .find_map(|line| line.strip_prefix("export PATH="))
-        .and_then(|path| path.split(':').next())
-        .expect("an `export PATH=<dir>:…` line");
-    PathBuf::from(dir).join("kubectl")
-}
-
-/// Run kubectl against the local cluster; returns (success, stdout + stderr).
-fn kubectl_run(args: &[&str]) -> (bool, String) {
-    let output = Command::new(kubectl())
-        .arg("--kubeconfig")
-        .arg(test_support::kubeconfig_path())
-        .args(args)
-        .output()
-        .expect("running kubectl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
-
 /// `kubectl exec` of a busybox tool in `pod`; Ok(output) only if it succeeded.
 fn exec(namespace: &str, pod: &str, command: &[&str]) -> anyhow::Result<String> {
     exec_in(namespace, pod, &[&[BUSYBOX], command].concat())
@@ -88,9 +56,7 @@ fn exec(namespace: &str, pod: &str, command: &[&str]) -> anyhow::Result<String> 
 fn exec_in(namespace: &str, pod: &str, command: &[&str]) -> anyhow::Result<String> {
     let mut args = vec!["-n", namespace, "exec", pod, "--"];
     args.extend_from_slice(command);
-    let (ok, output) = kubectl_run(&args);
-    ensure!(ok, "kubectl exec {command:?} failed: {output}");
-    Ok(output)
+    kubectl_output(&args)
 }
 
 /// The hardened pod of a view: non-root, read-only root, no capabilities,
@@ -255,11 +221,10 @@ async fn a_hardened_pod_runs_on_the_real_node_and_is_reached_by_ip_service_and_d
     );
     expect_that!(memory_limit.ok(), some(eq("67108864\n")));
 
-    let (ok, logs) = kubectl_run(&["-n", ns, "logs", "echo"]);
-    expect_that!(ok, eq(true), "kubectl logs: {logs}");
+    let logs = kubectl_output(&["-n", ns, "logs", "echo"]).map_err(|e| format!("{e:#}"));
     expect_that!(
         logs,
-        contains_substring("echo-server: listening on 0.0.0.0:8080")
+        ok(contains_substring("echo-server: listening on 0.0.0.0:8080"))
     );
 }
 

@@ -68,20 +68,29 @@ pub fn kubectl() -> PathBuf {
         .expect("kubectl in the control-plane build")
 }
 
-fn run_kubectl(args: &[&str]) -> String {
+/// kubectl against the local cluster: its stdout, or an error with stdout and
+/// stderr. kubectl's own client logs go to stderr and are not the command's
+/// output (its websocket exec client may log "Unknown stream id 1, discarding
+/// message" after a command's output: a CI run saw it).
+pub fn kubectl_output(args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new(kubectl())
         .arg("--kubeconfig")
         .arg(kubeconfig_path())
         .args(args)
         .current_dir(repo_root())
-        .output()
-        .expect("running kubectl");
-    assert!(
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
         output.status.success(),
-        "kubectl {args:?}: {}",
+        "kubectl {}: {stdout}{}",
+        args.join(" "),
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    Ok(stdout.into_owned())
+}
+
+fn run_kubectl(args: &[&str]) -> String {
+    kubectl_output(args).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A kubeconfig for the `gateway` ServiceAccount of `namespace`, after
