@@ -26,7 +26,7 @@ if (!stateDir) {
   process.exit(2);
 }
 
-const PORT = 32902;
+const PORT = 32702;
 // `localhost`, not 127.0.0.1: browsers (Chromium resolves *.localhost to
 // loopback), Envoy and tests on this host all reach it by this name.
 const ISSUER = `http://localhost:${PORT}`;

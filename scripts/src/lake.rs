@@ -4,7 +4,7 @@
 //! DuckDB's Python package).
 //!
 //! ```text
-//!  s3s-fs ── http://10.233.0.1:32900 (the host's address on the pod network:
+//!  s3s-fs ── http://10.233.0.1:32700 (the host's address on the pod network:
 //!     │       view pods in netns views-pods and the host both reach it)
 //!     └─ root <cache>/lake/data/           bucket = directory
 //!          lake/tpch/sf0.01/<table>/<table>.parquet     TPC-H, 8 tables
@@ -38,8 +38,12 @@ use crate::{paths, progress};
 pub const S3S_FS_VERSION: &str = "0.14.1";
 /// The AWS CLI tests use (PyPI `awscli`).
 pub const AWSCLI_VERSION: &str = "1.46.3";
-/// The port the lake listens on, at the pod network's host address.
-pub const PORT: u16 = 32900;
+/// The port the lake listens on, at the pod network's host address. Like every
+/// fixed port of the local stack (32247–32702: the cluster, the lake, the
+/// views' S3 endpoint, the OIDC provider) it is below Linux's ephemeral range
+/// (32768–60999), so an outgoing connection can never hold it when the server
+/// starts: a CI run lost the OIDC provider's former 32902 that way.
+pub const PORT: u16 = 32700;
 /// The one bucket of sample data.
 pub const BUCKET: &str = "lake";
 /// s3s-fs accepts any region; clients must name one.
@@ -62,7 +66,7 @@ pub enum Command {
 /// A running lake: where it is and how to sign in as its root.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Lake {
-    /// `http://10.233.0.1:32900`, reachable from the host and from pods.
+    /// `http://10.233.0.1:32700`, reachable from the host and from pods.
     pub endpoint: String,
     pub access_key_id: String,
     pub secret_access_key: String,

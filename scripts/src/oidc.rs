@@ -5,8 +5,8 @@
 //! demo user's access token from it through the authorization-code flow.
 //!
 //! ```text
-//!  node scripts/oidc/provider.mjs <cache>/oidc ── issuer http://localhost:32902
-//!     │                                            (listens on 127.0.0.1:32902)
+//!  node scripts/oidc/provider.mjs <cache>/oidc ── issuer http://localhost:32702
+//!     │                                            (listens on 127.0.0.1:32702)
 //!     └─ <cache>/oidc/
 //!          secrets.json   passwords, client secret, signing and cookie keys (generated once)
 //!          oidc.json      issuer, port, clients, users: written by the provider on start,

@@ -17,7 +17,7 @@ async fn discovery_announces_the_code_flow_with_pkce_and_rs256() {
     let provider = oidc::provider();
     let discovery = provider.discovery().await.expect("discovery document");
     expect_that!(discovery["issuer"], eq(&json!(provider.issuer)));
-    expect_that!(provider.issuer.as_str(), eq("http://localhost:32902"));
+    expect_that!(provider.issuer.as_str(), eq("http://localhost:32702"));
     for endpoint in [
         "authorization_endpoint",
         "token_endpoint",

@@ -442,8 +442,8 @@ mod tests {
     #[test]
     fn provider_clusters_are_named_like_the_sidecars() {
         assert_eq!(
-            provider_cluster("http://localhost:32902/jwks").unwrap(),
-            ("idp-http-localhost-32902".into(), "localhost".into(), 32902)
+            provider_cluster("http://localhost:32702/jwks").unwrap(),
+            ("idp-http-localhost-32702".into(), "localhost".into(), 32702)
         );
         assert_eq!(
             provider_cluster("https://id.example.com/certs").unwrap().0,

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //!  local cluster (cluster::up)      namespace `views`: ServiceAccount `gateway` + ui/gateway's RBAC
-//!  lake (lake::ensure_running)      s3s-fs on 10.233.0.1:32900 with the sample data
-//!  OIDC (oidc::ensure_running)      oidc-provider, issuer http://localhost:32902, demo users
+//!  lake (lake::ensure_running)      s3s-fs on 10.233.0.1:32700 with the sample data
+//!  OIDC (oidc::ensure_running)      oidc-provider, issuer http://localhost:32702, demo users
 //!  namespace `views`                + ConfigMap views-gateway-entitlements: the demo's grants
 //!                                   (ui/gateway/entitlements.example.yaml)
 //!  gateway-sidecar (target/debug)   as the `gateway` ServiceAccount (a token kubeconfig);
@@ -11,7 +11,7 @@
 //!                                   `views-gateway`) against the local provider, admins
 //!                                   = group views-admins;
 //!                                   API 127.0.0.1:8081, xDS 127.0.0.1:18000, ops 127.0.0.1:9090,
-//!                                   the views' S3 endpoint on 10.233.0.1:32901 → the lake
+//!                                   the views' S3 endpoint on 10.233.0.1:32701 → the lake
 //!  Envoy 1.37 (ui/gateway/envoy.yaml, node `dev`) on localhost:8080 (`VIEWS_GATEWAY_PORT`);
 //!                                   with --tls: HTTPS for views.localhost on 8443
 //!                                   (`VIEWS_GATEWAY_TLS_PORT`), a certificate from a local
@@ -51,8 +51,8 @@ const NAMESPACE: &str = "views";
 /// to `target/debug/duckdb-view` for pods of RuntimeClass `process`.
 const VIEW_IMAGE: &str = "ghcr.io/views-gateway/duckdb-view:0.1.0";
 /// Where the sidecar serves S3 to view pods: the host's address on the pod
-/// network, so pods (in netns `views-pods`) reach it. Next to the lake's 32900.
-const CREDENTIALS_PORT: u16 = 32901;
+/// network, so pods (in netns `views-pods`) reach it. Next to the lake's 32700.
+const CREDENTIALS_PORT: u16 = 32701;
 /// The demo view: the sales sample (Parquet, partitioned by region), not its
 /// sibling `sales-private/` nor TPC-H.
 const DEMO_VIEW: &str = r#"{"name":"demo","subsets":[{"bucket":"lake","prefixes":["sales/"],"tables":{"sales":{"path":"sales/**/*.parquet","format":"parquet"}}}]}"#;

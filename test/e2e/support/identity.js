@@ -1,5 +1,5 @@
 // The local OpenID Connect provider (`cargo xtask oidc up`: oidc-provider,
-// issuer http://localhost:32902) as the suite meets it: its demo users and
+// issuer http://localhost:32702) as the suite meets it: its demo users and
 // their passwords (`<cache>/oidc/oidc.json`, written by the provider), and
 // the access tokens the global setup obtained from it (support/stack.js).
 

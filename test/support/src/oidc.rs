@@ -46,7 +46,7 @@ pub const SCOPES: &str = "openid profile email groups";
 /// The provider as `cargo xtask oidc up` describes it in `oidc.json`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Oidc {
-    /// `http://localhost:32902`: browsers, Envoy and tests all use this name.
+    /// `http://localhost:32702`: browsers, Envoy and tests all use this name.
     pub issuer: String,
     /// The port on 127.0.0.1 it listens on.
     pub port: u16,
@@ -483,10 +483,10 @@ mod tests {
 
     #[test]
     fn attribute_of_the_marked_tag() {
-        let form = r#"<form id="op.logoutForm" method="post" action="http://localhost:32902/session/end/confirm"><input type="hidden" name="xsrf" value="abc"/></form>"#;
+        let form = r#"<form id="op.logoutForm" method="post" action="http://localhost:32702/session/end/confirm"><input type="hidden" name="xsrf" value="abc"/></form>"#;
         assert_eq!(
             attribute(form, "id=\"op.logoutForm\"", "action"),
-            Some("http://localhost:32902/session/end/confirm")
+            Some("http://localhost:32702/session/end/confirm")
         );
         assert_eq!(attribute(form, "name=\"xsrf\"", "value"), Some("abc"));
     }

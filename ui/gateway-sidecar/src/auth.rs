@@ -175,7 +175,7 @@ mod tests {
         let config = crate::config::Config::parse_from([
             "gateway-sidecar",
             "--oidc-issuer",
-            "http://localhost:32902",
+            "http://localhost:32702",
             "--admin-groups",
             "views-admins",
         ]);

@@ -863,8 +863,8 @@ mod tests {
     #[gtest]
     fn provider_clusters_are_named_by_scheme_host_and_port() {
         expect_that!(
-            authority("http://localhost:32902/jwks"),
-            eq(&(false, "localhost".to_string(), 32902))
+            authority("http://localhost:32702/jwks"),
+            eq(&(false, "localhost".to_string(), 32702))
         );
         expect_that!(
             authority("https://id.example.com/realms/x/protocol/openid-connect/certs"),
