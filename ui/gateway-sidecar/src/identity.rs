@@ -211,11 +211,17 @@ impl Provider {
             reason,
         };
         let uri: hyper::Uri = url.parse().map_err(|e| failed(format!("{e}")))?;
+        // For an https issuer, main made sure at start-up that there are
+        // roots (crate::roots); an http issuer needs none.
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| failed(format!("TLS: {e}")))?
+        .with_root_certificates(crate::roots::system())
+        .with_no_client_auth();
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .map_err(|e| failed(format!("TLS roots: {e}")))?
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .build();

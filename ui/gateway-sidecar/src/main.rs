@@ -19,7 +19,7 @@ use gateway_sidecar::config::Config;
 use gateway_sidecar::envoy_admin::EnvoyAdmin;
 use gateway_sidecar::{
     activator, api, auth, credentials, drain, entitlements, identity, idle, index, kubernetes,
-    telemetry, xds,
+    roots, telemetry, xds,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -30,6 +30,13 @@ async fn main() -> anyhow::Result<()> {
     install_crypto_provider();
     telemetry::init_logging(config.log_json);
     config.validate()?;
+    // https peers need CA certificates: a clear error now, not at the first request.
+    if let Some(issuer) = &config.identity.oidc_issuer {
+        roots::require_for("OIDC_ISSUER", issuer)?;
+    }
+    if let Some(lake) = &config.credentials.lake_endpoint_url {
+        roots::require_for("LAKE_ENDPOINT_URL", lake)?;
+    }
     match &config.identity.oidc_issuer {
         Some(issuer) => {
             let provider = identity::Provider::discover(issuer).await;

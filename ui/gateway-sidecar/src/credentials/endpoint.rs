@@ -140,8 +140,6 @@ impl hyper::service::Service<Request<Incoming>> for Endpoint {
     }
 }
 
-/// An aws-sdk-s3 client for the lake: path-style, static credentials,
-/// checksums only where S3 requires them (the lake need not support more).
 /// An S3 client for `upstream` (path-style, checksums only where S3
 /// requires them): the endpoint's own client for the lake, and a view's
 /// client for the endpoint in tests.
@@ -164,9 +162,17 @@ pub fn s3_client(upstream: &Upstream) -> aws_sdk_s3::Client {
         .credentials_provider(credentials)
         .force_path_style(true)
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+    // The SDK's default client loads the system's CA roots whatever the
+    // scheme (and its debug builds panic without any); an http lake gets a
+    // client that never looks. For an https lake, main checked at start-up
+    // that there are roots (crate::roots).
+    let config = if crate::roots::is_https(&upstream.endpoint) {
+        config
+    } else {
+        config.http_client(aws_smithy_http_client::Builder::new().build_http())
+    };
+    aws_sdk_s3::Client::from_conf(config.build())
 }
 
 // ---------------------------------------------------------------------------
