@@ -24,6 +24,19 @@ const unavailable = {
   headers: { 'Retry-After': { description: 'Seconds to wait before retrying.', schema: { type: 'integer' } } },
 };
 
+const lakeUnavailable = {
+  ...failure('The lake did not answer the gateway in time (`lake_unavailable`); retry after `Retry-After` seconds.'),
+  headers: unavailable.headers,
+};
+
+const bucket = {
+  name: 'bucket',
+  in: 'path',
+  required: true,
+  description: 'The bucket.',
+  schema: schema('BucketName'),
+};
+
 const viewName = {
   name: 'name',
   in: 'path',
@@ -51,6 +64,7 @@ export default {
   tags: [
     { name: 'views', description: 'Views and who may open them.' },
     { name: 'identity', description: 'Who the caller is and what they may read.' },
+    { name: 'lake', description: 'Browsing and previewing the lake with the caller\'s entitlements, to build views.' },
     { name: 'meta', description: 'This document and the gateway\'s readiness.' },
   ],
   paths: {
@@ -176,6 +190,110 @@ export default {
           200: json('The caller, their groups and grants.', 'Me'),
           401: unauthenticated,
           404: failure('Sign-in is off: there is no caller to describe (`not_found`).'),
+        },
+      },
+    },
+    '/_api/lake': {
+      get: {
+        tags: ['lake'],
+        operationId: 'lakeRoots',
+        summary: 'Where the caller may browse the lake',
+        description:
+          'The buckets and prefixes the caller is entitled to read (merged grants), the places to start ' +
+          'browsing from; with sign-in off, every bucket the gateway\'s lake keys list.',
+        responses: {
+          200: json('The roots.', 'LakeRoots'),
+          401: unauthenticated,
+          404: failure('The gateway has no lake configured (`not_found`).'),
+          503: lakeUnavailable,
+        },
+      },
+    },
+    '/_api/lake/{bucket}': {
+      parameters: [bucket],
+      get: {
+        tags: ['lake'],
+        operationId: 'listLake',
+        summary: 'One level of the lake under a prefix',
+        description:
+          'The sub-prefixes and objects directly under `prefix`, one page in key order, listed by the gateway ' +
+          'with its own lake keys (never given to the browser). The caller must be entitled to read every key ' +
+          'under `prefix`: this is decided on the request alone, before the lake is asked, so a refusal says ' +
+          'nothing about what the lake holds.',
+        parameters: [
+          {
+            name: 'prefix',
+            in: 'query',
+            description: 'A key prefix ending with "/" (segments neither empty, "." nor ".."), or "" (the default) for the whole bucket.',
+            schema: { type: 'string', maxLength: 1024 },
+          },
+          {
+            name: 'after',
+            in: 'query',
+            description: 'The `next` of the previous page.',
+            schema: { type: 'string', maxLength: 1024 },
+          },
+          {
+            name: 'limit',
+            in: 'query',
+            description: 'At most this many entries (prefixes and objects); 1000 by default and at most.',
+            schema: { type: 'integer', minimum: 1, maximum: 1000 },
+          },
+        ],
+        responses: {
+          200: json('One page of the listing.', 'LakeListing'),
+          400: failure('A bad bucket, prefix, `after` or `limit` (`invalid_request`, the parameter in `details.parameter`).'),
+          401: unauthenticated,
+          403: failure('The caller may not read under `prefix` (`not_entitled`, naming bucket and prefix in `details`).'),
+          404: failure('No such bucket, or no lake configured (`not_found`).'),
+          503: lakeUnavailable,
+        },
+      },
+    },
+    '/_api/lake/{bucket}/preview': {
+      parameters: [bucket],
+      get: {
+        tags: ['lake'],
+        operationId: 'previewTable',
+        summary: 'The first rows of a table path',
+        description:
+          'Reads the object a table path names (or the first key, in key order, its glob matches) as a view ' +
+          'would, within bounds: at most 100 rows and 50 columns shown, 32 MiB read of a Parquet object (its ' +
+          'footer and the pages the first rows need) or 1 MiB of a CSV or JSON one, 10 seconds. Entitlements ' +
+          'as for listing, on the path\'s directory (its part before the last "/" ahead of any glob character).',
+        parameters: [
+          {
+            name: 'path',
+            in: 'query',
+            required: true,
+            description: 'A table path as in a view\'s `tables`: a key or a glob.',
+            schema: schema('TablePath'),
+          },
+          {
+            name: 'format',
+            in: 'query',
+            required: true,
+            description: 'How to read it.',
+            schema: schema('TableFormat'),
+          },
+          {
+            name: 'rows',
+            in: 'query',
+            description: 'How many rows: 20 by default, at most 100.',
+            schema: { type: 'integer', minimum: 1, maximum: 100 },
+          },
+        ],
+        responses: {
+          200: json('The first rows.', 'TablePreview'),
+          400: failure('A bad bucket, path, format or rows (`invalid_request`, the parameter in `details.parameter`).'),
+          401: unauthenticated,
+          403: failure('The caller may not read the path\'s directory (`not_entitled`, naming bucket and prefix in `details`).'),
+          404: failure('No such bucket or key, or no key matches the glob (`not_found`).'),
+          422: failure(
+            'The object cannot be previewed in that format (`unprocessable`; `details.reason`: `not_parquet`, ' +
+              '`not_csv`, `not_json`, `not_text`, `row_too_long` or `too_large`).',
+          ),
+          503: lakeUnavailable,
         },
       },
     },

@@ -28,6 +28,7 @@
 pub mod api_server;
 pub mod gateway;
 pub mod oidc;
+pub mod openapi;
 pub mod proxy;
 
 use std::future::Future;

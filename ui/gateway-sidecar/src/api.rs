@@ -84,6 +84,8 @@ pub struct AppState {
     pub auth: Auth,
     /// The cluster's ServiceAccount token keys, for Envoy (when accepted).
     pub service_account_keys: Option<crate::kubernetes::service_accounts::Keys>,
+    /// The lake browser (`/_api/lake…`).
+    pub lake: Arc<crate::lake::Lake>,
 }
 
 /// `/_api/…`, served on `HTTP_LISTEN` (localhost; reached through Envoy).
@@ -96,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/_api/views/{name}/stop", axum::routing::post(stop))
         .route("/_api/me", get(me))
         .route("/_api/openapi.json", get(openapi))
+        .merge(crate::lake::router(state.lake.clone()))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -166,7 +169,7 @@ impl IntoResponse for Failure {
     }
 }
 
-fn error(status: StatusCode, code: ApiErrorCode, message: impl Into<String>) -> Failure {
+pub(crate) fn error(status: StatusCode, code: ApiErrorCode, message: impl Into<String>) -> Failure {
     Failure {
         status,
         body: ApiError {
@@ -177,7 +180,7 @@ fn error(status: StatusCode, code: ApiErrorCode, message: impl Into<String>) -> 
     }
 }
 
-fn error_with_details(
+pub(crate) fn error_with_details(
     status: StatusCode,
     code: ApiErrorCode,
     message: impl Into<String>,
@@ -251,13 +254,20 @@ fn not_found(name: &str) -> Failure {
     )
 }
 
-fn not_entitled(refused: Refused) -> Failure {
+pub(crate) fn not_entitled(refused: Refused) -> Failure {
     error_with_details(
         StatusCode::FORBIDDEN,
         ApiErrorCode::NotEntitled,
         refused.to_string(),
         refused.details(),
     )
+}
+
+/// A refusal of the request's `field` (a JSON Pointer), for a form.
+fn not_entitled_at(refused: Refused, field: String) -> Failure {
+    let mut failure = not_entitled(refused);
+    failure.body.details.insert("field".into(), field.into());
+    failure
 }
 
 /// With sign-in on: the owner may read (or write) every subset of the view,
@@ -281,11 +291,20 @@ fn check_entitlements(
             &spec.subsets,
         )
     }
-    .map_err(not_entitled)?;
+    .map_err(|refused| {
+        let field = format!("/subsets/{}/prefixes", refused.subset.unwrap_or(0));
+        not_entitled_at(refused, field)
+    })?;
     for target in share_targets(spec.shared_with.as_ref()) {
         entitlements
             .check_target(&target, &spec.subsets)
-            .map_err(not_entitled)?;
+            .map_err(|refused| {
+                let field = match target {
+                    Principal::User(_) => "/sharedWith/users",
+                    Principal::Group(_) => "/sharedWith/groups",
+                };
+                not_entitled_at(refused, field.into())
+            })?;
     }
     Ok(())
 }
@@ -381,11 +400,13 @@ pub fn parse_request(
                 "the view spec does not match the ViewRequest schema",
             )
         };
+        // The first problem's field, for a form to show the error beside.
+        let field = problems[0]["path"].clone();
         return Err(error_with_details(
             StatusCode::BAD_REQUEST,
             code,
             message,
-            serde_json::json!({"problems": problems}),
+            serde_json::json!({"field": field, "problems": problems}),
         ));
     }
     serde_json::from_value(value).map_err(|e| {
@@ -498,9 +519,22 @@ async fn create(
             Invalid::ReservedName(_) => ApiErrorCode::ReservedName,
             _ => ApiErrorCode::Unprocessable,
         };
-        error(StatusCode::UNPROCESSABLE_ENTITY, code, invalid.to_string())
+        let field = serde_json::json!({"field": invalid.field()});
+        error_with_details(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            invalid.to_string(),
+            field,
+        )
     })?;
-    let created = state.writer.create(&spec).await.map_err(write_error)?;
+    let created = state.writer.create(&spec).await.map_err(|e| {
+        // A view of that name exists: the name is at fault.
+        let mut failure = write_error(e);
+        if failure.status == StatusCode::CONFLICT {
+            failure.body.details.insert("field".into(), "/name".into());
+        }
+        failure
+    })?;
     // Answer only once this sidecar's own index (and so its xDS) has the
     // view: a client can use it as soon as it has the 201.
     let uid = created.service().metadata.uid.clone().unwrap_or_default();

@@ -227,6 +227,19 @@ pub struct CredentialsConfig {
     pub master_key_secret: String,
 }
 
+impl CredentialsConfig {
+    /// The lake and the sidecar's own keys for it, when all are set (the
+    /// views' S3 endpoint and the lake browser use them).
+    pub fn lake_upstream(&self) -> Option<crate::credentials::Upstream> {
+        Some(crate::credentials::Upstream {
+            endpoint: self.lake_endpoint_url.clone()?,
+            access_key_id: self.lake_access_key_id.clone()?,
+            secret_access_key: self.lake_secret_access_key.clone()?,
+            region: self.lake_region.clone(),
+        })
+    }
+}
+
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))

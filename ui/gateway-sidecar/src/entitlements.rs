@@ -125,8 +125,9 @@ pub enum Status {
 #[serde(rename_all = "camelCase")]
 #[error("{who} may not {access} {bucket}/{prefix}{}", .entitlements.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
 pub struct Refused {
-    /// The subset's index in the request.
-    pub subset: usize,
+    /// The subset's index in the request (none for the lake browser's checks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<u32>,
     pub bucket: String,
     pub prefix: String,
     /// The access missing: `write` for a subset with `write: true`.
@@ -370,7 +371,7 @@ impl Entitlements {
             });
             if let Some(prefix) = refused {
                 return Err(Refused {
-                    subset: index,
+                    subset: u32::try_from(index).ok(),
                     bucket: subset.bucket.to_string(),
                     prefix: prefix.to_string(),
                     access,
@@ -380,6 +381,27 @@ impl Entitlements {
             }
         }
         Ok(())
+    }
+
+    /// Whether `who` may read every key under `prefix` of `bucket` (`""`:
+    /// the whole bucket): the lake browser's check, on the same containment
+    /// rule as a subset's. A refusal names no subset.
+    pub fn check_read(&self, who: &Identity, bucket: &str, prefix: &str) -> Result<(), Refused> {
+        let granted = self
+            .rules
+            .iter()
+            .any(|rule| applies_to(rule, who) && rule.covers(bucket, prefix, Access::Read));
+        if granted {
+            return Ok(());
+        }
+        Err(Refused {
+            subset: None,
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            access: Access::Read,
+            who: Principal::User(who.user.clone()),
+            entitlements: self.why_nothing_is_granted(),
+        })
     }
 
     fn why_nothing_is_granted(&self) -> Option<String> {
@@ -554,7 +576,7 @@ grants:
         expect_that!(
             entitlements.check(&ana(), &read("lake", &["sales-private/"])),
             err(eq(&Refused {
-                subset: 0,
+                subset: Some(0),
                 bucket: "lake".into(),
                 prefix: "sales-private/".into(),
                 access: Access::Read,
@@ -571,6 +593,38 @@ grants:
         expect_that!(
             entitlements.check(&Identity::new("ana", ["other"]), &read("lake", &["sales/"])),
             err(anything())
+        );
+    }
+
+    #[gtest]
+    fn the_lake_browser_reads_within_a_grant_only() {
+        let entitlements = demo();
+        expect_that!(
+            entitlements.check_read(&ana(), "lake", "sales/"),
+            ok(anything())
+        );
+        expect_that!(
+            entitlements.check_read(&ana(), "lake", "sales/region=eu/"),
+            ok(anything())
+        );
+        for (bucket, prefix) in [
+            ("lake", "sales-private/"),
+            ("lake", ""),
+            ("lake", "tpch/"),
+            ("scratch", "sales/"),
+        ] {
+            expect_that!(
+                entitlements.check_read(&ana(), bucket, prefix),
+                err(anything()),
+                "{bucket}/{prefix}"
+            );
+        }
+        let refused = entitlements
+            .check_read(&ana(), "lake", "tpch/")
+            .expect_err("refused");
+        expect_that!(
+            refused.details(),
+            eq(&json!({"bucket": "lake", "prefix": "tpch/", "access": "read", "user": "ana"}))
         );
     }
 

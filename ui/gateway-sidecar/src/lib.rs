@@ -35,6 +35,7 @@ pub mod identity;
 pub mod idle;
 pub mod index;
 pub mod kubernetes;
+pub mod lake;
 pub mod roots;
 pub mod telemetry;
 pub mod tls;

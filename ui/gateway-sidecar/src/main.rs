@@ -19,7 +19,7 @@ use gateway_sidecar::config::Config;
 use gateway_sidecar::envoy_admin::EnvoyAdmin;
 use gateway_sidecar::{
     activator, api, auth, credentials, drain, entitlements, identity, idle, index, kubernetes,
-    roots, telemetry, xds,
+    lake, roots, telemetry, xds,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -147,7 +147,15 @@ async fn main() -> anyhow::Result<()> {
     let api_metrics = Arc::new(api::Metrics::default());
     api_metrics.register(&mut registry);
     let auth = auth::Auth::new(&config);
+    let lake_metrics = Arc::new(lake::Metrics::default());
+    lake_metrics.register(&mut registry);
+    let lake = Arc::new(lake::Lake::new(
+        config.credentials.lake_upstream().as_ref(),
+        index.clone(),
+        lake_metrics,
+    ));
     let state = api::AppState {
+        lake,
         auth,
         service_account_keys,
         drain: drain.watch(),
@@ -315,12 +323,9 @@ async fn serve_credentials<S: Future<Output = ()>>(
         return Ok(None);
     };
     // validate() made sure these are set along with CREDENTIALS_LISTEN.
-    let upstream = credentials::Upstream {
-        endpoint: settings.lake_endpoint_url.clone().unwrap_or_default(),
-        access_key_id: settings.lake_access_key_id.clone().unwrap_or_default(),
-        secret_access_key: settings.lake_secret_access_key.clone().unwrap_or_default(),
-        region: settings.lake_region.clone(),
-    };
+    let upstream = settings
+        .lake_upstream()
+        .context("CREDENTIALS_LISTEN needs the lake's settings")?;
     let listener = bind(listen).await?;
     tracing::info!(%listen, lake = upstream.endpoint, "S3 endpoint for views");
     let endpoint = credentials::Endpoint::new(broker, Arc::new(index), &upstream);

@@ -38,15 +38,37 @@ pub enum Invalid {
     #[error("`{0}` is reserved and cannot be a view name")]
     ReservedName(String),
     #[error("table `{table}` path `{path}` is not inside any prefix of its subset")]
-    TableOutsidePrefixes { table: String, path: String },
-    #[error("table `{0}` is defined more than once")]
-    DuplicateTable(String),
+    TableOutsidePrefixes {
+        subset: usize,
+        table: String,
+        path: String,
+    },
+    #[error("table `{table}` is defined more than once")]
+    DuplicateTable { subset: usize, table: String },
     #[error("{field} must be between {min} and {max}")]
     OutOfRange {
         field: &'static str,
         min: i64,
         max: i64,
     },
+}
+
+impl Invalid {
+    /// The request's field at fault, as a JSON Pointer (the API error's
+    /// `details.field`, so a form can show the error beside it).
+    pub fn field(&self) -> String {
+        let escape = |token: &str| token.replace('~', "~0").replace('/', "~1");
+        match self {
+            Invalid::ReservedName(_) => "/name".into(),
+            Invalid::TableOutsidePrefixes { subset, table, .. } => {
+                format!("/subsets/{subset}/tables/{}/path", escape(table))
+            }
+            Invalid::DuplicateTable { subset, table } => {
+                format!("/subsets/{subset}/tables/{}", escape(table))
+            }
+            Invalid::OutOfRange { field, .. } => format!("/{field}"),
+        }
+    }
 }
 
 /// Check what the JSON Schema cannot say, and fill in defaults, so that the
@@ -57,10 +79,13 @@ pub fn normalize(mut request: ViewRequest, config: &Config) -> Result<ViewReques
         return Err(Invalid::ReservedName(name));
     }
     let mut tables = std::collections::BTreeSet::new();
-    for subset in &request.subsets {
+    for (index, subset) in request.subsets.iter().enumerate() {
         for (table, definition) in &subset.tables {
             if !tables.insert(table.to_string()) {
-                return Err(Invalid::DuplicateTable(table.to_string()));
+                return Err(Invalid::DuplicateTable {
+                    subset: index,
+                    table: table.to_string(),
+                });
             }
             let path = definition.path.to_string();
             if !subset
@@ -69,6 +94,7 @@ pub fn normalize(mut request: ViewRequest, config: &Config) -> Result<ViewReques
                 .any(|prefix| path.starts_with(prefix.as_str()))
             {
                 return Err(Invalid::TableOutsidePrefixes {
+                    subset: index,
                     table: table.to_string(),
                     path,
                 });
@@ -214,10 +240,14 @@ mod tests {
     fn a_table_outside_its_prefixes_is_refused() {
         let mut json = sales();
         json["subsets"][0]["tables"]["orders"]["path"] = "private/orders.parquet".into();
+        let refused = normalize(request(json), &config()).expect_err("refused");
         expect_that!(
-            normalize(request(json), &config()),
-            err(matches_pattern!(Invalid::TableOutsidePrefixes { .. }))
+            refused,
+            matches_pattern!(Invalid::TableOutsidePrefixes { .. })
         );
+        // The field a form shows the error beside.
+        expect_that!(refused.field(), eq("/subsets/0/tables/orders/path"));
+        expect_that!(Invalid::ReservedName("api".into()).field(), eq("/name"));
     }
 
     #[gtest]

@@ -22,7 +22,8 @@ export default {
     details: {
       description:
         'Specifics, by error: for example `field` (a JSON Pointer into the request) for invalid_request, ' +
-        '`reason` for view_failed, `retryAfterSeconds` for view_starting, kubernetes_unavailable and gateway_unavailable ' +
+        '`parameter` (the query parameter at fault) for invalid_request on the lake browser, ' +
+        '`reason` for view_failed and unprocessable previews, `retryAfterSeconds` for view_starting, kubernetes_unavailable and gateway_unavailable ' +
         '(every 503 also carries a Retry-After header).',
       type: 'object',
       additionalProperties: true,
@@ -69,7 +70,8 @@ export default {
         'view_failed (502): the view\'s workload cannot start (image pull failure, unschedulable, quota); ' +
         'kubernetes_unavailable (503): the Kubernetes API cannot be reached; ' +
         'gateway_unavailable (503): the gateway\'s control plane (its sidecar) does not answer, for example while it restarts; ' +
-        'view_starting (503): the view did not become ready in time, try again.',
+        'view_starting (503): the view did not become ready in time, try again; ' +
+        'lake_unavailable (503): the data lake did not answer the gateway (in time), try again.',
       type: 'string',
       enum: [
         'invalid_request',
@@ -90,6 +92,7 @@ export default {
         'kubernetes_unavailable',
         'gateway_unavailable',
         'view_starting',
+        'lake_unavailable',
       ],
       examples: ['not_found'],
     },

@@ -60,7 +60,7 @@ impl ::std::convert::TryFrom<::std::string::String> for Access {
 #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ApiError {
-    ///Specifics, by error: for example `field` (a JSON Pointer into the request) for invalid_request, `reason` for view_failed, `retryAfterSeconds` for view_starting, kubernetes_unavailable and gateway_unavailable (every 503 also carries a Retry-After header).
+    ///Specifics, by error: for example `field` (a JSON Pointer into the request) for invalid_request, `parameter` (the query parameter at fault) for invalid_request on the lake browser, `reason` for view_failed and unprocessable previews, `retryAfterSeconds` for view_starting, kubernetes_unavailable and gateway_unavailable (every 503 also carries a Retry-After header).
     #[serde(default, skip_serializing_if = "::serde_json::Map::is_empty")]
     pub details: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     ///What went wrong, machine-readable.
@@ -68,7 +68,7 @@ pub struct ApiError {
     ///What went wrong, for people.
     pub message: ::std::string::String,
 }
-///invalid_request (400): the body is not valid JSON or does not match the schema; invalid_name (400): the view name is not a valid name; reserved_name (422): the view name is reserved by the gateway; unauthenticated (401): no valid sign-in (a session cookie, or Authorization: Bearer <token> from the identity provider); forbidden (403): the caller may not do this (for example create a view for someone else); not_entitled (403): the caller, or someone a view is shared with, is not entitled to a subset of the view (details name the subset); not_found (404): no such view or route; method_not_allowed (405): the route does not take this method; conflict (409): a view with that name already exists; payload_too_large (413): the request body is too large; unsupported_media_type (415): the body is not application/json; unprocessable (422): the request is well-formed but cannot be carried out (for example a table path outside its subset's prefixes); quota_exceeded (429): the gateway's limit on views or running workloads is reached; internal (500): a bug or an unexpected failure; view_failed (502): the view's workload cannot start (image pull failure, unschedulable, quota); kubernetes_unavailable (503): the Kubernetes API cannot be reached; gateway_unavailable (503): the gateway's control plane (its sidecar) does not answer, for example while it restarts; view_starting (503): the view did not become ready in time, try again.
+///invalid_request (400): the body is not valid JSON or does not match the schema; invalid_name (400): the view name is not a valid name; reserved_name (422): the view name is reserved by the gateway; unauthenticated (401): no valid sign-in (a session cookie, or Authorization: Bearer <token> from the identity provider); forbidden (403): the caller may not do this (for example create a view for someone else); not_entitled (403): the caller, or someone a view is shared with, is not entitled to a subset of the view (details name the subset); not_found (404): no such view or route; method_not_allowed (405): the route does not take this method; conflict (409): a view with that name already exists; payload_too_large (413): the request body is too large; unsupported_media_type (415): the body is not application/json; unprocessable (422): the request is well-formed but cannot be carried out (for example a table path outside its subset's prefixes); quota_exceeded (429): the gateway's limit on views or running workloads is reached; internal (500): a bug or an unexpected failure; view_failed (502): the view's workload cannot start (image pull failure, unschedulable, quota); kubernetes_unavailable (503): the Kubernetes API cannot be reached; gateway_unavailable (503): the gateway's control plane (its sidecar) does not answer, for example while it restarts; view_starting (503): the view did not become ready in time, try again; lake_unavailable (503): the data lake did not answer the gateway (in time), try again.
 #[derive(
     ::serde::Deserialize,
     ::serde::Serialize,
@@ -118,6 +118,8 @@ pub enum ApiErrorCode {
     GatewayUnavailable,
     #[serde(rename = "view_starting")]
     ViewStarting,
+    #[serde(rename = "lake_unavailable")]
+    LakeUnavailable,
 }
 impl ::std::fmt::Display for ApiErrorCode {
     fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
@@ -140,6 +142,7 @@ impl ::std::fmt::Display for ApiErrorCode {
             Self::KubernetesUnavailable => f.write_str("kubernetes_unavailable"),
             Self::GatewayUnavailable => f.write_str("gateway_unavailable"),
             Self::ViewStarting => f.write_str("view_starting"),
+            Self::LakeUnavailable => f.write_str("lake_unavailable"),
         }
     }
 }
@@ -167,6 +170,7 @@ impl ::std::str::FromStr for ApiErrorCode {
             "kubernetes_unavailable" => Ok(Self::KubernetesUnavailable),
             "gateway_unavailable" => Ok(Self::GatewayUnavailable),
             "view_starting" => Ok(Self::ViewStarting),
+            "lake_unavailable" => Ok(Self::LakeUnavailable),
             _ => Err("invalid value".into()),
         }
     }
@@ -557,6 +561,44 @@ impl<'de> ::serde::Deserialize<'de> for KeyPrefix {
             })
     }
 }
+///The sub-prefixes ("folders") and objects directly under a prefix the caller may read, one page of them in key order. Listed by the gateway with its own lake keys, after checking the caller's entitlements.
+#[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LakeListing {
+    ///The bucket listed.
+    pub bucket: BucketName,
+    ///There is more: pass this as `after` for the next page.
+    #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+    pub next: ::std::option::Option<::std::string::String>,
+    ///Objects directly under `prefix`.
+    pub objects: ::std::vec::Vec<LakeObject>,
+    ///The prefix listed ("" is the whole bucket).
+    pub prefix: ::std::string::String,
+    ///Sub-prefixes directly under `prefix`, each ending with "/".
+    pub prefixes: ::std::vec::Vec<::std::string::String>,
+}
+///An object in the lake.
+#[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LakeObject {
+    ///Its full key in the bucket.
+    pub key: ::std::string::String,
+    ///When it was last written.
+    #[serde(
+        rename = "lastModified",
+        skip_serializing_if = "::std::option::Option::is_none"
+    )]
+    pub last_modified: ::std::option::Option<::jiff::Timestamp>,
+    ///Its size in bytes.
+    pub size: u64,
+}
+///The buckets and key prefixes the caller may browse and build views from: their entitlements, merged (as in `Me.grants`). With sign-in off, every bucket the gateway's lake keys can list, whole.
+#[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LakeRoots {
+    ///Per bucket and access, the outermost prefixes; the empty prefix is the whole bucket.
+    pub roots: ::std::vec::Vec<Grant>,
+}
 ///The signed-in caller: their user id and groups as the identity provider asserted them, whether they administer the gateway, and the parts of the lake the operator entitled them to.
 #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -639,6 +681,16 @@ impl<'de> ::serde::Deserialize<'de> for Owner {
                 <D::Error as ::serde::de::Error>::custom(e.to_string())
             })
     }
+}
+///A column of a preview.
+#[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewColumn {
+    ///Its name (for CSV, from the header line).
+    pub name: ::std::string::String,
+    ///Its type, where the format stores one (Parquet: the Arrow type).
+    #[serde(rename = "type", skip_serializing_if = "::std::option::Option::is_none")]
+    pub type_: ::std::option::Option<::std::string::String>,
 }
 ///How a view is reached: its name and the host that routes to it. The gateway matches the Host header (port removed) exactly against `hostname`; there is no wildcard.
 #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
@@ -871,6 +923,31 @@ impl<'de> ::serde::Deserialize<'de> for TablePath {
                 <D::Error as ::serde::de::Error>::custom(e.to_string())
             })
     }
+}
+///The first rows of the first object a table path names (a key, or the first key a glob matches), read as a view would read it, within bounds: at most 100 rows and 50 columns, a bounded number of bytes read and seconds spent. Values are shown as text.
+#[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TablePreview {
+    ///The bucket.
+    pub bucket: BucketName,
+    ///Bytes read from the lake for this preview.
+    #[serde(rename = "bytesRead")]
+    pub bytes_read: u64,
+    ///The columns shown, in order.
+    pub columns: ::std::vec::Vec<PreviewColumn>,
+    ///Columns the object has beyond those shown.
+    #[serde(rename = "columnsOmitted")]
+    pub columns_omitted: u64,
+    ///How the object was read.
+    pub format: TableFormat,
+    ///The object previewed: the path itself, or the first key its glob matches.
+    pub key: ::std::string::String,
+    ///The table path asked for.
+    pub path: TablePath,
+    ///The first rows: one text value (or null) per column shown.
+    pub rows: ::std::vec::Vec<
+        ::std::vec::Vec<::std::option::Option<::std::string::String>>,
+    >,
 }
 ///A view: a named, on-demand DuckDB workload over subsets of the data lake, and its current state. Everything here is read from the view's Service and its Job, pods and endpoints.
 #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
@@ -1206,6 +1283,18 @@ impl ApiError {
         "../../schemas/ApiError.schema.json"
     );
 }
+impl LakeListing {
+    ///The JSON Schema document `LakeListing` is generated from (ui/types/schemas/LakeListing.schema.json).
+    pub const JSON_SCHEMA: &'static str = include_str!(
+        "../../schemas/LakeListing.schema.json"
+    );
+}
+impl LakeRoots {
+    ///The JSON Schema document `LakeRoots` is generated from (ui/types/schemas/LakeRoots.schema.json).
+    pub const JSON_SCHEMA: &'static str = include_str!(
+        "../../schemas/LakeRoots.schema.json"
+    );
+}
 impl Me {
     ///The JSON Schema document `Me` is generated from (ui/types/schemas/Me.schema.json).
     pub const JSON_SCHEMA: &'static str = include_str!("../../schemas/Me.schema.json");
@@ -1220,6 +1309,12 @@ impl Subset {
     ///The JSON Schema document `Subset` is generated from (ui/types/schemas/Subset.schema.json).
     pub const JSON_SCHEMA: &'static str = include_str!(
         "../../schemas/Subset.schema.json"
+    );
+}
+impl TablePreview {
+    ///The JSON Schema document `TablePreview` is generated from (ui/types/schemas/TablePreview.schema.json).
+    pub const JSON_SCHEMA: &'static str = include_str!(
+        "../../schemas/TablePreview.schema.json"
     );
 }
 impl View {
