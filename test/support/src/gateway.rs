@@ -309,6 +309,11 @@ impl Gateway {
         None
     }
 
+    /// Envoy's access log so far (one JSON line per request).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("envoy-access.log")).unwrap_or_default()
+    }
+
     /// Start the sidecar again (after [`Gateway::kill_sidecar`]) and wait for it.
     pub async fn restart_sidecar(&mut self) {
         self.kill_sidecar();

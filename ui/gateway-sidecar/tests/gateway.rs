@@ -52,6 +52,54 @@ async fn get(gateway: &Gateway, host: &str, path: &str) -> (StatusCode, String) 
     (response.status(), response.text().await.unwrap_or_default())
 }
 
+/// The kubelet probes every replica's Envoy at `GET /_api/readyz` every 5 s:
+/// a passed probe is not access-logged; everything else is.
+#[gtest]
+#[tokio::test]
+async fn passed_readiness_probes_stay_out_of_the_access_log() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    let gateway = Gateway::start("probelog", namespace.name()).await;
+    for _ in 0..3 {
+        let (status, _) = get(&gateway, "localhost", "/_api/readyz").await;
+        expect_that!(status, eq(StatusCode::OK));
+    }
+    let posted = gateway
+        .client()
+        .post(gateway.url("localhost", "/_api/readyz"))
+        .send()
+        .await
+        .expect("POST /_api/readyz");
+    expect_that!(posted.status().is_success(), eq(false));
+    let (status, _) = get(&gateway, "localhost", "/_api/views").await;
+    expect_that!(status, eq(StatusCode::OK));
+    // Lines are written in request order: once the last one is there, so
+    // would be the probes'.
+    let lines = eventually(WAIT, || async {
+        let log = gateway.access_log();
+        let lines: Vec<Value> = log
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        ensure!(
+            lines.iter().any(|line| line["path"] == "/_api/views"),
+            "GET /_api/views not logged yet: {log}"
+        );
+        Ok(lines)
+    })
+    .await;
+    // Only the refused POST: its status, as Envoy writes it (a number or a string).
+    let probes: Vec<String> = lines
+        .iter()
+        .filter(|line| line["path"] == "/_api/readyz")
+        .map(|line| format!("{} {}", line["method"], line["status"]).replace('"', ""))
+        .collect();
+    expect_that!(
+        probes,
+        elements_are![eq(&format!("POST {}", posted.status().as_u16()))]
+    );
+}
+
 #[gtest]
 #[tokio::test]
 async fn a_view_whose_spec_was_broken_by_hand_shows_as_invalid_and_can_be_deleted() {

@@ -861,6 +861,8 @@ const PLAIN_HTTP: &str = "gateway-http";
 /// (~186,000 without sign-in), the largest part of what the warm path costs
 /// over a static Envoy (see `scripts/bench/analysis.md`). Buffering does not change it: Envoy
 /// already hands the lines to a flush thread in 64 KiB writes.
+///
+/// Not logged: a readiness probe that passed ([`not_a_passed_readiness_probe`]).
 fn access_log() -> envoy_types::pb::envoy::config::accesslog::v3::AccessLog {
     use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
     use envoy_types::pb::google::protobuf::{Value, value::Kind};
@@ -898,12 +900,69 @@ fn access_log() -> envoy_types::pb::envoy::config::accesslog::v3::AccessLog {
     };
     accesslog::AccessLog {
         name: "envoy.access_loggers.stdout".into(),
+        filter: Some(not_a_passed_readiness_probe()),
         config_type: Some(accesslog::access_log::ConfigType::TypedConfig(any(
             "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
             &stdout,
         ))),
         ..Default::default()
     }
+}
+
+/// Every request but a `GET` of [`access::READINESS_PATH`] answered 200: the
+/// kubelet's probe of each replica (every 5 s, through this listener) would
+/// otherwise be most of an idle gateway's log. The path is public on every
+/// host and answers nothing but readiness, so a client that asks it too
+/// hides nothing by going unlogged; a failed probe (503, or no answer) is
+/// logged.
+fn not_a_passed_readiness_probe() -> accesslog::AccessLogFilter {
+    use accesslog::access_log_filter::FilterSpecifier;
+    use accesslog::comparison_filter::Op;
+    let filter = |specifier| accesslog::AccessLogFilter {
+        filter_specifier: Some(specifier),
+    };
+    let header = |name: &str, value: &str| {
+        filter(FilterSpecifier::HeaderFilter(accesslog::HeaderFilter {
+            header: Some(route::HeaderMatcher {
+                name: name.into(),
+                header_match_specifier: Some(
+                    route::header_matcher::HeaderMatchSpecifier::StringMatch(
+                        envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher {
+                            match_pattern: Some(
+                                envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern::Exact(
+                                    value.into(),
+                                ),
+                            ),
+                            ..Default::default()
+                        },
+                    ),
+                ),
+                invert_match: true,
+                treat_missing_header_as_empty: true,
+            }),
+        }))
+    };
+    let status = |op: Op, value: u32, key: &str| {
+        filter(FilterSpecifier::StatusCodeFilter(
+            accesslog::StatusCodeFilter {
+                comparison: Some(accesslog::ComparisonFilter {
+                    op: op as i32,
+                    value: Some(core::RuntimeUInt32 {
+                        default_value: value,
+                        runtime_key: format!("views_gateway.access_log.readiness_status_{key}"),
+                    }),
+                }),
+            },
+        ))
+    };
+    filter(FilterSpecifier::OrFilter(accesslog::OrFilter {
+        filters: vec![
+            header(":path", access::READINESS_PATH),
+            header(":method", "GET"),
+            status(Op::Ge, 201, "above"),
+            status(Op::Le, 199, "below"),
+        ],
+    }))
 }
 
 /// Wire-compatible stand-ins for messages holding a protobuf map, encoding
