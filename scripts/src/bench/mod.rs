@@ -21,6 +21,8 @@
 
 mod chart;
 mod cold;
+mod config_dump;
+mod edge;
 mod gateway;
 mod objects;
 mod procs;

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use test_support::oidc::{self, CLI_CLIENT, GATEWAY_CLIENT, GATEWAY_RESOURCE, Oidc};
 
+use super::config_dump::{config_dump, differ, find};
 use super::gateway as gw;
 
 /// The bench view's owner, a demo user of the local provider (group
@@ -231,15 +232,6 @@ pub async fn sidecar_api(http: &reqwest::Client, admin_port: u16) -> anyhow::Res
     ))
 }
 
-pub async fn config_dump(http: &reqwest::Client, admin_port: u16) -> anyhow::Result<Value> {
-    let url = format!("http://127.0.0.1:{admin_port}/config_dump");
-    let (status, body) = gw::get_with(http, &url).await?;
-    if status != 200 {
-        bail!("Envoy admin {url}: status {status}");
-    }
-    Ok(serde_json::from_str(&body)?)
-}
-
 /// The provider's cluster for `uri`, named as the sidecar names it
 /// (`idp-<scheme>-<host>-<port>`), with its host and port.
 fn provider_cluster(uri: &str) -> anyhow::Result<(String, String, u16)> {
@@ -316,18 +308,6 @@ async fn sign_in_config(
     Ok(config)
 }
 
-/// The first value `pick` returns, depth first.
-fn find<'a, T>(value: &'a Value, pick: &dyn Fn(&'a Value) -> Option<T>) -> Option<T> {
-    if let Some(found) = pick(value) {
-        return Some(found);
-    }
-    match value {
-        Value::Object(map) => map.values().find_map(|v| find(v, pick)),
-        Value::Array(items) => items.iter().find_map(|v| find(v, pick)),
-        _ => None,
-    }
-}
-
 /// Drop where secrets come from (SDS over ADS, or static), and the
 /// listeners' ports from URLs (a callback URL may name its listener's).
 fn normalise(value: &mut Value, listen_ports: &[u16]) {
@@ -342,29 +322,6 @@ fn normalise(value: &mut Value, listen_ports: &[u16]) {
                 *text = text.replace(&format!(":{port}/"), "/");
             }
         }
-        _ => {}
-    }
-}
-
-/// Where `a` and `b` differ, as JSON pointers with both values.
-fn differ(at: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-            for key in keys {
-                let (x, y) = (
-                    x.get(key).unwrap_or(&Value::Null),
-                    y.get(key).unwrap_or(&Value::Null),
-                );
-                differ(&format!("{at}/{key}"), x, y, out);
-            }
-        }
-        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
-            for (i, (x, y)) in x.iter().zip(y).enumerate() {
-                differ(&format!("{at}/{i}"), x, y, out);
-            }
-        }
-        _ if a != b => out.push(format!("  {at}: gateway {a}, static {b}")),
         _ => {}
     }
 }

@@ -1,15 +1,21 @@
 //! `bench warm`: the warm path against its baselines, same run, same backend.
 //!
 //! One echo-server pod (a real process at its pod IP, the release build)
-//! serves three paths:
+//! serves four paths:
 //!
 //! ```text
-//! direct   wrk ──────────────────────────────────────► pod IP:8080
-//! static   wrk ──► Envoy, scripts/bench/envoy-static.yaml ──► pod
-//! gateway  wrk ──► the gateway's Envoy (Host bench.localhost, view warm) ──► pod
+//! direct       wrk ──────────────────────────────────────► pod IP:8080
+//! static       wrk ──► Envoy, scripts/bench/envoy-static.yaml ──► pod
+//! static-edge  wrk ──► Envoy, the same + scripts/bench/envoy-edge.yaml ──► pod
+//! gateway      wrk ──► the gateway's Envoy (Host bench.localhost, view warm) ──► pod
 //! ```
 //!
-//! Both Envoys run the same binary with the same options: one worker
+//! `static-edge` adds the gateway's edge settings and access log to the
+//! static baseline (see [`edge`]): gateway/static-edge is what the gateway's
+//! dynamic routing costs, gateway/static what the gateway costs over an
+//! Envoy with nothing but the same authentication.
+//!
+//! The Envoys run the same binary with the same options: one worker
 //! (`--concurrency 1`), the same overload manager, stdout to a file. On a
 //! machine with two CPUs or more they are pinned to CPU 0 and wrk and the
 //! backend to CPU 1, so that under load the proxy is what limits the
@@ -28,9 +34,9 @@
 //! the gateway runs with the local provider as its issuer and a client
 //! secret (oauth2, jwt_authn and the view's RBAC in its chain), the view is
 //! ana's, created with her token, and every request of every path carries
-//! `Authorization: Bearer <her token>`; the static Envoy runs
+//! `Authorization: Bearer <her token>`; the static Envoys run
 //! `scripts/bench/envoy-static-signed-in.yaml`, the same filters. The run
-//! fails if the two Envoys' sign-in settings differ, if any request was
+//! fails if the Envoys' sign-in or edge settings differ, if any request was
 //! refused or not verified, or if the sidecar was asked (ext_authz) at all.
 
 use std::net::IpAddr;
@@ -44,7 +50,7 @@ use test_support::TestNamespace;
 use test_support::gateway::Gateway;
 
 use super::gateway::{self as gw, poll};
-use super::{objects, procs, sign_in, wrk};
+use super::{config_dump, edge, objects, procs, sign_in, wrk};
 use crate::{paths, progress};
 
 const VIEW: &str = "bench";
@@ -122,7 +128,9 @@ pub struct ExtAuthz {
     pub gateway_requests: u64,
 }
 
-pub const PATHS: [&str; 3] = ["direct", "static", "gateway"];
+pub const PATHS: [&str; 4] = ["direct", "static", "static-edge", "gateway"];
+/// The baselines the gateway is compared with, the goals' first.
+pub const BASELINES: [&str; 3] = ["static-edge", "static", "direct"];
 /// The sidecar's counter of ext_authz checks (name per the lead's plan).
 const EXT_AUTHZ_METRIC: &str = "gateway_ext_authz_checks";
 
@@ -287,35 +295,55 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
     progress::info(format!("pod {pod_name} at {pod_ip}: warm"));
     step.done();
 
-    let static_envoy = match &signed_in {
+    let (template, values) = match &signed_in {
         Some(signed_in) => {
             let sidecar_api = sign_in::sidecar_api(&http, gateway.admin_port).await?;
-            let values = signed_in.template_values(VIEW, sidecar_api)?;
-            StaticEnvoy::start(&http, pod_ip, sign_in::TEMPLATE, values, token).await?
+            (
+                sign_in::TEMPLATE,
+                signed_in.template_values(VIEW, sidecar_api)?,
+            )
         }
-        None => StaticEnvoy::start(&http, pod_ip, STATIC_TEMPLATE, Vec::new(), token).await?,
+        None => (STATIC_TEMPLATE, Vec::new()),
+    };
+    let mut static_envoys = Vec::new();
+    for (name, with_edge) in [("static", false), ("static-edge", true)] {
+        let mut values = values.clone();
+        values.push(("EDGE", edge::template_value(with_edge)?));
+        static_envoys.push(StaticEnvoy::start(&http, name, pod_ip, template, values, token).await?);
+    }
+    let [static_envoy, static_edge] = &static_envoys[..] else {
+        unreachable!("two static Envoys were started")
     };
     if signed_in.is_some() {
-        sign_in::check_same_filters(
-            &http,
-            VIEW,
-            (gateway.admin_port, gateway.port),
-            (static_envoy.admin_port, static_envoy.port),
-        )
-        .await?;
+        for envoy in [static_envoy, static_edge] {
+            sign_in::check_same_filters(
+                &http,
+                VIEW,
+                (gateway.admin_port, gateway.port),
+                (envoy.admin_port, envoy.port),
+            )
+            .await?;
+        }
         progress::info(
-            "sign-in filters and the view's RBAC policy: the same in both Envoys' config dumps",
+            "sign-in filters and the view's RBAC policy: the same in the three Envoys' config dumps",
         );
     }
+    edge::check_same_edge(&http, gateway.admin_port, static_edge.admin_port).await?;
+    progress::info(format!(
+        "edge settings and access log: the same in the gateway's and the static-edge Envoy's \
+         config dumps ({})",
+        edge::FRAGMENT
+    ));
     // Kept for profiling outside the run (static variants of the gateway's
     // listener, see scripts/bench/analysis.md): what the sidecar really
-    // pushed, and the baseline beside it.
+    // pushed, and the baselines beside it.
     let dumps = paths::cache_dir().join("bench");
     for (name, admin_port) in [
         ("gateway", gateway.admin_port),
         ("static", static_envoy.admin_port),
+        ("static-edge", static_edge.admin_port),
     ] {
-        let dump = sign_in::config_dump(&http, admin_port).await?;
+        let dump = config_dump::config_dump(&http, admin_port).await?;
         let path = dumps.join(format!("warm-{name}-config-dump.json"));
         std::fs::create_dir_all(&dumps)?;
         std::fs::write(&path, serde_json::to_vec_pretty(&dump)?)?;
@@ -324,7 +352,14 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
     let gateway_envoy = gateway
         .envoy_pid()
         .context("the gateway's Envoy is not running")?;
-    let (placement, load_cpus) = place(&[gateway_envoy, static_envoy.child.id()], pod_ip)?;
+    let (placement, load_cpus) = place(
+        &[
+            gateway_envoy,
+            static_envoy.child.id(),
+            static_edge.child.id(),
+        ],
+        pod_ip,
+    )?;
     progress::info(format!("placement: {placement}"));
     let targets = [
         Target {
@@ -334,13 +369,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
             proxy: None,
             admin_port: None,
         },
-        Target {
-            address: [127, 0, 0, 1].into(),
-            port: static_envoy.port,
-            host: None,
-            proxy: Some(static_envoy.child.id()),
-            admin_port: Some(static_envoy.admin_port),
-        },
+        static_envoy.target(),
+        static_edge.target(),
         Target {
             address: [127, 0, 0, 1].into(),
             port: gateway.port,
@@ -369,8 +399,10 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
     let mut levels = Vec::new();
     for &connections in &options.connections {
         let step = progress::step(format!(
-            "{} rounds × 3 paths × {} s, {connections} connection(s)",
-            options.rounds, options.seconds
+            "{} rounds × {} paths × {} s, {connections} connection(s)",
+            options.rounds,
+            PATHS.len(),
+            options.seconds
         ));
         let mut paths: Vec<PathRuns> = PATHS
             .iter()
@@ -391,7 +423,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
                 )
                 .await?;
                 progress::info(format!(
-                    "round {} {:8} {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs{}{}",
+                    "round {} {:11} {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs{}{}",
                     round + 1,
                     PATHS[index],
                     run.requests_per_second(),
@@ -410,17 +442,19 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
             }
         }
         let level = Level { connections, paths };
-        if let (Some(s), Some(g)) = (
-            level.path("static").and_then(PathRuns::proxy_cpu_us),
-            level.path("gateway").and_then(PathRuns::proxy_cpu_us),
-        ) {
-            let paired =
-                level.paired_ratios("gateway", "static", |r| r.proxy_cpu_us.unwrap_or(f64::NAN));
-            progress::info(format!(
-                "proxy CPU per request, median: static {s:.1} µs, gateway {g:.1} µs; \
-                 gateway/static paired by round {:.3}",
-                median(&paired)
-            ));
+        for base in ["static-edge", "static"] {
+            if let (Some(b), Some(g)) = (
+                level.path(base).and_then(PathRuns::proxy_cpu_us),
+                level.path("gateway").and_then(PathRuns::proxy_cpu_us),
+            ) {
+                let paired =
+                    level.paired_ratios("gateway", base, |r| r.proxy_cpu_us.unwrap_or(f64::NAN));
+                progress::info(format!(
+                    "proxy CPU per request, median: {base} {b:.1} µs, gateway {g:.1} µs; \
+                     gateway/{base} paired by round {:.3}",
+                    median(&paired)
+                ));
+            }
         }
         levels.push(level);
         step.done();
@@ -462,7 +496,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
         check_signed_in(&levels, &ext_authz, &verdicts)?;
     }
 
-    drop(static_envoy);
+    drop(static_envoys);
     drop(gateway);
     drop(namespace);
     Ok(Results {
@@ -487,9 +521,9 @@ fn check_signed_in(
     verdicts: &[sign_in::Verdicts],
 ) -> anyhow::Result<()> {
     let mut problems: Vec<String> = verdicts.iter().flat_map(|v| v.problems()).collect();
-    if verdicts.len() != 2 {
+    if verdicts.len() != PATHS.len() - 1 {
         problems.push(format!(
-            "sign-in counters of {} proxies, expected the static Envoy's and the gateway's",
+            "sign-in counters of {} proxies, expected the static Envoys' and the gateway's",
             verdicts.len()
         ));
     }
@@ -654,7 +688,7 @@ fn backend_binary() -> String {
     format!("echo-server, {binary} ({profile}: the pod runner's image mapping)")
 }
 
-/// Envoy with the static baseline config, on free loopback ports.
+/// Envoy with a static baseline config, on free loopback ports.
 struct StaticEnvoy {
     port: u16,
     admin_port: u16,
@@ -662,18 +696,19 @@ struct StaticEnvoy {
 }
 
 impl StaticEnvoy {
-    /// `template` ([`STATIC_TEMPLATE`], or with sign-in on
-    /// [`sign_in::TEMPLATE`]) filled in with the ports, the backend and
+    /// The baseline `name`: `template` ([`STATIC_TEMPLATE`], or with sign-in
+    /// on [`sign_in::TEMPLATE`]) filled in with the ports, the backend and
     /// `values`; ready once it serves `token`'s request.
     async fn start(
         http: &reqwest::Client,
+        name: &str,
         backend: IpAddr,
         template: &str,
         values: Vec<(&str, String)>,
         token: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let step = progress::step(format!("static Envoy ({template})"));
-        let dir = std::env::temp_dir().join(format!("views-bench-static-{}", std::process::id()));
+        let step = progress::step(format!("{name} Envoy ({template})"));
+        let dir = std::env::temp_dir().join(format!("views-bench-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let port = test_support::gateway::free_port();
         let admin_port = test_support::gateway::free_port();
@@ -700,7 +735,8 @@ impl StaticEnvoy {
             );
         }
         std::fs::write(dir.join("envoy.yaml"), config)?;
-        let child = test_support::gateway::spawn_envoy_with(&dir, "bench-static", &ENVOY_ARGS);
+        let child =
+            test_support::gateway::spawn_envoy_with(&dir, &format!("bench-{name}"), &ENVOY_ARGS);
         let mut envoy = StaticEnvoy {
             port,
             admin_port,
@@ -720,13 +756,25 @@ impl StaticEnvoy {
         if ready.is_none() {
             let exited = envoy.child.try_wait().ok().flatten();
             bail!(
-                "static Envoy not serving within 20 s ({}); log: {}",
+                "{name} Envoy not serving within 20 s ({}); log: {}",
                 exited.map_or("running".into(), |s| s.to_string()),
                 dir.join("envoy.log").display()
             );
         }
         step.done();
         Ok(envoy)
+    }
+}
+
+impl StaticEnvoy {
+    fn target(&self) -> Target {
+        Target {
+            address: [127, 0, 0, 1].into(),
+            port: self.port,
+            host: None,
+            proxy: Some(self.child.id()),
+            admin_port: Some(self.admin_port),
+        }
     }
 }
 
