@@ -157,6 +157,60 @@ export default {
         },
       },
     },
+    '/_api/views/{name}/restart': {
+      parameters: [viewName],
+      post: {
+        tags: ['views'],
+        operationId: 'restartView',
+        summary: 'Replace a view\'s run with a fresh one, now',
+        description:
+          'Its owner or an admin, entitled to the view\'s data as for any start. The running run\'s Job, pods ' +
+          'and lake keys go and a new run starts at once (not on the next request: whoever restarts means to ' +
+          'use it, and the start overlaps their way back to it). A view not running is started; a run still ' +
+          'starting is already fresh, and the call joins it, so a repeated call restarts once.',
+        responses: {
+          202: json('The new run is under way (status `starting`, or `ready` if it was quick).', 'View'),
+          401: unauthenticated,
+          403: failure(
+            'Shared with the caller, but not theirs to restart (`forbidden`), or the caller is not (or no longer) ' +
+              'entitled to the view\'s data (`not_entitled`), or a browser sent it from a page of another host.',
+          ),
+          404: failure('No such view, or one the caller may not see (`not_found`).'),
+          502: failure('The new run cannot start (`view_failed`, the reason in `details.reason`).'),
+          503: unavailable,
+        },
+      },
+    },
+    '/_api/views/{name}/extend': {
+      parameters: [viewName],
+      post: {
+        tags: ['views'],
+        operationId: 'extendView',
+        summary: 'Move the current run\'s deadline later',
+        description:
+          'Anyone who may open the view (its owner, those it is shared with) and admins. The run\'s deadline ' +
+          'moves `seconds` later, up to its start plus the operator\'s cap on one run (`status.maxDeadline`); ' +
+          'the idle stop still applies. Not idempotent: each call adds its seconds, within the cap.',
+        requestBody: {
+          required: true,
+          content: { 'application/json': { schema: schema('DeadlineExtension') } },
+        },
+        responses: {
+          200: json('The view with its run\'s new deadline (`status.deadline`).', 'View'),
+          400: failure('Not JSON, or not a DeadlineExtension (`invalid_request`).'),
+          401: unauthenticated,
+          403: failure('A browser sent it from a page of another host (cross-site request refused, `forbidden`).'),
+          404: failure('No such view, or one the caller may not see (`not_found`).'),
+          409: failure('The view is not running: there is no run to extend (`conflict`).'),
+          415: failure('The body is not `application/json` (`unsupported_media_type`).'),
+          422: failure(
+            'The run would last longer than the operator allows (`over_cap`; `details.allowedSeconds` is what ' +
+              'may still be added, `details.maxDeadline` the latest deadline).',
+          ),
+          503: unavailable,
+        },
+      },
+    },
     '/_api/views/{name}/shares': {
       parameters: [viewName],
       put: {

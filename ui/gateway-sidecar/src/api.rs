@@ -106,6 +106,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(views)
         .merge(crate::hub::router())
+        .merge(crate::runs::router(state.clone()))
         .route("/_api/readyz", get(readyz))
         .route(SERVICE_ACCOUNT_KEYS_PATH, get(service_account_keys))
         .route(page::STATUS_PATH, get(status_stream))
@@ -123,6 +124,9 @@ pub fn router(state: AppState) -> Router {
                 "no such endpoint",
             )
         })
+        .layer(axum::middleware::from_fn(
+            crate::same_origin::refuse_cross_site,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -207,7 +211,11 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
 
 /// Who calls (401 without an identity Envoy verified, when sign-in is on);
 /// writes are logged with their caller under the `audit` target.
-async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub(crate) async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let caller = match state.auth.caller(request.headers()) {
         Ok(caller) => caller,
         Err(refused) => {
@@ -246,7 +254,7 @@ fn visible(caller: &Caller, view: &ViewState) -> bool {
     caller.may_use(&view.spec)
 }
 
-fn not_found(name: &str) -> Failure {
+pub(crate) fn not_found(name: &str) -> Failure {
     error(
         StatusCode::NOT_FOUND,
         ApiErrorCode::NotFound,
@@ -325,7 +333,7 @@ static REQUEST_SCHEMA: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
 });
 
 /// A JSON body (415 for another content type, 413 past [`BODY_LIMIT`]).
-fn parse_json(
+pub(crate) fn parse_json(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<serde_json::Value, Failure> {
@@ -369,7 +377,7 @@ fn parse_json(
 }
 
 /// Where `value` breaks `schema`, as `{path, problem}` (JSON Pointer, text).
-fn schema_problems(
+pub(crate) fn schema_problems(
     schema: &jsonschema::Validator,
     value: &serde_json::Value,
 ) -> Vec<serde_json::Value> {
@@ -418,7 +426,7 @@ pub fn parse_request(
     })
 }
 
-fn write_error(error_value: WriteError) -> Failure {
+pub(crate) fn write_error(error_value: WriteError) -> Failure {
     let message = error_value.to_string();
     match error_value {
         WriteError::Conflict(_) | WriteError::BeingDeleted(_) => {
@@ -453,7 +461,7 @@ fn write_error(error_value: WriteError) -> Failure {
 
 /// The view `name` once this replica's index shows it as `done` says (a
 /// write's effect comes back through the watches); 503 if it lags.
-async fn indexed(
+pub(crate) async fn indexed(
     state: &AppState,
     name: &str,
     what: &str,
@@ -474,7 +482,7 @@ async fn indexed(
         .ok_or_else(|| index_lagging(what))
 }
 
-fn index_lagging(what: &str) -> Failure {
+pub(crate) fn index_lagging(what: &str) -> Failure {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         ApiErrorCode::KubernetesUnavailable,
@@ -615,7 +623,7 @@ fn unreadable(name: &str, problem: &str) -> Failure {
     )
 }
 
-fn parse_name(name: &str) -> Result<ViewName, Failure> {
+pub(crate) fn parse_name(name: &str) -> Result<ViewName, Failure> {
     ViewName::try_from(name).map_err(|_| {
         error(
             StatusCode::BAD_REQUEST,
@@ -664,6 +672,11 @@ async fn stop(
     let Some(job) = view.live_activation().map(|a| a.job.clone()) else {
         return Ok(Json(to_api(view, &state.config)).into_response());
     };
+    state
+        .writer
+        .record_stopped_run(&name, &job)
+        .await
+        .map_err(write_error)?;
     state.writer.delete_job(&job).await.map_err(write_error)?;
     let wait = Duration::from_millis(state.config.index_wait_ms);
     let stopped = state
@@ -720,7 +733,12 @@ async fn remove(
 
 /// Someone the view is shared with knows it exists (403); anyone else does
 /// not (404).
-fn may_manage(state: &AppState, caller: &Caller, name: &str, what: &str) -> Result<(), Failure> {
+pub(crate) fn may_manage(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    what: &str,
+) -> Result<(), Failure> {
     let snapshot = state.index.snapshot();
     match snapshot.views.get(name) {
         Some(view) if caller.may_manage(&view.spec) => Ok(()),
@@ -919,6 +937,9 @@ pub fn to_api(view: &ViewState, config: &Config) -> View {
             phase,
             endpoints,
             deadline: live.and_then(|a| a.deadline),
+            started_at: live.and_then(|a| a.created_at),
+            max_deadline: live.and_then(|a| a.max_deadline),
+            requests: live.map(|a| crate::runs::requests(&a.requests)),
             last_activity: crate::idle::recorded_activity(view),
             message,
             reason,

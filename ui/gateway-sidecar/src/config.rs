@@ -192,6 +192,19 @@ pub struct WorkloadConfig {
     /// inspection, then garbage-collected (seconds).
     #[arg(long, env = "FINISHED_JOB_TTL_SECONDS", default_value_t = 300)]
     pub finished_job_ttl_seconds: i32,
+
+    /// The longest one run of a view may last, extensions of its deadline
+    /// included (seconds, from its start; 60 to 7 days, the lake keys'
+    /// longest life). `POST /_api/views/<name>/extend` refuses to go past it.
+    #[arg(long, env = "MAX_RUN_SECONDS", default_value_t = 28_800,
+          value_parser = clap::value_parser!(i64).range(60..=604_800))]
+    pub max_run_seconds: i64,
+
+    /// How long before a run's deadline or idle stop the banner inside the
+    /// view warns and offers to extend (seconds).
+    #[arg(long, env = "STOP_WARNING_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(i64).range(10..=86_400))]
+    pub stop_warning_seconds: i64,
 }
 
 /// The views' S3 endpoint and the lake behind it.

@@ -91,11 +91,13 @@ impl ViewState {
     }
 
     /// The number the next activation takes: after every one seen, including
-    /// the one a recorded failure names (its Job may be gone).
+    /// the one a recorded failure names and the last one the API stopped
+    /// (their Jobs may be gone).
     pub fn next_activation_number(&self) -> u32 {
         let failed = workload::read_failure(&self.annotations)
             .and_then(|f| workload::activation_of_job_name(&f.job))
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .max(workload::read_stopped_run(&self.annotations).unwrap_or(0));
         self.activations
             .keys()
             .next_back()

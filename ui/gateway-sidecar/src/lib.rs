@@ -37,6 +37,8 @@ pub mod index;
 pub mod kubernetes;
 pub mod lake;
 pub mod roots;
+pub mod runs;
+pub mod same_origin;
 pub mod telemetry;
 pub mod tls;
 pub mod view;

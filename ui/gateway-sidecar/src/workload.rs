@@ -39,6 +39,15 @@ use crate::view::{MANAGED_BY, MANAGED_BY_LABEL, VIEW_LABEL, service_name};
 pub const ACTIVATION_LABEL: &str = "views.dev/activation";
 /// On the view's Service: the last start that failed fast (JSON [`Failure`]).
 pub const FAILURE_ANNOTATION: &str = "views.dev/last-failure";
+/// On the view's Service: the Job of the last run the API stopped (stop,
+/// restart). Deleted Jobs leave the index at once, so without it the next
+/// start would take the same name, and find the old run's credentials
+/// Secret (deleted later by the garbage collector) in its way.
+pub const STOPPED_RUN_ANNOTATION: &str = "views.dev/stopped-run";
+/// On a view's Job: the operator's cap on one run (`MAX_RUN_SECONDS`) when
+/// it was created. Its deadline may be extended up to its start plus this,
+/// and its lake keys expire then.
+pub const MAX_RUN_ANNOTATION: &str = "views.dev/max-run-seconds";
 const CONTAINER: &str = "view";
 const ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
 const SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
@@ -99,7 +108,26 @@ pub struct Activation {
     pub created_at: Option<jiff::Timestamp>,
     /// When `activeDeadlineSeconds` ends it.
     pub deadline: Option<jiff::Timestamp>,
+    /// The latest its deadline may be extended to (its start plus
+    /// [`MAX_RUN_ANNOTATION`]; never before `deadline`).
+    pub max_deadline: Option<jiff::Timestamp>,
+    /// What its pod requests (from the Job's pod template).
+    pub requests: Requests,
     pub phase: Phase,
+}
+
+/// CPU and memory a run's pod requests, as Kubernetes quantities.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requests {
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
+}
+
+impl Activation {
+    /// When its lake keys expire: as late as its deadline can ever be.
+    pub fn keys_expire_at(&self) -> Option<jiff::Timestamp> {
+        self.max_deadline.or(self.deadline)
+    }
 }
 
 /// The view's Job for activation `number`, owned by its Service.
@@ -201,6 +229,10 @@ pub fn job(
             name: Some(name),
             namespace: Some(config.namespace.clone()),
             labels: Some(labels.clone()),
+            annotations: Some(BTreeMap::from([(
+                MAX_RUN_ANNOTATION.to_string(),
+                workload.max_run_seconds.max(deadline).to_string(),
+            )])),
             owner_references: Some(vec![service.owner_reference()]),
             ..ObjectMeta::default()
         },
@@ -392,6 +424,28 @@ pub fn read_activation(job: &Job, pods: &[&Pod], events: &[&Event]) -> Option<Ac
                 .checked_add(jiff::SignedDuration::from_secs(seconds))
                 .ok()
         });
+    let max_deadline = job
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(MAX_RUN_ANNOTATION)?.parse::<i64>().ok())
+        .zip(created_at)
+        .and_then(|(seconds, created)| {
+            created
+                .checked_add(jiff::SignedDuration::from_secs(seconds))
+                .ok()
+        })
+        .map(|limit| deadline.map_or(limit, |d| d.max(limit)));
+    let requests = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first()?.resources.as_ref()?.requests.as_ref())
+        .map(|r| Requests {
+            cpu: r.get("cpu").map(|q| q.0.clone()),
+            memory: r.get("memory").map(|q| q.0.clone()),
+        })
+        .unwrap_or_default();
     let failure = |reason: &str, message: &str| {
         Phase::Failed(Failure {
             job: name.clone(),
@@ -436,6 +490,8 @@ pub fn read_activation(job: &Job, pods: &[&Pod], events: &[&Event]) -> Option<Ac
         uid: job.metadata.uid.clone().unwrap_or_default(),
         created_at,
         deadline,
+        max_deadline,
+        requests,
         phase,
     })
 }
@@ -528,6 +584,11 @@ fn pod_phase(pod: &Pod) -> Phase {
 /// The last fast failure recorded on the view's Service.
 pub fn read_failure(annotations: &BTreeMap<String, String>) -> Option<Failure> {
     serde_json::from_str(annotations.get(FAILURE_ANNOTATION)?).ok()
+}
+
+/// The number of the last run the API stopped (see [`STOPPED_RUN_ANNOTATION`]).
+pub fn read_stopped_run(annotations: &BTreeMap<String, String>) -> Option<u32> {
+    activation_of_job_name(annotations.get(STOPPED_RUN_ANNOTATION)?)
 }
 
 /// The activation number in a Job name (`view-<name>-<n>`).

@@ -444,6 +444,8 @@ fn starting(name: &str, serving: bool) -> Arc<ViewState> {
             uid: "job-uid".into(),
             created_at: None,
             deadline: None,
+            max_deadline: None,
+            requests: Default::default(),
             phase: gateway_sidecar::workload::Phase::Starting,
         },
     );

@@ -65,6 +65,7 @@ export default {
         'payload_too_large (413): the request body is too large; ' +
         'unsupported_media_type (415): the body is not application/json; ' +
         'unprocessable (422): the request is well-formed but cannot be carried out (for example a table path outside its subset\'s prefixes); ' +
+        'over_cap (422): an extension would take a run past the operator\'s cap on one run (details: maxDeadline, allowedSeconds); ' +
         'quota_exceeded (429): the gateway\'s limit on views or running workloads is reached; ' +
         'internal (500): a bug or an unexpected failure; ' +
         'view_failed (502): the view\'s workload cannot start (image pull failure, unschedulable, quota); ' +
@@ -86,6 +87,7 @@ export default {
         'payload_too_large',
         'unsupported_media_type',
         'unprocessable',
+        'over_cap',
         'quota_exceeded',
         'internal',
         'view_failed',

@@ -85,6 +85,9 @@ export default {
         endpoints: [{ ip: '10.244.0.12', ready: true }],
         deadline: '2025-10-01T17:02:03Z',
         lastActivity: '2025-10-01T09:15:42.125Z',
+        startedAt: '2025-10-01T09:02:03Z',
+        maxDeadline: '2025-10-01T17:02:03Z',
+        requests: { cpu: '250m', memory: '512Mi' },
       },
     },
     {
@@ -153,8 +156,35 @@ export default {
           type: 'string',
           format: 'date-time',
         },
+        startedAt: {
+          description: 'When the current run started (its Job was created); only while it runs.',
+          type: 'string',
+          format: 'date-time',
+        },
+        maxDeadline: {
+          description:
+            'The latest the current run\'s deadline may be extended to: its start plus the operator\'s cap on one run ' +
+            '(POST /_api/views/<name>/extend refuses to go past it); only while it runs.',
+          type: 'string',
+          format: 'date-time',
+        },
+        requests: {
+          description: 'What the current run\'s pod asks the cluster for (its resource requests); only while it runs.',
+          $ref: '#/$defs/ResourceRequests',
+        },
       },
       examples: [{ phase: 'cold', endpoints: [] }],
+    },
+    ResourceRequests: {
+      title: 'ResourceRequests',
+      description: 'CPU and memory a pod requests, as Kubernetes quantities.',
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        cpu: { description: 'CPU, for example `250m` (a quarter of a core).', type: 'string', minLength: 1, maxLength: 64 },
+        memory: { description: 'Memory, for example `512Mi`.', type: 'string', minLength: 1, maxLength: 64 },
+      },
+      examples: [{ cpu: '250m', memory: '512Mi' }],
     },
     ViewPhase: {
       title: 'ViewPhase',
@@ -225,4 +255,8 @@ export const invalidExamples = [
   (({ deadlineSeconds: _, ...rest }) => ({ ...rest, status: { phase: 'cold', endpoints: [] } }))(base),
   // no other properties
   { ...base, status: { phase: 'cold', endpoints: [], pods: 1 } },
+  // requests are quantities as text
+  { ...base, status: { phase: 'ready', endpoints: [], requests: { cpu: 0.25 } } },
+  // startedAt is a date-time
+  { ...base, status: { phase: 'ready', endpoints: [], startedAt: 'an hour ago' } },
 ];

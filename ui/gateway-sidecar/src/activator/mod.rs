@@ -321,8 +321,10 @@ impl Inner {
         let Some(broker) = &self.broker else {
             return Ok(());
         };
+        // As late as the run's deadline may be extended: keys of a run that
+        // ended are refused anyway (only the live activation's are good).
         let expires_at = activation
-            .deadline
+            .keys_expire_at()
             .ok_or_else(|| Progress::Unavailable("the Job has no deadline".into()))?;
         if broker.keys().ring().current().is_none() {
             // No master key (first start, or its Secret was deleted): create

@@ -187,6 +187,33 @@ impl Writer {
         }
     }
 
+    /// A Job as the API server has it now (None: gone).
+    pub async fn job(&self, name: &str) -> Result<Option<Job>, WriteError> {
+        self.send(|| self.jobs.get_opt(name))
+            .await
+            .map_err(|e| map(e, name))
+    }
+
+    /// Set a running Job's `activeDeadlineSeconds` (the Job controller ends
+    /// it that long after its start), preconditioned on the resourceVersion
+    /// it was read at: a concurrent change is a [`WriteError::Conflict`],
+    /// never a lost update, and a repeat after a lost answer is refused.
+    pub async fn set_job_deadline(
+        &self,
+        name: &str,
+        resource_version: &str,
+        seconds: i64,
+    ) -> Result<Job, WriteError> {
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": resource_version},
+            "spec": {"activeDeadlineSeconds": seconds},
+        });
+        let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+        self.send(|| self.jobs.patch(name, &params, &patch))
+            .await
+            .map_err(|e| map(e, name))
+    }
+
     /// Record on the view's Service when this replica last saw it used.
     pub async fn record_activity(
         &self,
@@ -208,6 +235,13 @@ impl Writer {
             .await
             .map(|_| ())
             .map_err(|e| map(e, view_name))
+    }
+
+    /// Record on the view's Service that the API stopped run `job` (its
+    /// number is not taken again).
+    pub async fn record_stopped_run(&self, view_name: &str, job: &str) -> Result<(), WriteError> {
+        self.annotate(view_name, workload::STOPPED_RUN_ANNOTATION, job)
+            .await
     }
 
     /// Record on the view's Service why its last start failed (the API shows

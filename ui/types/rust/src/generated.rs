@@ -68,7 +68,7 @@ pub struct ApiError {
     ///What went wrong, for people.
     pub message: ::std::string::String,
 }
-///invalid_request (400): the body is not valid JSON or does not match the schema; invalid_name (400): the view name is not a valid name; reserved_name (422): the view name is reserved by the gateway; unauthenticated (401): no valid sign-in (a session cookie, or Authorization: Bearer <token> from the identity provider); forbidden (403): the caller may not do this (for example create a view for someone else); not_entitled (403): the caller, or someone a view is shared with, is not entitled to a subset of the view (details name the subset); not_found (404): no such view or route; method_not_allowed (405): the route does not take this method; conflict (409): a view with that name already exists; payload_too_large (413): the request body is too large; unsupported_media_type (415): the body is not application/json; unprocessable (422): the request is well-formed but cannot be carried out (for example a table path outside its subset's prefixes); quota_exceeded (429): the gateway's limit on views or running workloads is reached; internal (500): a bug or an unexpected failure; view_failed (502): the view's workload cannot start (image pull failure, unschedulable, quota); kubernetes_unavailable (503): the Kubernetes API cannot be reached; gateway_unavailable (503): the gateway's control plane (its sidecar) does not answer, for example while it restarts; view_starting (503): the view did not become ready in time, try again; lake_unavailable (503): the data lake did not answer the gateway (in time), try again.
+///invalid_request (400): the body is not valid JSON or does not match the schema; invalid_name (400): the view name is not a valid name; reserved_name (422): the view name is reserved by the gateway; unauthenticated (401): no valid sign-in (a session cookie, or Authorization: Bearer <token> from the identity provider); forbidden (403): the caller may not do this (for example create a view for someone else); not_entitled (403): the caller, or someone a view is shared with, is not entitled to a subset of the view (details name the subset); not_found (404): no such view or route; method_not_allowed (405): the route does not take this method; conflict (409): a view with that name already exists; payload_too_large (413): the request body is too large; unsupported_media_type (415): the body is not application/json; unprocessable (422): the request is well-formed but cannot be carried out (for example a table path outside its subset's prefixes); over_cap (422): an extension would take a run past the operator's cap on one run (details: maxDeadline, allowedSeconds); quota_exceeded (429): the gateway's limit on views or running workloads is reached; internal (500): a bug or an unexpected failure; view_failed (502): the view's workload cannot start (image pull failure, unschedulable, quota); kubernetes_unavailable (503): the Kubernetes API cannot be reached; gateway_unavailable (503): the gateway's control plane (its sidecar) does not answer, for example while it restarts; view_starting (503): the view did not become ready in time, try again; lake_unavailable (503): the data lake did not answer the gateway (in time), try again.
 #[derive(
     ::serde::Deserialize,
     ::serde::Serialize,
@@ -106,6 +106,8 @@ pub enum ApiErrorCode {
     UnsupportedMediaType,
     #[serde(rename = "unprocessable")]
     Unprocessable,
+    #[serde(rename = "over_cap")]
+    OverCap,
     #[serde(rename = "quota_exceeded")]
     QuotaExceeded,
     #[serde(rename = "internal")]
@@ -136,6 +138,7 @@ impl ::std::fmt::Display for ApiErrorCode {
             Self::PayloadTooLarge => f.write_str("payload_too_large"),
             Self::UnsupportedMediaType => f.write_str("unsupported_media_type"),
             Self::Unprocessable => f.write_str("unprocessable"),
+            Self::OverCap => f.write_str("over_cap"),
             Self::QuotaExceeded => f.write_str("quota_exceeded"),
             Self::Internal => f.write_str("internal"),
             Self::ViewFailed => f.write_str("view_failed"),
@@ -164,6 +167,7 @@ impl ::std::str::FromStr for ApiErrorCode {
             "payload_too_large" => Ok(Self::PayloadTooLarge),
             "unsupported_media_type" => Ok(Self::UnsupportedMediaType),
             "unprocessable" => Ok(Self::Unprocessable),
+            "over_cap" => Ok(Self::OverCap),
             "quota_exceeded" => Ok(Self::QuotaExceeded),
             "internal" => Ok(Self::Internal),
             "view_failed" => Ok(Self::ViewFailed),
@@ -260,6 +264,13 @@ impl<'de> ::serde::Deserialize<'de> for BucketName {
                 <D::Error as ::serde::de::Error>::custom(e.to_string())
             })
     }
+}
+///How much longer the current run of a view may last: its deadline moves this many seconds later, up to the operator's cap on one run (the view's status.maxDeadline).
+#[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeadlineExtension {
+    ///Seconds added to the run's deadline (1 minute to 24 hours).
+    pub seconds: i64,
 }
 ///A hard cap on one run of a view's workload, in seconds: 1 minute to 24 hours.
 #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
@@ -691,6 +702,131 @@ pub struct PreviewColumn {
     ///Its type, where the format stores one (Parquet: the Arrow type).
     #[serde(rename = "type", skip_serializing_if = "::std::option::Option::is_none")]
     pub type_: ::std::option::Option<::std::string::String>,
+}
+///CPU and memory a pod requests, as Kubernetes quantities.
+#[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceRequests {
+    ///CPU, for example `250m` (a quarter of a core).
+    #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+    pub cpu: ::std::option::Option<ResourceRequestsCpu>,
+    ///Memory, for example `512Mi`.
+    #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+    pub memory: ::std::option::Option<ResourceRequestsMemory>,
+}
+///CPU, for example `250m` (a quarter of a core).
+#[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+#[serde(transparent)]
+pub struct ResourceRequestsCpu(::std::string::String);
+impl ::std::ops::Deref for ResourceRequestsCpu {
+    type Target = ::std::string::String;
+    fn deref(&self) -> &::std::string::String {
+        &self.0
+    }
+}
+impl ::std::convert::From<ResourceRequestsCpu> for ::std::string::String {
+    fn from(value: ResourceRequestsCpu) -> Self {
+        value.0
+    }
+}
+impl ::std::str::FromStr for ResourceRequestsCpu {
+    type Err = self::error::ConversionError;
+    fn from_str(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        if value.chars().count() > 64usize {
+            return Err("longer than 64 characters".into());
+        }
+        if value.chars().count() < 1usize {
+            return Err("shorter than 1 characters".into());
+        }
+        Ok(Self(value.to_string()))
+    }
+}
+impl ::std::convert::TryFrom<&str> for ResourceRequestsCpu {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
+    }
+}
+impl ::std::convert::TryFrom<::std::string::String> for ResourceRequestsCpu {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: ::std::string::String,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
+    }
+}
+impl<'de> ::serde::Deserialize<'de> for ResourceRequestsCpu {
+    fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+    where
+        D: ::serde::Deserializer<'de>,
+    {
+        ::std::string::String::deserialize(deserializer)?
+            .parse()
+            .map_err(|e: self::error::ConversionError| {
+                <D::Error as ::serde::de::Error>::custom(e.to_string())
+            })
+    }
+}
+///Memory, for example `512Mi`.
+#[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+#[serde(transparent)]
+pub struct ResourceRequestsMemory(::std::string::String);
+impl ::std::ops::Deref for ResourceRequestsMemory {
+    type Target = ::std::string::String;
+    fn deref(&self) -> &::std::string::String {
+        &self.0
+    }
+}
+impl ::std::convert::From<ResourceRequestsMemory> for ::std::string::String {
+    fn from(value: ResourceRequestsMemory) -> Self {
+        value.0
+    }
+}
+impl ::std::str::FromStr for ResourceRequestsMemory {
+    type Err = self::error::ConversionError;
+    fn from_str(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        if value.chars().count() > 64usize {
+            return Err("longer than 64 characters".into());
+        }
+        if value.chars().count() < 1usize {
+            return Err("shorter than 1 characters".into());
+        }
+        Ok(Self(value.to_string()))
+    }
+}
+impl ::std::convert::TryFrom<&str> for ResourceRequestsMemory {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
+    }
+}
+impl ::std::convert::TryFrom<::std::string::String> for ResourceRequestsMemory {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: ::std::string::String,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
+    }
+}
+impl<'de> ::serde::Deserialize<'de> for ResourceRequestsMemory {
+    fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+    where
+        D: ::serde::Deserializer<'de>,
+    {
+        ::std::string::String::deserialize(deserializer)?
+            .parse()
+            .map_err(|e: self::error::ConversionError| {
+                <D::Error as ::serde::de::Error>::custom(e.to_string())
+            })
+    }
 }
 ///How a view is reached: its name and the host that routes to it. The gateway matches the Host header (port removed) exactly against `hostname`; there is no wildcard.
 #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
@@ -1236,6 +1372,12 @@ pub struct ViewStatus {
         skip_serializing_if = "::std::option::Option::is_none"
     )]
     pub last_activity: ::std::option::Option<::jiff::Timestamp>,
+    ///The latest the current run's deadline may be extended to: its start plus the operator's cap on one run (POST /_api/views/<name>/extend refuses to go past it); only while it runs.
+    #[serde(
+        rename = "maxDeadline",
+        skip_serializing_if = "::std::option::Option::is_none"
+    )]
+    pub max_deadline: ::std::option::Option<::jiff::Timestamp>,
     ///A human-readable explanation of the phase.
     #[serde(skip_serializing_if = "::std::option::Option::is_none")]
     pub message: ::std::option::Option<::std::string::String>,
@@ -1244,6 +1386,15 @@ pub struct ViewStatus {
     ///Why the view is in this phase, machine-readable and CamelCase like Kubernetes reasons (for example ImagePullBackOff, Unschedulable, DeadlineExceeded, Idle).
     #[serde(skip_serializing_if = "::std::option::Option::is_none")]
     pub reason: ::std::option::Option<::std::string::String>,
+    ///What the current run's pod asks the cluster for (its resource requests); only while it runs.
+    #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+    pub requests: ::std::option::Option<ResourceRequests>,
+    ///When the current run started (its Job was created); only while it runs.
+    #[serde(
+        rename = "startedAt",
+        skip_serializing_if = "::std::option::Option::is_none"
+    )]
+    pub started_at: ::std::option::Option<::jiff::Timestamp>,
 }
 /// Error types.
 pub mod error {
@@ -1281,6 +1432,12 @@ impl ApiError {
     ///The JSON Schema document `ApiError` is generated from (ui/types/schemas/ApiError.schema.json).
     pub const JSON_SCHEMA: &'static str = include_str!(
         "../../schemas/ApiError.schema.json"
+    );
+}
+impl DeadlineExtension {
+    ///The JSON Schema document `DeadlineExtension` is generated from (ui/types/schemas/DeadlineExtension.schema.json).
+    pub const JSON_SCHEMA: &'static str = include_str!(
+        "../../schemas/DeadlineExtension.schema.json"
     );
 }
 impl LakeListing {
