@@ -23,12 +23,25 @@
 //!
 //! Rounds: `--activations` real pod processes (echo-server's release build
 //! through the pod runner) one at a time, then `--concurrent` views at once, then
+//! `--containers` real containers one at a time, then
 //! `--simulated` views at once whose pods kwok simulates, Ready as soon as
 //! they are scheduled: no workload start at all, only Kubernetes' and our
 //! own overhead. Nothing listens at a simulated pod's address (the pod
 //! network refuses connections there, see `cluster::network`), so a
 //! released request gets Envoy's own 503 "upstream connect error"; the
 //! report says so and times the release itself from the sidecar's log.
+//!
+//! Real containers run on the real node (`real-node-0`: kubelet, containerd,
+//! runc; RuntimeClass `runc`), hardened as every view, from an image of the
+//! same echo-server already imported into the node's containerd (made here
+//! by [`container_image`]; one unmeasured start first). Their pod Ready is
+//! the Pod watch's (the kubelet logs its probe results only at higher
+//! verbosity); before it, the Pod watch sees the pod created and scheduled,
+//! and containerd's log (nanoseconds) its sandbox started and its container
+//! started: *scheduled → container started* is the container runtime's
+//! share (kubelet's pod worker, the sandbox with its network, the
+//! container), *container started → Ready* the kubelet noticing the
+//! container (PLEG), probing it and reporting.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -53,6 +66,9 @@ use crate::{paths, progress};
 pub struct Options {
     pub activations: usize,
     pub concurrent: usize,
+    /// Real containers one at a time, and their image on the node.
+    pub containers: usize,
+    pub container_image: Option<String>,
     pub simulated: usize,
 }
 
@@ -65,6 +81,12 @@ pub struct Results {
     /// kwok-simulated pods (Ready once scheduled), every view at once.
     #[serde(default)]
     pub simulated: Vec<Sample>,
+    /// Real containers on the real node, one activation at a time.
+    #[serde(default)]
+    pub containers: Vec<Sample>,
+    /// Their image (already on the node).
+    #[serde(default)]
+    pub container_image: Option<String>,
     /// What Envoy answered the released simulated requests.
     #[serde(default)]
     pub simulated_answer: Option<String>,
@@ -77,6 +99,17 @@ pub struct Sample {
     pub view: String,
     /// The pod runner's log line (process pods only).
     pub pod_ready: Option<f64>,
+    /// Pod watch: the pod first seen, and first seen with a node.
+    #[serde(default)]
+    pub pod_created: Option<f64>,
+    #[serde(default)]
+    pub pod_scheduled: Option<f64>,
+    /// containerd's log (real containers only): `RunPodSandbox` began, and
+    /// `StartContainer` of the view's container returned.
+    #[serde(default)]
+    pub sandbox_started: Option<f64>,
+    #[serde(default)]
+    pub container_started: Option<f64>,
     pub pod_watch_ready: Option<f64>,
     pub slice_serving: Option<f64>,
     pub index_pod_ready: Option<f64>,
@@ -103,6 +136,32 @@ pub const STEPS: [Step; 6] = [
     ("every Envoy ACKed: request released", |s| s.released),
     ("response (first byte)", |s| Some(s.response)),
 ];
+
+/// The steps of a real container before its pod is Ready, in order.
+pub const CONTAINER_STEPS: [Step; 4] = [
+    ("pod created (Pod watch)", |s| s.pod_created),
+    ("pod scheduled (Pod watch: node assigned)", |s| {
+        s.pod_scheduled
+    }),
+    ("sandbox started (containerd: RunPodSandbox)", |s| {
+        s.sandbox_started
+    }),
+    (
+        "container started (containerd: StartContainer returned)",
+        |s| s.container_started,
+    ),
+];
+
+/// The container runtime's share of a real container's start: pod
+/// scheduled → container started (ms).
+pub fn runtime_share(sample: &Sample) -> Option<f64> {
+    Some(sample.container_started? - sample.pod_scheduled?)
+}
+
+/// Milliseconds from the Pod watch's Ready to the first byte.
+pub fn watch_ready_to_first_byte(sample: &Sample) -> Option<f64> {
+    Some(sample.response - sample.pod_watch_ready?)
+}
 
 /// p50 and p99 of `pick` over the samples that have it.
 pub fn p50_p99(samples: &[Sample], pick: impl Fn(&Sample) -> Option<f64>) -> Option<(f64, f64)> {
@@ -153,9 +212,13 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
         }
         let sidecar = SidecarLog::read(gateway.logs_dir())?;
         let runner = RunnerLog::read(namespace.name())?;
-        results.sequential = fill(sequential, &observer, &sidecar, Some(&runner))?;
-        results.concurrent = fill(concurrent, &observer, &sidecar, Some(&runner))?;
+        results.sequential = fill(sequential, &observer, &sidecar, Pods::Processes(&runner))?;
+        results.concurrent = fill(concurrent, &observer, &sidecar, Pods::Processes(&runner))?;
         super::objects::delete_views(&client, namespace.name()).await?;
+    }
+    if let (true, Some(image)) = (options.containers > 0, &options.container_image) {
+        results.containers = containers(&client, image, options.containers).await?;
+        results.container_image = Some(image.clone());
     }
     if options.simulated > 0 {
         let namespace = TestNamespace::create(&client).await;
@@ -185,14 +248,117 @@ pub async fn run(options: &Options) -> anyhow::Result<Results> {
         }
         results.simulated_answer = Some(reasons.join("; "));
         let sidecar = SidecarLog::read(gateway.logs_dir())?;
-        results.simulated = fill(answers, &observer, &sidecar, None)?;
+        results.simulated = fill(answers, &observer, &sidecar, Pods::Simulated)?;
         super::objects::delete_views(&client, namespace.name()).await?;
     }
     Ok(results)
 }
 
-/// As `bench::gateway::start` (info-level logs, a failed start an error), with more
-/// sidecar settings.
+/// The echo-server's release build as a container image (`FROM scratch`,
+/// the binary and its libraries, user 65532), imported into the real node's
+/// containerd; images of earlier builds are removed. Call while
+/// `paths::target_dir()` is still the real target directory.
+pub fn container_image() -> anyhow::Result<String> {
+    const NAME: &str = "views.dev/echo-server-bench";
+    let layout = crate::cluster::Layout::new();
+    let binary = paths::target_dir().join("release").join("echo-server");
+    let mut spec = crate::cluster::image::Spec::for_binaries(NAME, std::slice::from_ref(&binary))?;
+    spec.entrypoint = vec!["/bin/echo-server".into()];
+    spec.user = Some("65532:65532".into());
+    let image = crate::cluster::image::ensure(&layout, &spec)?;
+    let keep = std::collections::BTreeSet::from([image.clone()]);
+    for removed in crate::cluster::image::prune(&layout, NAME, &keep)? {
+        progress::info(format!("removed the unused image {removed}"));
+    }
+    Ok(image)
+}
+
+/// `count` real containers on the real node, one activation at a time,
+/// after one unmeasured start (the node's first container of this image).
+async fn containers(
+    client: &kube::Client,
+    image: &str,
+    count: usize,
+) -> anyhow::Result<Vec<Sample>> {
+    let namespace = TestNamespace::create(client).await;
+    let observer = Observer::start(client, namespace.name()).await?;
+    let gateway = gw::start_with(
+        "bench-cold-real",
+        namespace.name(),
+        &[("VIEW_IMAGE", image), ("VIEW_RUNTIME_CLASS", "runc")],
+        &[],
+    )
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace.name());
+    request(&gateway, "w000").await?.expect_status(200)?;
+    remove(&gateway, &pods, "w000").await?;
+    let mut answers = Vec::new();
+    for i in 0..count {
+        let answer = request(&gateway, &format!("r{i:03}")).await?;
+        answer.expect_status(200)?;
+        progress::info(format!(
+            "{} (real container): first byte {:.0} ms after the request",
+            answer.view,
+            millis(answer.sent, answer.answered)
+        ));
+        // The node has room for a few views only (CPU requests), and each
+        // start should find it as idle as the first.
+        remove(&gateway, &pods, &answer.view).await?;
+        answers.push(answer);
+    }
+    let sidecar = SidecarLog::read(gateway.logs_dir())?;
+    let containerd = ContainerdLog::read(namespace.name())?;
+    let samples = fill(answers, &observer, &sidecar, Pods::Containers(&containerd))?;
+    super::objects::delete_views(client, namespace.name()).await?;
+    Ok(samples)
+}
+
+/// Delete `view` through the API, and its pods at once (the echo server
+/// ignores SIGTERM as a container's first process, and would hold its CPU
+/// request for the whole grace period); returns once they are gone.
+async fn remove(gateway: &Gateway, pods: &Api<Pod>, view: &str) -> anyhow::Result<()> {
+    let deleted = gateway
+        .client()
+        .delete(gateway.url("localhost", &format!("/_api/views/{view}")))
+        .send()
+        .await?;
+    if !deleted.status().is_success() {
+        bail!("deleting view {view}: {}", deleted.status());
+    }
+    let selector = kube::api::ListParams::default().labels(&format!("views.dev/view={view}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = pods.list_metadata(&selector).await?.items;
+        if left.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("view {view}'s pods were not gone within 60 s");
+        }
+        for pod in left.iter().filter_map(|p| p.metadata.name.as_deref()) {
+            let now = kube::api::DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            };
+            match pods.delete(pod, &now).await {
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What ran the pods of a round, and the log saying when they started.
+#[derive(Clone, Copy)]
+enum Pods<'a> {
+    Processes(&'a RunnerLog),
+    Containers(&'a ContainerdLog),
+    Simulated,
+}
+
 /// One cold request: when it was sent and answered, and the answer.
 struct Answer {
     view: String,
@@ -271,7 +437,7 @@ fn fill(
     answers: Vec<Answer>,
     observer: &Observer,
     sidecar: &SidecarLog,
-    runner: Option<&RunnerLog>,
+    pods: Pods<'_>,
 ) -> anyhow::Result<Vec<Sample>> {
     let seen = observer.seen.lock().expect("observer lock");
     answers
@@ -282,14 +448,27 @@ fn fill(
             let ready = sidecar.ready.get(&view).with_context(|| {
                 format!("no `view ready` line for view {view} in the sidecar's log")
             })?;
-            let pod_ready = match runner {
-                Some(runner) => Some(at(runner.ready.get(&view)).with_context(|| {
+            let pod_ready = match pods {
+                Pods::Processes(runner) => Some(at(runner.ready.get(&view)).with_context(|| {
                     format!("no Ready line for view {view}'s pod in the pod runner's log")
                 })?),
-                None => None,
+                Pods::Containers(_) | Pods::Simulated => None,
+            };
+            let (sandbox_started, container_started) = match pods {
+                Pods::Containers(containerd) => {
+                    let started = containerd.started.get(&view).with_context(|| {
+                        format!("no sandbox and container start for view {view}'s pod in containerd's log")
+                    })?;
+                    (at(Some(&started.sandbox)), at(Some(&started.container)))
+                }
+                Pods::Processes(_) | Pods::Simulated => (None, None),
             };
             Ok(Sample {
                 pod_ready,
+                pod_created: at(seen.pod_created.get(&view)),
+                pod_scheduled: at(seen.pod_scheduled.get(&view)),
+                sandbox_started,
+                container_started,
                 pod_watch_ready: at(seen.pod_ready.get(&view)),
                 slice_serving: at(seen.slice_serving.get(&view)),
                 index_pod_ready: at(Some(&ready.pod_ready)),
@@ -307,6 +486,8 @@ fn fill(
 /// its EndpointSlice serving.
 #[derive(Default)]
 struct Seen {
+    pod_created: HashMap<String, SystemTime>,
+    pod_scheduled: HashMap<String, SystemTime>,
     pod_ready: HashMap<String, SystemTime>,
     slice_serving: HashMap<String, SystemTime>,
 }
@@ -337,33 +518,50 @@ impl Observer {
         );
         let tasks = vec![
             tokio::spawn(observe(pods, seen.clone(), pods_listed.0, |pod: &Pod| {
-                let view = pod.metadata.labels.as_ref()?.get("views.dev/view")?;
+                let Some(view) = pod
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("views.dev/view"))
+                else {
+                    return Vec::new();
+                };
+                let scheduled = pod.spec.as_ref().is_some_and(|s| s.node_name.is_some());
                 let ready = pod
                     .status
-                    .as_ref()?
-                    .conditions
                     .iter()
-                    .flatten()
+                    .flat_map(|s| s.conditions.iter().flatten())
                     .any(|c| c.type_ == "Ready" && c.status == "True");
-                ready.then(|| (view.clone(), Kind::PodReady))
+                [
+                    Some(Kind::PodCreated),
+                    scheduled.then_some(Kind::PodScheduled),
+                    ready.then_some(Kind::PodReady),
+                ]
+                .into_iter()
+                .flatten()
+                .map(|kind| (view.clone(), kind))
+                .collect()
             })),
             tokio::spawn(observe(
                 slices,
                 seen.clone(),
                 slices_listed.0,
                 |slice: &EndpointSlice| {
-                    let service = slice
-                        .metadata
-                        .labels
-                        .as_ref()?
-                        .get("kubernetes.io/service-name")?;
                     let serving = slice.endpoints.iter().any(|e| {
                         e.conditions
                             .as_ref()
                             .is_some_and(|c| c.serving == Some(true) && c.terminating != Some(true))
                     });
-                    let view = service.strip_prefix("view-")?;
-                    serving.then(|| (view.to_owned(), Kind::SliceServing))
+                    slice
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|labels| labels.get("kubernetes.io/service-name"))
+                        .and_then(|service| service.strip_prefix("view-"))
+                        .filter(|_| serving)
+                        .map(|view| (view.to_owned(), Kind::SliceServing))
+                        .into_iter()
+                        .collect()
                 },
             )),
         ];
@@ -382,6 +580,8 @@ impl Observer {
 
 #[derive(Clone, Copy)]
 enum Kind {
+    PodCreated,
+    PodScheduled,
     PodReady,
     SliceServing,
 }
@@ -391,7 +591,7 @@ async fn observe<K>(
     api: Api<K>,
     seen: Arc<Mutex<Seen>>,
     listed: tokio::sync::oneshot::Sender<()>,
-    read: fn(&K) -> Option<(String, Kind)>,
+    read: fn(&K) -> Vec<(String, Kind)>,
 ) where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
@@ -418,9 +618,11 @@ async fn observe<K>(
             watcher::Event::Apply(object) | watcher::Event::InitApply(object) => object,
             watcher::Event::Init | watcher::Event::Delete(_) => continue,
         };
-        if let Some((view, kind)) = read(&object) {
-            let mut seen = seen.lock().expect("observer lock");
+        let mut seen = seen.lock().expect("observer lock");
+        for (view, kind) in read(&object) {
             let map = match kind {
+                Kind::PodCreated => &mut seen.pod_created,
+                Kind::PodScheduled => &mut seen.pod_scheduled,
                 Kind::PodReady => &mut seen.pod_ready,
                 Kind::SliceServing => &mut seen.slice_serving,
             };
@@ -511,6 +713,97 @@ impl RunnerLog {
     }
 }
 
+/// When containerd started each view pod's sandbox and container.
+struct ContainerdLog {
+    started: HashMap<String, Started>,
+}
+
+struct Started {
+    sandbox: SystemTime,
+    container: SystemTime,
+}
+
+impl ContainerdLog {
+    /// The real node's containerd log (logrus text, nanoseconds), for the
+    /// pods of `namespace` (`view-<view>-<n>-<suffix>`, the first activation
+    /// of each view):
+    /// `time="…" level=info msg="RunPodSandbox for &PodSandboxMetadata{Name:<pod>,Uid:…,Namespace:<namespace>,…}"`,
+    /// the same `… returns sandbox id \"<sandbox>\""`,
+    /// `CreateContainer within sandbox \"<sandbox>\" for &ContainerMetadata{…} returns container id \"<container>\""`,
+    /// `StartContainer for \"<container>\" returns successfully`.
+    fn read(namespace: &str) -> anyhow::Result<Self> {
+        let path = paths::cache_dir().join("cluster/logs/containerd.log");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(Self::parse(&text, namespace))
+    }
+
+    fn parse(text: &str, namespace: &str) -> Self {
+        let quoted = |s: &str, after: &str| -> Option<String> {
+            let rest = s.split_once(after)?.1;
+            Some(rest.split('\\').next()?.to_owned())
+        };
+        let mut sandbox_began: HashMap<String, SystemTime> = HashMap::new();
+        let mut sandbox_of: HashMap<String, String> = HashMap::new();
+        let mut container_of: HashMap<String, String> = HashMap::new();
+        let mut started = HashMap::new();
+        for line in text.lines() {
+            let Some(at) = logrus_time(line) else {
+                continue;
+            };
+            if let Some(rest) =
+                line.split_once("msg=\"RunPodSandbox for &PodSandboxMetadata{Name:view-")
+            {
+                let meta = rest.1;
+                if !meta.contains(&format!(",Namespace:{namespace},")) {
+                    continue;
+                }
+                let Some(view) = meta.split_once("-1-").map(|(view, _)| view.to_owned()) else {
+                    continue;
+                };
+                match quoted(meta, "returns sandbox id \\\"") {
+                    Some(sandbox) => {
+                        sandbox_of.insert(sandbox, view);
+                    }
+                    None => {
+                        sandbox_began.entry(view).or_insert(at);
+                    }
+                }
+            } else if let Some(rest) = line.split_once("msg=\"CreateContainer within sandbox \\\"")
+            {
+                let sandbox = rest.1.split('\\').next().unwrap_or_default();
+                if let (Some(view), Some(container)) = (
+                    sandbox_of.get(sandbox),
+                    quoted(rest.1, "returns container id \\\""),
+                ) {
+                    container_of.insert(container, view.clone());
+                }
+            } else if let Some(rest) = line.split_once("msg=\"StartContainer for \\\"") {
+                if !rest.1.contains("returns successfully") {
+                    continue;
+                }
+                let container = rest.1.split('\\').next().unwrap_or_default();
+                if let Some(view) = container_of.get(container)
+                    && let Some(sandbox) = sandbox_began.get(view)
+                {
+                    started.entry(view.clone()).or_insert(Started {
+                        sandbox: *sandbox,
+                        container: at,
+                    });
+                }
+            }
+        }
+        Self { started }
+    }
+}
+
+/// The `time="…"` of a logrus text line.
+fn logrus_time(line: &str) -> Option<SystemTime> {
+    let stamp = line.strip_prefix("time=\"")?.split('"').next()?;
+    let at: jiff::Timestamp = stamp.parse().ok()?;
+    Some(SystemTime::from(at))
+}
+
 /// The RFC 3339 timestamp a log line starts with.
 fn timestamp(line: &str) -> Option<SystemTime> {
     let stamp = line.split_whitespace().next()?;
@@ -545,6 +838,23 @@ fn strip_ansi(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn containerd_lines_give_each_view_its_sandbox_and_container_start() {
+        let text = r#"time="2026-12-04T14:00:58.400000000Z" level=info msg="RunPodSandbox for &PodSandboxMetadata{Name:view-r001-1-abcde,Uid:u,Namespace:other,Attempt:0,}"
+time="2026-12-04T14:00:58.491697379Z" level=info msg="RunPodSandbox for &PodSandboxMetadata{Name:view-r001-1-abcde,Uid:u,Namespace:bench-x,Attempt:0,}"
+time="2026-12-04T14:00:58.824188996Z" level=info msg="RunPodSandbox for &PodSandboxMetadata{Name:view-r001-1-abcde,Uid:u,Namespace:bench-x,Attempt:0,} returns sandbox id \"s1\""
+time="2026-12-04T14:00:58.874665661Z" level=info msg="CreateContainer within sandbox \"s1\" for &ContainerMetadata{Name:view,Attempt:0,} returns container id \"c1\""
+time="2026-12-04T14:00:58.879743746Z" level=info msg="StartContainer for \"c1\""
+time="2026-12-04T14:00:59.066465589Z" level=info msg="StartContainer for \"c1\" returns successfully"
+"#;
+        let log = ContainerdLog::parse(text, "bench-x");
+        let started = &log.started["r001"];
+        let at = |s: &str| SystemTime::from(s.parse::<jiff::Timestamp>().unwrap());
+        assert_eq!(started.sandbox, at("2026-12-04T14:00:58.491697379Z"));
+        assert_eq!(started.container, at("2026-12-04T14:00:59.066465589Z"));
+        assert_eq!(log.started.len(), 1);
+    }
 
     #[test]
     fn ready_lines_give_each_step_its_time() {

@@ -6,7 +6,8 @@
 //!   with sign-in on by default ([`sign_in`]: the same authentication filters
 //!   in both Envoys, the local OpenID Connect provider's tokens).
 //! - [`cold`]: what the activator adds to a start, step by step after the
-//!   pod is ready; and with simulated pods, the overhead alone.
+//!   pod is ready; real containers on the real node, with the container
+//!   runtime's share; and with simulated pods, the overhead alone.
 //! - [`scale`]: 100 … 10,000 views.
 //!
 //! Shared: [`wrk`] (the load generator), [`gateway`] (test-support's gateway
@@ -93,6 +94,10 @@ pub struct Args {
     /// cold: views activated at once afterwards.
     #[arg(long, default_value_t = 20)]
     concurrent: usize,
+    /// cold: real containers on the real node (image already there),
+    /// activated one at a time after the process pods.
+    #[arg(long, default_value_t = 20)]
+    containers: usize,
     /// cold: views with simulated pods (no start delay) activated at once last.
     #[arg(long, default_value_t = 20)]
     simulated: usize,
@@ -148,6 +153,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let machine = report::machine();
+    // The real containers' image holds the release echo-server just built.
+    let container_image = if cold && args.containers > 0 {
+        Some(cold::container_image()?)
+    } else {
+        None
+    };
     // Last: the pod runner (restarted by `cluster up` above, if it had died)
     // must keep the real target directory.
     gateway::use_release_binaries()?;
@@ -172,6 +183,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let results = runtime.block_on(cold::run(&cold::Options {
             activations: args.activations,
             concurrent: args.concurrent,
+            containers: args.containers,
+            container_image,
             simulated: args.simulated,
         }))?;
         sections.cold = Some(report::Section::new(started, &machine, results));
