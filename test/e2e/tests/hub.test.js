@@ -116,7 +116,12 @@ describe('the hub', () => {
       label = await page.evaluate(() => document.activeElement.getAttribute('aria-label') ?? '');
     }
     expect(label).toBe(`Delete ${later}`);
-    page.once('dialog', (dialog) => dialog.accept());
+    // It asks first, in a dialog that opens on Cancel: Tab to the action.
+    await page.keyboard.press('Enter');
+    await page.locator('dialog#confirm[open]').waitFor();
+    await expect(page.evaluate(() => document.activeElement.textContent)).resolves.toBe('Cancel');
+    await page.keyboard.press('Tab');
+    await expect(page.evaluate(() => document.activeElement.textContent)).resolves.toBe(`Delete ${later}`);
     await page.keyboard.press('Enter');
     await eventually(`${later} leaves the page`, async () => (await card(page, later).count()) === 0, 30_000);
     await eventually('the deletion is announced', async () => announced.includes(`${later} deleted`), 10_000);

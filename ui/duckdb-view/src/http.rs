@@ -123,6 +123,7 @@ pub fn router(state: Shared) -> Router {
         .route("/", get(page))
         .route("/static/app.js", get(app_js))
         .route("/static/chart.js", get(chart_js))
+        .route("/static/banner.js", get(banner_js))
         .route("/static/style.css", get(style_css))
         .route("/healthz", get(healthz))
         .route("/livez", get(|| async { "ok" }))
@@ -223,6 +224,13 @@ async fn chart_js() -> Response {
     asset(
         "text/javascript; charset=utf-8",
         include_str!("page/chart.js"),
+    )
+}
+
+async fn banner_js() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("page/banner.js"),
     )
 }
 

@@ -3,6 +3,8 @@
 // operations are called by operationId, so a path the API does not document
 // cannot be called from here.
 
+import { confirmAction, decorate } from './runs.js';
+
 const POLL_MS = 2000;
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -147,6 +149,7 @@ function render() {
     remove.hidden = !mayManage(view);
     remove.setAttribute('aria-label', `Delete ${view.name}`);
     remove.addEventListener('click', () => deleteView(view.name));
+    decorate(item, view, hub);
     list.append(item);
   }
   tick();
@@ -198,7 +201,13 @@ async function stopView(name) {
 }
 
 async function deleteView(name) {
-  if (!window.confirm(`Delete the view ${name}? Its workload stops; its data in the lake stays.`)) return;
+  const confirmed = await confirmAction({
+    title: `Delete ${name}?`,
+    text: 'Its workload stops and its address goes; its data in the lake stays.',
+    action: `Delete ${name}`,
+    opener: { name, className: 'delete' },
+  });
+  if (!confirmed) return;
   try {
     await state.call('deleteView', { name });
     await refresh();
@@ -208,6 +217,15 @@ async function deleteView(name) {
     showProblem(`${name} was not deleted: ${error.message}`);
   }
 }
+
+/// What runs.js needs of the page.
+const hub = {
+  call: (...args) => state.call(...args),
+  refresh: () => refresh(),
+  announce,
+  showProblem,
+  mayManage,
+};
 
 function renderMe() {
   const who = $('#who');

@@ -17,6 +17,7 @@ use axum::routing::get;
 const INDEX_HTML: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
 const STYLE_CSS: &str = include_str!("style.css");
+const RUNS_JS: &str = include_str!("runs.js");
 
 /// Only our own files and our own API; no framing, no inline script.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -36,6 +37,10 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/_hub/style.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
+        )
+        .route(
+            "/_hub/runs.js",
+            get(|| async { asset("text/javascript; charset=utf-8", RUNS_JS) }),
         )
 }
 
