@@ -205,13 +205,32 @@ impl Component {
             .open(self.log_file(layout))?;
         let child = {
             use std::os::unix::process::CommandExt;
-            Command::new(&self.program)
+            let mut command = Command::new(&self.program);
+            command
                 .args(&self.args)
                 .envs(env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
-                .process_group(0)
+                .process_group(0);
+            // SAFETY: one system call, async-signal-safe, between fork and exec.
+            unsafe {
+                command.pre_exec(|| {
+                    // The process outlives the command that starts it: it must
+                    // not hold what that command was given besides stdio (a
+                    // `flock` lock it runs under, a CI runner's pipe that is then
+                    // never closed). Marked close-on-exec rather than closed, so
+                    // std's own pipe still reports a failed exec.
+                    nix::libc::syscall(
+                        nix::libc::SYS_close_range,
+                        3u32,
+                        u32::MAX,
+                        nix::libc::CLOSE_RANGE_CLOEXEC,
+                    );
+                    Ok(())
+                });
+            }
+            command
                 .spawn()
                 .with_context(|| format!("starting {}", self.program.display()))?
         };
