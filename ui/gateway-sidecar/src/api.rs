@@ -333,7 +333,7 @@ static REQUEST_SCHEMA: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
 });
 
 /// A JSON body (415 for another content type, 413 past [`BODY_LIMIT`]).
-pub(crate) fn parse_json(
+fn parse_json(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<serde_json::Value, Failure> {
@@ -377,7 +377,7 @@ pub(crate) fn parse_json(
 }
 
 /// Where `value` breaks `schema`, as `{path, problem}` (JSON Pointer, text).
-pub(crate) fn schema_problems(
+fn schema_problems(
     schema: &jsonschema::Validator,
     value: &serde_json::Value,
 ) -> Vec<serde_json::Value> {
@@ -385,6 +385,33 @@ pub(crate) fn schema_problems(
         .iter_errors(value)
         .map(|e| serde_json::json!({"path": e.instance_path().to_string(), "problem": e.to_string()}))
         .collect()
+}
+
+/// A JSON body valid by `schema`, read as `T`; otherwise 400
+/// `invalid_request` with `message` and the schema's problems.
+pub(crate) fn parse_valid<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    schema: &jsonschema::Validator,
+    message: &str,
+) -> Result<T, Failure> {
+    let value = parse_json(headers, body)?;
+    let problems = schema_problems(schema, &value);
+    if !problems.is_empty() {
+        return Err(error_with_details(
+            StatusCode::BAD_REQUEST,
+            ApiErrorCode::InvalidRequest,
+            message,
+            serde_json::json!({"problems": problems}),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            ApiErrorCode::InvalidRequest,
+            e.to_string(),
+        )
+    })
 }
 
 /// A create request's body, as the API reads it: JSON, valid by the
@@ -784,23 +811,12 @@ async fn share(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
     parse_name(&name)?;
-    let value = parse_json(&headers, body)?;
-    let problems = schema_problems(&SHARES_SCHEMA, &value);
-    if !problems.is_empty() {
-        return Err(error_with_details(
-            StatusCode::BAD_REQUEST,
-            ApiErrorCode::InvalidRequest,
-            "the body does not match the Shares schema ({\"users\": [...], \"groups\": [...]})",
-            serde_json::json!({"problems": problems}),
-        ));
-    }
-    let shares: Shares = serde_json::from_value(value).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            ApiErrorCode::InvalidRequest,
-            e.to_string(),
-        )
-    })?;
+    let shares: Shares = parse_valid(
+        &headers,
+        body,
+        &SHARES_SCHEMA,
+        "the body does not match the Shares schema ({\"users\": [...], \"groups\": [...]})",
+    )?;
     may_manage(&state, &caller, &name, "share")?;
     let shares = normalize_shares(Some(shares));
     // Checked against the stored spec inside the update, so the subsets

@@ -34,7 +34,7 @@ use views_types::{ApiErrorCode, DeadlineExtension, ResourceRequests};
 use crate::activator::{Progress, Stage, page};
 use crate::api::{
     AppState, Failure, error, error_with_details, index_lagging, indexed, may_manage, not_found,
-    parse_json, parse_name, schema_problems, to_api, write_error,
+    parse_name, parse_valid, to_api, write_error,
 };
 use crate::auth::Caller;
 use crate::index::ViewState;
@@ -262,23 +262,12 @@ fn parse_extension(
             .expect("the exported schema is JSON");
         jsonschema::validator_for(&schema).expect("the exported schema compiles")
     });
-    let value = parse_json(headers, body)?;
-    let problems = schema_problems(&SCHEMA, &value);
-    if !problems.is_empty() {
-        return Err(error_with_details(
-            StatusCode::BAD_REQUEST,
-            ApiErrorCode::InvalidRequest,
-            "the body is not a DeadlineExtension ({\"seconds\": 60 to 86400})",
-            serde_json::json!({"problems": problems}),
-        ));
-    }
-    serde_json::from_value(value).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            ApiErrorCode::InvalidRequest,
-            e.to_string(),
-        )
-    })
+    parse_valid(
+        headers,
+        body,
+        &SCHEMA,
+        "the body is not a DeadlineExtension ({\"seconds\": 60 to 86400})",
+    )
 }
 
 fn not_running(name: &str) -> Failure {
