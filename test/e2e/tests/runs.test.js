@@ -46,6 +46,7 @@ describe('runs', () => {
   let browser;
   const running = uniqueName();
   const ending = uniqueName();
+  const idle = uniqueName();
 
   beforeAll(async () => {
     browser = await launch();
@@ -53,6 +54,8 @@ describe('runs', () => {
     // A minute's deadline: the banner's warning window (STOP_WARNING_SECONDS,
     // 300 s by default) has begun as soon as it runs.
     await anas.create({ name: ending, subsets: sales, deadlineSeconds: 60 });
+    // Stopped after a minute without requests: its idle stop is always near.
+    await anas.create({ name: idle, subsets: sales, idleTimeoutSeconds: 60 });
   });
 
   afterAll(async () => {
@@ -120,6 +123,7 @@ describe('runs', () => {
     await expect(item.locator('.ran').textContent()).resolves.toMatch(/^\d+ (s|min)$/);
     await expect(item.locator('.requests').textContent()).resolves.toMatch(/^\S+ CPU, \S+ memory$/);
     await expect(page.locator('#who').textContent()).resolves.toMatch(/administrator/);
+    await item.scrollIntoViewIfNeeded();
     await screenshot(page, 'runs-admin.png');
     expect(await axeViolations(page)).toEqual([]);
     await item.locator('button.stop').click();
@@ -147,9 +151,28 @@ describe('runs', () => {
     await expect(page.evaluate(() => document.activeElement.textContent)).resolves.toBe('Extend by 1 h');
     await page.keyboard.press('Enter');
     await page.locator('#stop-banner').waitFor({ state: 'hidden' });
-    await expect(page.locator('#stop-banner-done').textContent()).resolves.toBe('Extended by 1 h.');
+    await page.locator('#stop-banner-done').filter({ hasText: /^Extended by 1 h\.$/ }).waitFor();
     const after = await view(ending);
     expect(Date.parse(after.status.deadline) - Date.parse(before.status.deadline)).toBe(3_600_000);
+    await context.close();
+  });
+
+  test('inside an idle view, the banner warns of the idle stop, and Keep it running counts as activity', async () => {
+    const context = await offlineContext(browser);
+    await signInContext(context, 'ana');
+    const page = await context.newPage();
+    await page.goto(viewUrl(idle));
+    await page.locator('#connection[data-state="ready"]').waitFor({ timeout: 60_000 });
+    await page.locator('#stop-banner:not([hidden])').waitFor({ timeout: 15_000 });
+    await expect(page.locator('#stop-banner-text').textContent()).resolves.toMatch(/^This view stops in \d+ s if nobody uses it: it is idle\.$/);
+    expect(await page.locator('#stop-banner-extend').isHidden()).toBe(true);
+    const clicked = Date.now();
+    await page.locator('#stop-banner-keep').click();
+    await page.locator('#stop-banner-done').filter({ hasText: /^Kept running: the idle time starts again\.$/ }).waitFor();
+    // The gateway's idle check saw the request and recorded it on the view.
+    await eventually('the activity is recorded', async () => Date.parse((await view(idle)).status.lastActivity ?? '') >= clicked - 1000, 30_000);
+    expect((await view(idle)).status.phase).toBe('ready');
+    await screenshot(page, 'runs-banner-idle.png');
     await context.close();
   });
 });
