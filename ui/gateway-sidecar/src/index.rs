@@ -837,6 +837,24 @@ mod tests {
             .collect()
     }
 
+    #[gtest]
+    fn a_run_the_api_stopped_keeps_its_number_once_its_job_is_gone() {
+        let mut state = ViewState {
+            spec: view::from_service(&service("sales")).expect("a spec"),
+            uid: "uid-sales".into(),
+            created_at: None,
+            annotations: BTreeMap::new(),
+            endpoints: Vec::new(),
+            activations: BTreeMap::new(),
+        };
+        expect_that!(state.next_activation_number(), eq(1));
+        state.annotations.insert(
+            workload::STOPPED_RUN_ANNOTATION.into(),
+            "view-sales-4".into(),
+        );
+        expect_that!(state.next_activation_number(), eq(5));
+    }
+
     /// Feeds watch events to a running index.
     struct Feed {
         changes: mpsc::UnboundedSender<Change>,

@@ -651,6 +651,36 @@ mod tests {
     }
 
     #[gtest]
+    fn a_run_may_be_extended_up_to_its_start_plus_the_cap_and_says_what_it_requests() {
+        let run = read_activation(&a_job(), &[], &[]).expect("an activation");
+        let start: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        expect_that!(
+            run.deadline,
+            some(eq(start + jiff::SignedDuration::from_secs(600)))
+        );
+        // MAX_RUN_SECONDS' default: 8 h from the start; keys live that long.
+        let cap = start + jiff::SignedDuration::from_hours(8);
+        expect_that!(run.max_deadline, some(eq(cap)));
+        expect_that!(run.keys_expire_at(), some(eq(cap)));
+        expect_that!(run.requests.cpu.as_deref(), some(eq("250m")));
+        expect_that!(run.requests.memory.as_deref(), some(eq("512Mi")));
+        // A view whose own deadline is past the cap keeps its deadline.
+        let mut long = a_job();
+        long.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(MAX_RUN_ANNOTATION.into(), "300".into());
+        let run = read_activation(&long, &[], &[]).expect("an activation");
+        expect_that!(run.max_deadline, eq(run.deadline));
+        // A Job from before the cap: no extension, keys until its deadline.
+        let mut old = a_job();
+        old.metadata.annotations = None;
+        let run = read_activation(&old, &[], &[]).expect("an activation");
+        expect_that!(run.max_deadline, none());
+        expect_that!(run.keys_expire_at(), eq(run.deadline));
+    }
+
+    #[gtest]
     fn the_job_is_owned_by_the_view_deadlined_hardened_and_selected_by_the_service() {
         let job = a_job();
         expect_that!(job.metadata.name.as_deref(), some(eq("view-sales-3")));
