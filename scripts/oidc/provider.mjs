@@ -2,7 +2,13 @@
 // configured to play the organisation's identity provider for the views
 // gateway in `cargo xtask dev` and the tests. Run by `cargo xtask oidc up` as
 //
-//     node provider.mjs <state dir>
+//     node provider.mjs <state dir> [<pod network address>]
+//
+// It listens on 127.0.0.1 (browsers, Envoy and tests on this machine reach it
+// as `localhost`, the issuer's host) and, when given, also on the pod
+// network's host address (10.233.0.1), where pods of the local cluster reach
+// it: the in-cluster gateway fetches discovery, JWKS and the token endpoint
+// there (its OIDC_PROVIDER_URL) while tokens still name the issuer.
 //
 // It owns its state under <state dir>: `secrets.json` holds the demo users'
 // passwords, the gateway client's secret, the RSA signing keys (JWKS) and the
@@ -15,14 +21,16 @@
 
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile, rename, writeFile } from 'node:fs/promises';
+import http from 'node:http';
 import { join } from 'node:path';
 
 import { calculateJwkThumbprint, exportJWK, generateKeyPair } from 'jose';
 import Provider, { errors } from 'oidc-provider';
 
 const stateDir = process.argv[2];
+const podAddress = process.argv[3];
 if (!stateDir) {
-  console.error('usage: node provider.mjs <state dir>');
+  console.error('usage: node provider.mjs <state dir> [<pod network address>]');
   process.exit(2);
 }
 
@@ -414,16 +422,39 @@ provider.use(async (ctx, next) => {
 
 provider.on('server_error', (_ctx, error) => console.error('server error:', error));
 
-// What the xtask and the tests read: written before listening, so a
-// provider that answers has written it.
+// On the pod network too, when its address exists (the local cluster's
+// network is up): `podUrl` in oidc.json says whether it does.
+const servers = [];
+let podUrl;
+if (podAddress) {
+  const podServer = http.createServer(provider.callback());
+  try {
+    await new Promise((resolve, reject) => {
+      podServer.once('error', reject);
+      podServer.listen(PORT, podAddress, resolve);
+    });
+    podUrl = `http://${podAddress}:${PORT}`;
+    servers.push(podServer);
+    console.log(`oidc-provider: also listening on ${podAddress}:${PORT} (for pods)`);
+  } catch (error) {
+    console.log(`oidc-provider: not listening on ${podAddress}:${PORT} (${error.code ?? error.message}): pods cannot reach it`);
+  }
+}
+
+// What the xtask and the tests read: written before listening on
+// 127.0.0.1, so a provider that answers there has written it.
 await writePrivate(join(stateDir, 'oidc.json'), {
   issuer: ISSUER,
   port: PORT,
+  podUrl,
   clients: clients.map((client) => ({ id: client.client_id, secret: client.client_secret })),
   users: [...users.values()],
 });
 
-const server = provider.listen(PORT, '127.0.0.1', () => {
+servers.push(provider.listen(PORT, '127.0.0.1', () => {
   console.log(`oidc-provider: issuer ${ISSUER}, listening on 127.0.0.1:${PORT}`);
+}));
+process.on('SIGTERM', () => {
+  let open = servers.length;
+  for (const server of servers) server.close(() => --open === 0 && process.exit(0));
 });
-process.on('SIGTERM', () => server.close(() => process.exit(0)));

@@ -1,14 +1,17 @@
 //! `cargo xtask e2e`: the end-to-end suite in `test/e2e` (vitest, Chromium
 //! through playwright-core) against the whole local stack of `cargo xtask dev`.
 //!
-//! A gateway that `cargo xtask dev` started and that still answers is reused
-//! as it is, in its mode (plain HTTP, or `--tls`): the fast loop while `dev`
+//! A gateway that `cargo xtask dev` started with sign-in and that still
+//! answers is reused as it is, in its mode (plain HTTP, `--tls`, or
+//! `--in-cluster`, which runs [`IN_CLUSTER`] only): the fast loop while `dev`
 //! runs. Otherwise this brings the stack up with plain HTTP on localhost and
 //! runs the suite, then restarts the gateway with TLS (`views.localhost`,
 //! HTTPS, a local CA) and runs it again (`tls.test.js` only tests in that
-//! mode), and stops the gateway it started (Envoy and the sidecar), so nothing of it
-//! outlives the run; the cluster and the lake stay up for the next run, as
-//! after `cargo xtask test` (`cargo xtask down` stops them).
+//! mode), then deploys it into the cluster (`dev --in-cluster`: real
+//! containers, two replicas behind a Service) and runs [`IN_CLUSTER`] there,
+//! and stops the gateway it started (the host processes, the Deployment),
+//! so nothing of it outlives the run; the cluster and the lake stay up for
+//! the next run, as after `cargo xtask test` (`cargo xtask down` stops them).
 //!
 //! The gateway runs with sign-in on. The suite calls the API as the demo
 //! users `ana`, `bob` and `ada` with access tokens this task gets from the
@@ -27,29 +30,60 @@ use crate::{browser, cluster, dev, paths, progress};
 /// Whose API calls the suite makes (support/identity.js names the same).
 const TOKEN_USERS: [&str; 3] = ["ana", "bob", "ada"];
 
+/// The files run against the in-cluster gateway: what the deployment
+/// changes. Signing in (Envoy in a pod verifies tokens with the provider's
+/// keys and exchanges codes at the address pods reach it on), the first
+/// visit to a cold view (a real container started by the kubelet, held and
+/// released through two replicas behind a Service, DuckDB reading the lake
+/// through the `gateway-s3` Service, a Parquet download), and two views at
+/// once (each with its own keys). The rest tests the sidecar's API and
+/// pages, which are the same code in both modes, or the host's pod
+/// processes (`delete.test.js` looks for them in `/proc`); `tls.test.js`
+/// needs `--tls`.
+const IN_CLUSTER: [&str; 3] = [
+    "tests/sign-in.test.js",
+    "tests/workspace.test.js",
+    "tests/side-by-side.test.js",
+];
+
 pub fn run() -> anyhow::Result<()> {
     browser::ensure()?;
     let dir = paths::repo_root().join("test/e2e");
     npm_ci(&dir)?;
 
-    if let Some(endpoint) = dev::Endpoint::running() {
+    if let Some(endpoint) = dev::Endpoint::running().filter(|e| e.sign_in) {
         progress::info(format!(
-            "a gateway answers at {}: running the suite against it",
-            endpoint.url(None, "/")
+            "a gateway answers at {}{}: running the suite against it",
+            endpoint.url(None, "/"),
+            if endpoint.in_cluster {
+                " (in the cluster)"
+            } else {
+                ""
+            }
         ));
-        return tokens().and_then(|tokens| vitest(&dir, &endpoint, &tokens));
+        let files: &[&str] = if endpoint.in_cluster {
+            &IN_CLUSTER
+        } else {
+            &[]
+        };
+        return tokens().and_then(|tokens| vitest(&dir, &endpoint, &tokens, files));
     }
     // As `cargo xtask dev` runs by default (plain HTTP on localhost), then
-    // as `dev --tls` does (HTTPS on views.localhost).
+    // as `dev --tls` does (HTTPS on views.localhost), then `dev --in-cluster`.
     let result = (|| {
         let endpoint = dev::up(dev::Scheme::Http)?;
         let tokens = tokens()?;
-        vitest(&dir, &endpoint, &tokens)?;
+        vitest(&dir, &endpoint, &tokens, &[])?;
         let endpoint = dev::up(dev::Scheme::Https)?;
-        vitest(&dir, &endpoint, &tokens)
+        vitest(&dir, &endpoint, &tokens, &[])?;
+        let step = progress::step("the gateway deployed into the cluster (dev --in-cluster)");
+        let endpoint = dev::up_in_cluster(true)?;
+        step.done();
+        vitest(&dir, &endpoint, &tokens, &IN_CLUSTER)
     })();
     progress::info("stopping the gateway this run started (the cluster and the lake stay)");
     dev::stop_gateway()?;
+    dev::remove_in_cluster()?;
     result
 }
 
@@ -117,15 +151,31 @@ fn tokens() -> anyhow::Result<Vec<(String, String)>> {
     Ok(tokens)
 }
 
-/// The suite against the gateway at `endpoint`, which the suite reads from
-/// `dev`'s `gateway.json` (support/gateway.js).
-fn vitest(dir: &Path, endpoint: &dev::Endpoint, tokens: &[(String, String)]) -> anyhow::Result<()> {
+/// The suite (`files` of it, or all) against the gateway at `endpoint`,
+/// which the suite reads from `dev`'s `gateway.json` (support/gateway.js).
+fn vitest(
+    dir: &Path,
+    endpoint: &dev::Endpoint,
+    tokens: &[(String, String)],
+    files: &[&str],
+) -> anyhow::Result<()> {
     let step = progress::step(format!(
-        "end-to-end suite (test/e2e, vitest + Chromium) against {}",
+        "end-to-end suite (test/e2e, vitest + Chromium{}) against {}{}",
+        if files.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", files.join(", "))
+        },
         endpoint.url(None, "/"),
+        if endpoint.in_cluster {
+            " in the cluster"
+        } else {
+            ""
+        },
     ));
     let status = Command::new(dir.join("node_modules/.bin/vitest"))
         .arg("run")
+        .args(files)
         .envs(tokens.iter().map(|(name, token)| (name, token)))
         .current_dir(dir)
         .env("VIEWS_KUBECTL", cluster::kubectl()?)

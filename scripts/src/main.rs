@@ -87,6 +87,9 @@ enum Task {
         /// node, served on localhost:8080 (VIEWS_GATEWAY_PORT) by a local load balancer.
         #[arg(long)]
         in_cluster: bool,
+        /// With --in-cluster: without sign-in, as the k3d example runs (hostname localhost only).
+        #[arg(long, requires = "in_cluster")]
+        no_sign_in: bool,
     },
     /// Stop everything `dev` started.
     Down,
@@ -133,6 +136,7 @@ fn main() -> anyhow::Result<()> {
             detach,
             tls,
             in_cluster,
+            no_sign_in,
         } => dev::run(
             detach,
             if tls {
@@ -145,6 +149,7 @@ fn main() -> anyhow::Result<()> {
             } else {
                 dev::Mode::Host
             },
+            !no_sign_in,
         ),
         Task::Down => dev::down(),
         Task::E2e => e2e::run(),

@@ -85,6 +85,8 @@ fn component() -> Component {
         args: vec![
             package_dir().join("provider.mjs").display().to_string(),
             oidc_dir().display().to_string(),
+            // Also there for pods (the in-cluster gateway), when it exists.
+            crate::cluster::network::HOST_IP.to_string(),
         ],
     }
 }
@@ -137,6 +139,27 @@ pub fn ensure_running() -> anyhow::Result<Oidc> {
     progress::info(format!("issuer {}", oidc.issuer));
     step.done();
     Ok(oidc)
+}
+
+/// As [`ensure_running`], and listening where pods reach it too (the pod
+/// network's host address): one started before the local cluster's network
+/// existed is restarted (which signs everyone out of its sessions). Call
+/// after `cluster::up`.
+pub fn ensure_reachable_from_pods() -> anyhow::Result<(Oidc, String)> {
+    let oidc = ensure_running()?;
+    if let Some(url) = oidc.pod_url.clone() {
+        return Ok((oidc, url));
+    }
+    progress::info("the OIDC provider does not listen on the pod network yet: restarting it");
+    stop()?;
+    let oidc = ensure_running()?;
+    let url = oidc.pod_url.clone().with_context(|| {
+        format!(
+            "the OIDC provider could not listen on the pod network's address; see {}",
+            component().log_file(&layout()).display()
+        )
+    })?;
+    Ok((oidc, url))
 }
 
 /// Stop the provider if it runs; returns whether it did. `oidc.json` goes

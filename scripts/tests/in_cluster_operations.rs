@@ -126,7 +126,7 @@ fn gateway_pods() -> anyhow::Result<Vec<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_restart_and_a_deleted_gateway_pod_fail_no_warm_request() {
     let output = Command::new(workspace_binary("xtask"))
-        .args(["dev", "--in-cluster", "--detach"])
+        .args(["dev", "--in-cluster", "--no-sign-in", "--detach"])
         .env("VIEWS_GATEWAY_PORT", port().to_string())
         .current_dir(test_support::repo_root())
         .output()

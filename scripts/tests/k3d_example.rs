@@ -81,7 +81,7 @@ async fn the_k3d_examples_steps_run_on_the_local_clusters_real_node() {
     // by the task; `kubectl apply -k` of the overlay (the task's), waiting
     // for both Deployments to roll out.
     let output = Command::new(workspace_binary("xtask"))
-        .args(["dev", "--in-cluster", "--detach"])
+        .args(["dev", "--in-cluster", "--no-sign-in", "--detach"])
         .env("VIEWS_GATEWAY_PORT", port().to_string())
         .current_dir(test_support::repo_root())
         .output()

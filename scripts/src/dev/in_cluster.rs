@@ -23,9 +23,16 @@
 //! example's sample-data Job installs its tools from PyPI, which pods here
 //! cannot reach.
 //!
-//! Sign-in is off: the gateway's hostname is `localhost`, as in the k3d
-//! example, and the local OIDC provider's issuer (`http://localhost:…`) is
-//! the host's loopback, which pods cannot reach.
+//! Sign-in is on, as in `dev` without `--in-cluster`, configured as an
+//! operator does: the ConfigMap `views-gateway-identity` (issuer, client id,
+//! admin groups) and the Secret `views-gateway-oidc` (the client secret)
+//! that the base's Deployment reads. The issuer stays what browsers see,
+//! `http://localhost:32702`, the host's loopback; the gateway's pods reach the
+//! same provider on the pod network's host address (`OIDC_PROVIDER_URL`,
+//! where `oidc::ensure_reachable_from_pods` makes it listen too) for
+//! discovery, JWKS and the token exchange. `--no-sign-in` runs the k3d
+//! example as its README does, without sign-in (hostname `localhost` only):
+//! the ConfigMap and Secret are deleted.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -34,10 +41,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::{DEMO_VIEW, Endpoint, NAMESPACE, kubectl, layout};
+use test_support::oidc::{GATEWAY_CLIENT, GATEWAY_RESOURCE};
+
+use super::{ADMIN_GROUP, DEMO_VIEW, ENTITLEMENTS, Endpoint, NAMESPACE, kubectl, layout};
 use crate::cluster::image::{self, Spec};
 use crate::cluster::{self, Component, forward};
-use crate::{cmd, duckdb_runtime, envoy, lake, paths, progress};
+use crate::{cmd, duckdb_runtime, envoy, lake, oidc, paths, progress};
 
 /// The overlay applied, relative to the repository root.
 const OVERLAY: &str = "scripts/dev/in-cluster";
@@ -80,7 +89,7 @@ fn images(tools: &lake::Tools) -> anyhow::Result<Images> {
         spec.entrypoint = vec![format!("/bin/{file_name}")];
         spec.user = Some(USER.into());
         // This machine's CA bundle, where Debian and distroless keep theirs
-        // (the sidecar's S3 client refuses to start without any).
+        // (the sidecar refuses to start without any when a peer is https).
         spec.files
             .insert(CA_BUNDLE.into(), PathBuf::from(CA_BUNDLE));
         configure(&mut spec);
@@ -213,9 +222,15 @@ fn run(command: &mut std::process::Command) -> anyhow::Result<()> {
 }
 
 /// The kustomization applied: the overlay, with the fast-path images,
-/// the lake's volume directory, and the port people use (`port`). Returns
+/// the lake's volume directory, the port people use (`port`) and, with
+/// sign-in, the sidecar's settings beyond the identity ConfigMap's. Returns
 /// its directory.
-fn write_kustomization(images: &Images, volume: &Path, port: u16) -> anyhow::Result<PathBuf> {
+fn write_kustomization(
+    images: &Images,
+    volume: &Path,
+    port: u16,
+    sign_in: Option<&SignIn>,
+) -> anyhow::Result<PathBuf> {
     let dir = layout().root.join("in-cluster").join("kustomize");
     std::fs::create_dir_all(&dir)?;
     let image = |name: &str, reference: &str| {
@@ -249,10 +264,7 @@ fn write_kustomization(images: &Images, volume: &Path, port: u16) -> anyhow::Res
                     "metadata": {"name": "gateway", "namespace": NAMESPACE},
                     "spec": {"template": {"spec": {"containers": [{
                         "name": "sidecar",
-                        "env": [
-                            {"name": "VIEW_IMAGE", "value": images.view},
-                            {"name": "GATEWAY_PUBLIC_PORT", "value": port.to_string()},
-                        ],
+                        "env": sidecar_env(images, port, sign_in),
                     }]}}},
                 }))?,
             },
@@ -266,11 +278,103 @@ fn write_kustomization(images: &Images, volume: &Path, port: u16) -> anyhow::Res
     Ok(dir)
 }
 
+/// The sidecar's environment added by the task's kustomization.
+fn sidecar_env(images: &Images, port: u16, sign_in: Option<&SignIn>) -> Vec<serde_json::Value> {
+    let mut env = vec![
+        serde_json::json!({"name": "VIEW_IMAGE", "value": images.view}),
+        serde_json::json!({"name": "GATEWAY_PUBLIC_PORT", "value": port.to_string()}),
+    ];
+    if let Some(sign_in) = sign_in {
+        env.extend([
+            // The provider as pods reach it; tokens still name the issuer.
+            serde_json::json!({"name": "OIDC_PROVIDER_URL", "value": sign_in.provider_url}),
+            // Access tokens as JWTs for this audience, as `dev` asks for them.
+            serde_json::json!({"name": "OIDC_RESOURCE", "value": GATEWAY_RESOURCE}),
+            serde_json::json!({"name": "OIDC_SCOPES", "value": "openid,profile,email,groups"}),
+        ]);
+    }
+    env
+}
+
+/// Sign-in against the local provider, as the gateway's pods reach it.
+struct SignIn {
+    issuer: String,
+    provider_url: String,
+    client_secret: String,
+}
+
+impl SignIn {
+    /// The provider running and listening for pods (after `cluster::up`).
+    fn ensure() -> anyhow::Result<Self> {
+        let (provider, provider_url) = oidc::ensure_reachable_from_pods()?;
+        let client_secret = provider
+            .client(GATEWAY_CLIENT)?
+            .secret
+            .clone()
+            .with_context(|| format!("the provider's client {GATEWAY_CLIENT} has no secret"))?;
+        Ok(Self {
+            issuer: provider.issuer,
+            provider_url,
+            client_secret,
+        })
+    }
+
+    /// The ConfigMap and Secret the base's Deployment reads, and the demo's
+    /// entitlements, as an operator would apply them.
+    fn apply(&self) -> anyhow::Result<()> {
+        let identity = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": IDENTITY_CONFIGMAP, "namespace": NAMESPACE},
+            "data": {
+                "issuer": self.issuer,
+                "client-id": GATEWAY_CLIENT,
+                "admin-groups": ADMIN_GROUP,
+            },
+        });
+        let secret = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": CLIENT_SECRET, "namespace": NAMESPACE},
+            "stringData": {"client-secret": self.client_secret},
+        });
+        for object in [identity, secret] {
+            kubectl(&["apply", "-f", "-"], Some(&object.to_string()))?;
+        }
+        kubectl(
+            &["apply", "--namespace", NAMESPACE, "-f", ENTITLEMENTS],
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// Without sign-in: neither of them (a restarted pod would read them).
+    fn remove() -> anyhow::Result<()> {
+        for (kind, name) in [("configmap", IDENTITY_CONFIGMAP), ("secret", CLIENT_SECRET)] {
+            kubectl(
+                &[
+                    "--namespace",
+                    NAMESPACE,
+                    "delete",
+                    kind,
+                    name,
+                    "--ignore-not-found",
+                ],
+                None,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// What the base's Deployment reads sign-in from (ui/gateway/deployment.yaml).
+const IDENTITY_CONFIGMAP: &str = "views-gateway-identity";
+const CLIENT_SECRET: &str = "views-gateway-oidc";
+
 /// Deploy the gateway into the cluster and serve it on localhost: cluster,
-/// lake data, images, `kubectl apply -k`, rollouts, the load balancer. The
-/// gateway run as host processes (`dev` without `--in-cluster`) is stopped
-/// first: both would serve the same namespace and port.
-pub fn up(endpoint: &Endpoint) -> anyhow::Result<()> {
+/// lake data, images, sign-in (unless `sign_in` is false), `kubectl apply
+/// -k`, rollouts, the load balancer. The gateway run as host processes
+/// (`dev` without `--in-cluster`) is stopped first: both would serve the
+/// same namespace and port.
+pub fn up(endpoint: &Endpoint, sign_in: bool) -> anyhow::Result<()> {
     cluster::up()?;
     let step = progress::step("S3 lake with sample data (the source of the in-cluster lake's)");
     let lake = lake::ensure_running()?;
@@ -296,7 +400,19 @@ pub fn up(endpoint: &Endpoint) -> anyhow::Result<()> {
         progress::info(format!("image {image}"));
     }
     let volume = lake_volume(&lake)?;
-    let kustomization = write_kustomization(&images, &volume, endpoint.port)?;
+    let sign_in = if sign_in {
+        let step = progress::step(
+            "sign-in: the OIDC provider for pods, ConfigMap views-gateway-identity, Secret views-gateway-oidc, entitlements",
+        );
+        let sign_in = SignIn::ensure()?;
+        sign_in.apply()?;
+        step.done();
+        Some(sign_in)
+    } else {
+        SignIn::remove()?;
+        None
+    };
+    let kustomization = write_kustomization(&images, &volume, endpoint.port, sign_in.as_ref())?;
 
     super::stop_gateway()?;
     let step = progress::step(format!(
@@ -374,10 +490,15 @@ pub fn up(endpoint: &Endpoint) -> anyhow::Result<()> {
         None,
     )?;
     wait_until_ready(endpoint, &balancer, &layout)?;
+    // Where the gateway answers, for `cargo xtask e2e` and the suite.
+    std::fs::write(Endpoint::file(), serde_json::to_vec_pretty(endpoint)?)?;
     step.done();
 
     let step = progress::step("the demo view");
-    create_demo(endpoint)?;
+    match sign_in {
+        Some(_) => super::create_demo(endpoint)?,
+        None => create_demo(endpoint)?,
+    }
     step.done();
     Ok(())
 }
@@ -436,8 +557,8 @@ fn wait_until_ready(
     Ok(())
 }
 
-/// The demo view, without an owner (nobody signs in here); one that exists
-/// stays as it is.
+/// The demo view without sign-in, without an owner; one that exists stays
+/// as it is.
 fn create_demo(endpoint: &Endpoint) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -450,7 +571,19 @@ fn create_demo(endpoint: &Endpoint) -> anyhow::Result<()> {
     }
 }
 
-pub fn print_usage(endpoint: &Endpoint) {
+pub fn print_usage(endpoint: &Endpoint, sign_in: bool) {
+    if sign_in {
+        println!();
+        println!(
+            "The views gateway runs in the local cluster (namespace {NAMESPACE}, 2 replicas on real-node-0),"
+        );
+        println!("with sign-in, as `cargo xtask dev` runs it on this machine:");
+        super::print_usage(endpoint);
+        println!(
+            "  gateway logs: kubectl -n {NAMESPACE} logs deployment/gateway -c sidecar   (or -c envoy)"
+        );
+        return;
+    }
     let api = endpoint.url(None, "/_api/views");
     println!();
     println!(

@@ -107,6 +107,16 @@ pub struct Endpoint {
     pub ca: Option<PathBuf>,
     /// With TLS: the gateway's certificate.
     pub certificate: Option<PathBuf>,
+    /// Deployed into the cluster (`--in-cluster`), not host processes.
+    #[serde(default)]
+    pub in_cluster: bool,
+    /// People sign in (all but `--in-cluster --no-sign-in`).
+    #[serde(default = "signed_in")]
+    pub sign_in: bool,
+}
+
+fn signed_in() -> bool {
+    true
 }
 
 impl Endpoint {
@@ -121,6 +131,8 @@ impl Endpoint {
                 http_port: None,
                 ca: None,
                 certificate: None,
+                in_cluster: false,
+                sign_in: true,
             },
             Scheme::Https => {
                 let files = tls::ensure(&layout().root.join("tls"))?;
@@ -131,6 +143,8 @@ impl Endpoint {
                     http_port: Some(http),
                     ca: Some(files.ca),
                     certificate: Some(files.certificate),
+                    in_cluster: false,
+                    sign_in: true,
                 }
             }
         })
@@ -255,17 +269,17 @@ pub enum Mode {
     InCluster,
 }
 
-pub fn run(detach: bool, scheme: Scheme, mode: Mode) -> anyhow::Result<()> {
+pub fn run(detach: bool, scheme: Scheme, mode: Mode, sign_in: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     match mode {
+        Mode::Host if !sign_in => bail!("--no-sign-in goes with --in-cluster only"),
         Mode::Host => print_usage(&up(scheme)?),
         Mode::InCluster => {
             if scheme == Scheme::Https {
                 bail!("--in-cluster serves plain HTTP only (no --tls yet)");
             }
-            let endpoint = Endpoint::new(scheme)?;
-            in_cluster::up(&endpoint)?;
-            in_cluster::print_usage(&endpoint);
+            let endpoint = up_in_cluster(sign_in)?;
+            in_cluster::print_usage(&endpoint, sign_in);
         }
     }
     progress::info(format!("ready in {:.1}s", started.elapsed().as_secs_f64()));
@@ -278,6 +292,23 @@ pub fn run(detach: bool, scheme: Scheme, mode: Mode) -> anyhow::Result<()> {
     runtime.block_on(tokio::signal::ctrl_c())?;
     progress::info("interrupted");
     down()
+}
+
+/// The gateway deployed into the cluster (plain HTTP), with or without
+/// sign-in; returns where it answers.
+pub fn up_in_cluster(sign_in: bool) -> anyhow::Result<Endpoint> {
+    let endpoint = Endpoint {
+        in_cluster: true,
+        sign_in,
+        ..Endpoint::new(Scheme::Http)?
+    };
+    in_cluster::up(&endpoint, sign_in)?;
+    Ok(endpoint)
+}
+
+/// Remove the in-cluster gateway (its Deployment and load balancer).
+pub fn remove_in_cluster() -> anyhow::Result<()> {
+    in_cluster::remove()
 }
 
 /// Bring the whole stack up (reusing what runs; the gateway replica

@@ -34,8 +34,12 @@ export const tls = endpoint.scheme === 'https';
 export const port = endpoint.port;
 /// The namespace of `cargo xtask dev`'s views.
 export const namespace = 'views';
-/// Screenshots; those of the HTTPS run in `tls/`.
-export const artifacts = resolve(dirname(fileURLToPath(import.meta.url)), tls ? '../artifacts/tls' : '../artifacts');
+/// Screenshots; those of the HTTPS run in `tls/`, of the in-cluster run
+/// (`cargo xtask dev --in-cluster`) in `in-cluster/`.
+export const artifacts = resolve(
+  dirname(fileURLToPath(import.meta.url)),
+  tls ? '../artifacts/tls' : endpoint.inCluster ? '../artifacts/in-cluster' : '../artifacts',
+);
 
 /// `http://<view>.localhost:<port>/…`: what a person types (as the browser
 /// writes it: no `:80`); with TLS `https://<view>.views.localhost:<port>/…`.

@@ -50,6 +50,11 @@ pub struct Oidc {
     pub issuer: String,
     /// The port on 127.0.0.1 it listens on.
     pub port: u16,
+    /// Where pods of the local cluster reach it (the pod network's host
+    /// address), if it listens there: it does when the network existed as
+    /// it started.
+    #[serde(default, rename = "podUrl", skip_serializing_if = "Option::is_none")]
+    pub pod_url: Option<String>,
     pub clients: Vec<Client>,
     pub users: Vec<User>,
 }

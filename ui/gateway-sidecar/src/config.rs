@@ -299,6 +299,8 @@ pub enum ConfigError {
     OpenBeyondLocalhost,
     #[error("OIDC_ISSUER `{0}` is not an http(s) URL")]
     InvalidIssuer(String),
+    #[error("OIDC_PROVIDER_URL `{0}` is not an http(s) URL (or OIDC_ISSUER is not set)")]
+    InvalidProviderUrl(String),
 }
 
 impl Config {
@@ -317,6 +319,12 @@ impl Config {
                 return Err(ConfigError::InvalidIssuer(issuer.clone()));
             }
             _ => {}
+        }
+        if let Some(url) = &self.identity.oidc_provider_url
+            && (self.identity.oidc_issuer.is_none()
+                || !(url.starts_with("https://") || url.starts_with("http://")))
+        {
+            return Err(ConfigError::InvalidProviderUrl(url.clone()));
         }
         if self.credentials.credentials_listen.is_some() {
             let c = &self.credentials;

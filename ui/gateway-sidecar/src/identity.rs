@@ -60,6 +60,14 @@ pub struct IdentityConfig {
     #[arg(long, env = "OIDC_ISSUER")]
     pub oidc_issuer: Option<String>,
 
+    /// Where this gateway itself reaches the provider, when not at the
+    /// issuer's address (e.g. a cluster-internal one): discovery, JWKS and
+    /// the token endpoint are fetched there, while tokens must still name
+    /// `OIDC_ISSUER` and browsers are still sent to the issuer's endpoints.
+    /// Unset: the issuer's address.
+    #[arg(long, env = "OIDC_PROVIDER_URL")]
+    pub oidc_provider_url: Option<String>,
+
     /// This gateway's client id at the provider.
     #[arg(long, env = "OIDC_CLIENT_ID", default_value = "views-gateway")]
     pub oidc_client_id: String,
@@ -185,11 +193,13 @@ pub struct Provider {
 
 impl Provider {
     /// Read `<issuer>/.well-known/openid-configuration`, retrying until the
-    /// provider answers (a gateway cannot check anyone without it).
-    pub async fn discover(issuer: &str) -> Self {
+    /// provider answers (a gateway cannot check anyone without it). With
+    /// `reached_at` (`OIDC_PROVIDER_URL`), the document is read there and the
+    /// endpoints this gateway calls itself (JWKS, token) are moved there too.
+    pub async fn discover(issuer: &str, reached_at: Option<&str>) -> Self {
         let mut delay = Duration::from_millis(200);
         loop {
-            match Self::fetch(issuer).await {
+            match Self::fetch(issuer, reached_at).await {
                 Ok(provider) => return provider,
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?delay, "the identity provider is not reachable yet");
@@ -200,11 +210,11 @@ impl Provider {
         }
     }
 
-    async fn fetch(issuer: &str) -> Result<Self, IdentityError> {
+    async fn fetch(issuer: &str, reached_at: Option<&str>) -> Result<Self, IdentityError> {
         use http_body_util::BodyExt;
         let url = format!(
             "{}/.well-known/openid-configuration",
-            issuer.trim_end_matches('/')
+            reached_at.unwrap_or(issuer).trim_end_matches('/')
         );
         let failed = |reason: String| IdentityError::Discovery {
             url: url.clone(),
@@ -249,7 +259,35 @@ impl Provider {
                 provider.issuer
             )));
         }
-        Ok(provider)
+        Ok(match reached_at {
+            Some(base) => provider.reached_at(base),
+            None => provider,
+        })
+    }
+
+    /// The endpoints the gateway calls itself (JWKS, token) at `base`, and
+    /// those browsers are sent to (authorization, end session) at the
+    /// issuer's address: a provider may name either address in a document
+    /// read at `base` (panva's oidc-provider names the one it was asked at).
+    /// Endpoints under neither stay as they are.
+    fn reached_at(mut self, base: &str) -> Self {
+        let issuer = self.issuer.trim_end_matches('/').to_owned();
+        let base = base.trim_end_matches('/').to_owned();
+        let moved = |endpoint: &mut String, from: &str, to: &str| {
+            if let Some(path) = endpoint.strip_prefix(from)
+                && (path.is_empty() || path.starts_with('/'))
+            {
+                *endpoint = format!("{to}{path}");
+            }
+        };
+        for endpoint in [&mut self.jwks_uri, &mut self.token_endpoint] {
+            moved(endpoint, &issuer, &base);
+        }
+        moved(&mut self.authorization_endpoint, &base, &issuer);
+        if let Some(endpoint) = &mut self.end_session_endpoint {
+            moved(endpoint, &base, &issuer);
+        }
+        self
     }
 }
 
@@ -258,6 +296,46 @@ mod tests {
     use googletest::prelude::*;
 
     use super::*;
+
+    #[gtest]
+    fn a_provider_reached_elsewhere_serves_the_gateway_there_and_browsers_at_the_issuer() {
+        let provider = Provider {
+            issuer: "http://localhost:32702".into(),
+            jwks_uri: "http://localhost:32702/jwks".into(),
+            authorization_endpoint: "http://localhost:32702/auth".into(),
+            token_endpoint: "http://localhost:32702/token".into(),
+            end_session_endpoint: Some("http://localhost:32702/session/end".into()),
+        }
+        .reached_at("http://10.233.0.1:32702/");
+        expect_that!(provider.jwks_uri, eq("http://10.233.0.1:32702/jwks"));
+        expect_that!(provider.token_endpoint, eq("http://10.233.0.1:32702/token"));
+        expect_that!(provider.issuer, eq("http://localhost:32702"));
+        expect_that!(
+            provider.authorization_endpoint,
+            eq("http://localhost:32702/auth")
+        );
+        expect_that!(
+            provider.end_session_endpoint,
+            some(eq("http://localhost:32702/session/end"))
+        );
+        // Named at the address it was read at: browsers still go to the issuer.
+        let as_asked = Provider {
+            issuer: "http://localhost:32702".into(),
+            jwks_uri: "http://10.233.0.1:32702/jwks".into(),
+            authorization_endpoint: "http://10.233.0.1:32702/auth".into(),
+            token_endpoint: "http://10.233.0.1:32702/token".into(),
+            end_session_endpoint: Some("http://10.233.0.1:32702/session/end".into()),
+        }
+        .reached_at("http://10.233.0.1:32702");
+        expect_that!(as_asked, eq(&provider));
+        // Only under the issuer: a look-alike host is not moved.
+        let elsewhere = Provider {
+            jwks_uri: "http://localhost:327020/jwks".into(),
+            ..provider.clone()
+        }
+        .reached_at("http://10.233.0.1:32702");
+        expect_that!(elsewhere.jwks_uri, eq("http://localhost:327020/jwks"));
+    }
 
     fn config() -> IdentityConfig {
         IdentityConfig {

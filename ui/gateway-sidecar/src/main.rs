@@ -34,12 +34,17 @@ async fn main() -> anyhow::Result<()> {
     if let Some(issuer) = &config.identity.oidc_issuer {
         roots::require_for("OIDC_ISSUER", issuer)?;
     }
+    if let Some(provider) = &config.identity.oidc_provider_url {
+        roots::require_for("OIDC_PROVIDER_URL", provider)?;
+    }
     if let Some(lake) = &config.credentials.lake_endpoint_url {
         roots::require_for("LAKE_ENDPOINT_URL", lake)?;
     }
     match &config.identity.oidc_issuer {
         Some(issuer) => {
-            let provider = identity::Provider::discover(issuer).await;
+            let provider =
+                identity::Provider::discover(issuer, config.identity.oidc_provider_url.as_deref())
+                    .await;
             tracing::info!(
                 issuer,
                 jwks = provider.jwks_uri,
