@@ -10,16 +10,18 @@ const POLL_MS = 2000;
 const $ = (selector, root = document) => root.querySelector(selector);
 
 /// Errors in the API's own format ({error, message, details}).
-class ApiFailure extends Error {
+export class ApiFailure extends Error {
   constructor(status, body) {
     super(body?.message ?? `HTTP ${status}`);
     this.status = status;
     this.code = body?.error;
+    this.details = body?.details ?? {};
   }
 }
 
-/// A client for every operation in /_api/openapi.json, by operationId.
-async function apiClient() {
+/// A client for every operation in /_api/openapi.json, by operationId;
+/// parameters not in the path go in the query string.
+export async function apiClient() {
   const response = await fetch('/_api/openapi.json', { headers: { accept: 'application/json' } });
   if (!response.ok) throw new ApiFailure(response.status, await response.json().catch(() => null));
   const document = await response.json();
@@ -32,7 +34,12 @@ async function apiClient() {
   return async (operationId, parameters = {}, body = undefined) => {
     const operation = operations.get(operationId);
     if (!operation) throw new Error(`the API documents no operation ${operationId}`);
-    const url = operation.path.replace(/\{(\w+)\}/g, (_, name) => encodeURIComponent(parameters[name]));
+    const inPath = (name) => operation.path.includes(`{${name}}`);
+    const query = new URLSearchParams(
+      Object.entries(parameters).filter(([name, value]) => !inPath(name) && value !== undefined),
+    ).toString();
+    const url =
+      operation.path.replace(/\{(\w+)\}/g, (_, name) => encodeURIComponent(parameters[name])) + (query ? `?${query}` : '');
     const headers = { accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     const answer = await fetch(url, {
@@ -167,7 +174,7 @@ function tick() {
   }
 }
 
-async function refresh() {
+export async function refresh() {
   try {
     const { views } = await state.call('listViews');
     for (const view of views) {

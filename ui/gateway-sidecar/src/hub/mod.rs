@@ -1,6 +1,7 @@
 //! The hub: the home page people see at the gateway's own hostname (`/`),
-//! listing their views with live status. It owns the page's files (compiled
-//! in: no external assets) and their security headers; everything the page
+//! listing their views with live status, and its "New view" form (built
+//! from what the person may read, through the lake browser). It owns the
+//! page's files (compiled in: no external assets) and their security headers; everything the page
 //! shows comes from the views API (`/_api`), called with the browser's
 //! session as any other client would, through a client built on the API's
 //! OpenAPI document.
@@ -18,6 +19,8 @@ const INDEX_HTML: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
 const STYLE_CSS: &str = include_str!("style.css");
 const RUNS_JS: &str = include_str!("runs.js");
+const CREATE_JS: &str = include_str!("create.js");
+const CREATE_CSS: &str = include_str!("create.css");
 
 /// Only our own files and our own API; no framing, no inline script.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -41,6 +44,14 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/_hub/runs.js",
             get(|| async { asset("text/javascript; charset=utf-8", RUNS_JS) }),
+        )
+        .route(
+            "/_hub/create.js",
+            get(|| async { asset("text/javascript; charset=utf-8", CREATE_JS) }),
+        )
+        .route(
+            "/_hub/create.css",
+            get(|| async { asset("text/css; charset=utf-8", CREATE_CSS) }),
         )
 }
 
