@@ -81,6 +81,27 @@ describe.skipIf(!tls)('TLS at the edge', () => {
     expect((await api('ana').get(name)).status).toBe(404);
   });
 
+  test('every HTTPS answer tells the browser to use HTTPS only, for the views too; plain HTTP does not', async () => {
+    const hsts = 'max-age=31536000; includeSubDomains';
+    // The API as ana, the API anonymously (401), an unknown view (404), a
+    // browser sent to sign in on a view's host (302).
+    const answers = [
+      [gatewayUrl('/_api/me'), bearer('ana'), 200],
+      [gatewayUrl('/_api/me'), {}, 401],
+      [viewUrl(uniqueName(), '/'), bearer('ana'), 404],
+      [viewUrl('demo', '/'), { accept: 'text/html' }, 302],
+    ];
+    for (const [url, headers, status] of answers) {
+      const response = await request(url, { headers });
+      expect(response.status, url).toBe(status);
+      expect(response.headers['strict-transport-security'], `${url} ${response.status}`).toBe(hsts);
+    }
+    // Over plain HTTP a browser ignores it (RFC 6797 8.1), so it is not sent.
+    const redirect = await request(plainUrl(gatewayUrl('/')), {});
+    expect(redirect.status).toBe(301);
+    expect(redirect.headers['strict-transport-security']).toBeUndefined();
+  });
+
   test('a person typing http://demo… signs in over HTTPS and lands on the view', async () => {
     const context = await offlineContext(browser);
     const page = await context.newPage();

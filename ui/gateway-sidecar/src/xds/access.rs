@@ -739,6 +739,51 @@ pub fn certificate(certificate: &crate::tls::Certificate) -> tls::Secret {
     }
 }
 
+/// What browsers are told on HTTPS: this host and the views' hosts under it
+/// are HTTPS only, for a year (RFC 6797).
+pub const STRICT_TRANSPORT_SECURITY: &str = "max-age=31536000; includeSubDomains";
+
+/// With TLS, wherever plain HTTP only redirects (every hostname but
+/// `localhost`): every response tells the browser to use HTTPS only, so that
+/// a network attacker cannot keep a later visit on plain HTTP by answering
+/// its first request himself. Not on `localhost`, whose plain HTTP is served
+/// (development): HSTS applies to a host on every port, and would turn
+/// every other local server on `localhost` to HTTPS in that browser.
+/// First in the chain, so that the replies of the filters after it (sign-in
+/// redirects, 401, 403, 404) carry it too.
+pub fn strict_transport_security(config: &Config) -> Option<hcm::HttpFilter> {
+    use envoy_types::pb::envoy::config::common::mutation_rules::v3 as rules;
+    use envoy_types::pb::envoy::extensions::filters::http::header_mutation::v3 as mutation;
+    if config.tls_secret.is_none() || config.gateway_hostname == "localhost" {
+        return None;
+    }
+    let header = rules::HeaderMutation {
+        action: Some(rules::header_mutation::Action::Append(
+            core::HeaderValueOption {
+                header: Some(core::HeaderValue {
+                    key: "strict-transport-security".into(),
+                    value: STRICT_TRANSPORT_SECURITY.into(),
+                    ..Default::default()
+                }),
+                append_action: core::header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd
+                    as i32,
+                ..Default::default()
+            },
+        )),
+    };
+    Some(filter(
+        "envoy.filters.http.header_mutation",
+        "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+        &mutation::HeaderMutation {
+            mutations: Some(mutation::Mutations {
+                response_mutations: vec![header],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ))
+}
+
 /// Plain HTTP when the gateway serves TLS: every request is sent to HTTPS,
 /// on `public_port` when people reach HTTPS on a port of its own.
 pub fn redirect_to_https(public_port: Option<u16>) -> hcm::HttpConnectionManager {

@@ -770,7 +770,9 @@ fn gateway_listeners(config: &Config) -> Vec<Arc<Resource>> {
             AccessLog::Off => Vec::new(),
         },
         early_header_mutation_extensions: vec![access::strip_internal_headers()],
-        http_filters: std::iter::once(access::lowercase_hosts())
+        http_filters: access::strict_transport_security(config)
+            .into_iter()
+            .chain([access::lowercase_hosts()])
             .chain(access::http_filters(config))
             .chain([
                 hcm::HttpFilter {
@@ -1203,21 +1205,23 @@ mod tests {
         (listener, manager)
     }
 
+    /// The gateway with TLS at `hostname`, plain HTTP on 8080.
+    fn tls(hostname: &str) -> Config {
+        Config::parse_from([
+            "gateway-sidecar",
+            "--gateway-hostname",
+            hostname,
+            "--tls-secret",
+            "views-gateway-tls",
+            "--envoy-http-listen",
+            "0.0.0.0:8080",
+            "--envoy-listen",
+            "0.0.0.0:8443",
+        ])
+    }
+
     #[gtest]
     fn with_tls_plain_http_is_redirected_except_on_localhost() {
-        let tls = |hostname: &str| {
-            Config::parse_from([
-                "gateway-sidecar",
-                "--gateway-hostname",
-                hostname,
-                "--tls-secret",
-                "views-gateway-tls",
-                "--envoy-http-listen",
-                "0.0.0.0:8080",
-                "--envoy-listen",
-                "0.0.0.0:8443",
-            ])
-        };
         let listeners = gateway_listeners(&tls("views.example.com"));
         expect_that!(listeners.len(), eq(2));
         let (secure, _) = manager_of(&listeners[0]);
@@ -1256,6 +1260,20 @@ mod tests {
         );
         // Without TLS: one plain listener.
         expect_that!(gateway_listeners(&config()).len(), eq(1));
+    }
+
+    #[gtest]
+    fn browsers_are_told_https_only_wherever_plain_http_only_redirects() {
+        let first_filter = |config: &Config| {
+            let (_, manager) = manager_of(&gateway_listeners(config)[0]);
+            manager.http_filters[0].name.clone()
+        };
+        let hsts = "envoy.filters.http.header_mutation";
+        expect_that!(first_filter(&tls("views.example.com")), eq(hsts));
+        expect_that!(first_filter(&tls("views.localhost")), eq(hsts));
+        // localhost serves plain HTTP (development); without TLS nothing to say.
+        expect_that!(first_filter(&tls("localhost")), not(eq(hsts)));
+        expect_that!(first_filter(&config()), not(eq(hsts)));
     }
 
     fn view(name: &str, serving: &[[u8; 4]]) -> Arc<ViewState> {
@@ -1447,6 +1465,8 @@ mod tests {
                 uid: "job-uid".into(),
                 created_at: None,
                 deadline: None,
+                max_deadline: None,
+                requests: Default::default(),
                 phase: crate::workload::Phase::Starting,
             },
         );
