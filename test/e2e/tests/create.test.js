@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 
 import { axeViolations, launch, offlineContext, screenshot, submitLogin } from '../support/browser.js';
-import { Views } from '../support/api.js';
-import { artifacts, eventually, gatewayUrl, uniqueName } from '../support/gateway.js';
+import { bearer, Views } from '../support/api.js';
+import { artifacts, eventually, gatewayUrl, json, request, uniqueName } from '../support/gateway.js';
 
 const hub = gatewayUrl('/');
 
@@ -92,8 +92,8 @@ describe('creating a view from the hub', () => {
     await page.locator('#nv-groups-error:not([hidden])').waitFor();
     await expect(page.locator('#nv-groups-error').textContent()).resolves.toMatch(/group "finance" may not read lake\/sales\/region=eu\//);
     await expect(page.locator('#nv-name-error').isHidden()).resolves.toBe(true);
-    const refused = await page.request.get(gatewayUrl(`/_api/views/${name}`));
-    expect(refused.status()).toBe(404); // nothing was created
+    const refused = await request(gatewayUrl(`/_api/views/${name}`), { headers: bearer('ana') });
+    expect(refused.status).toBe(404); // nothing was created
   });
 
   test('she creates it and it appears in her list, with the table and share she chose', async () => {
@@ -104,9 +104,9 @@ describe('creating a view from the hub', () => {
     await expect(card.locator('.subsets').textContent()).resolves.toBe('lake/sales/region=eu/');
     await expect(card.locator('.shared').textContent()).resolves.toBe('group analysts');
     await eventually('the creation is announced', async () => (await page.locator('#nv-status').textContent()) === `View ${name} created`, 10_000);
-    const view = await page.request.get(gatewayUrl(`/_api/views/${name}`));
-    expect(view.status()).toBe(200);
-    const spec = await view.json();
+    const view = await request(gatewayUrl(`/_api/views/${name}`), { headers: bearer('ana') });
+    expect(view.status).toBe(200);
+    const spec = json(view);
     expect(spec.subsets).toEqual([
       {
         bucket: 'lake',
