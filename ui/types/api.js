@@ -94,16 +94,25 @@ export default {
         },
         responses: {
           201: json('The view as created (status `cold`).', 'View'),
-          400: failure('Not JSON, or not a ViewRequest (`invalid_request`, with `details.problems`).'),
+          400: failure(
+            'Not JSON, or not a ViewRequest (`invalid_request`, or `invalid_name`; `details.problems` lists each ' +
+              'problem, `details.field` points at the first).',
+          ),
           401: unauthenticated,
           403: failure(
-            'The caller may not read a subset they asked for (`not_entitled`, naming the subset in ' +
-              '`details`), or may not create a view for another owner (`forbidden`).',
+            'The caller, or someone it is shared with, may not read a subset they asked for (`not_entitled`, naming ' +
+              'the subset in `details`, and `details.field`: `/subsets/<i>/prefixes` or `/sharedWith/users|groups`), ' +
+              'or may not create a view for another owner (`forbidden`).',
           ),
-          409: failure('A view of that name exists with another spec, or is being deleted (`conflict`).'),
+          409: failure(
+            'A view of that name exists with another spec, or is being deleted (`conflict`, `details.field`: `/name`).',
+          ),
           413: failure('The body is larger than 64 KiB (`payload_too_large`).'),
           415: failure('The body is not `application/json` (`unsupported_media_type`).'),
-          422: failure('A valid request the gateway refuses: a reserved name (`reserved_name`), or limits (`unprocessable`).'),
+          422: failure(
+            'A valid request the gateway refuses: a reserved name (`reserved_name`), or limits such as a table ' +
+              'outside its subset\'s prefixes (`unprocessable`); `details.field` points at the field.',
+          ),
           429: failure('The namespace\'s quota is used up (`quota_exceeded`).'),
           503: unavailable,
         },

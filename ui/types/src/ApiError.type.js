@@ -21,7 +21,10 @@ export default {
     },
     details: {
       description:
-        'Specifics, by error: for example `field` (a JSON Pointer into the request) for invalid_request, ' +
+        'Specifics, by error: for example `field` (a JSON Pointer into the request body: the field at fault, for a form ' +
+        'to show the error beside it) for invalid_request, invalid_name, reserved_name, unprocessable, conflict and ' +
+        'not_entitled on creating a view (`/name`, `/subsets/0/tables/orders/path`, `/subsets/0/prefixes`, ' +
+        '`/sharedWith/groups`, …; invalid_request also lists every schema problem in `problems`), ' +
         '`parameter` (the query parameter at fault) for invalid_request on the lake browser, ' +
         '`reason` for view_failed and unprocessable previews, `retryAfterSeconds` for view_starting, kubernetes_unavailable and gateway_unavailable ' +
         '(every 503 also carries a Retry-After header).',
