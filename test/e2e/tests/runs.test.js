@@ -91,6 +91,7 @@ describe('runs', () => {
     await expect(page.evaluate(() => document.activeElement.textContent)).resolves.toBe('Cancel');
     await expect(dialog.locator('#confirm-title').textContent()).resolves.toBe(`Restart ${running}?`);
     await screenshot(page, 'runs-restart-dialog.png');
+    expect(await axeViolations(page)).toEqual([]);
     await page.keyboard.press('Escape');
     await dialog.waitFor({ state: 'detached' });
     // Focus is back on the button that opened it.
@@ -164,7 +165,7 @@ describe('runs', () => {
     await page.goto(viewUrl(idle));
     await page.locator('#connection[data-state="ready"]').waitFor({ timeout: 60_000 });
     await page.locator('#stop-banner:not([hidden])').waitFor({ timeout: 15_000 });
-    await expect(page.locator('#stop-banner-text').textContent()).resolves.toMatch(/^This view stops in \d+ s if nobody uses it: it is idle\.$/);
+    await expect(page.locator('#stop-banner-text').textContent()).resolves.toMatch(/^This view stops in \d+ (s|min) if nobody uses it: it is idle\.$/);
     expect(await page.locator('#stop-banner-extend').isHidden()).toBe(true);
     const clicked = Date.now();
     await page.locator('#stop-banner-keep').click();
