@@ -10,6 +10,8 @@
 //! test's namespace, granted in this test's entitlements only, and are
 //! removed afterwards.
 
+use std::time::{Duration, Instant};
+
 use aws_sdk_s3::primitives::ByteStream;
 use gateway_sidecar::credentials::{Upstream, s3_client};
 use googletest::prelude::*;
@@ -19,17 +21,36 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use test_support::gateway::Gateway;
 use test_support::openapi::as_documented;
+use test_support::proxy::TcpProxy;
 use test_support::{TestNamespace, cache_dir, oidc};
 
 const ENTITLEMENTS: &str = "views-gateway-entitlements";
 /// Objects under the test's own many/ prefix: more than one listing page.
 const MANY: usize = 1200;
 
-fn lake() -> Value {
+/// The running sample lake and its root keys (`cargo xtask lake up`).
+fn lake() -> Upstream {
     let path = cache_dir().join("lake/lake.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|_| panic!("{} is missing: run `cargo xtask lake up`", path.display()));
-    serde_json::from_str(&text).expect("lake.json")
+    let lake: Value = serde_json::from_str(&text).expect("lake.json");
+    let text = |key: &str| lake[key].as_str().expect(key).to_owned();
+    Upstream {
+        endpoint: text("endpoint"),
+        access_key_id: text("access_key_id"),
+        secret_access_key: text("secret_access_key"),
+        region: text("region"),
+    }
+}
+
+/// The sidecar's settings for the lake at `endpoint`.
+fn lake_settings<'a>(upstream: &'a Upstream, endpoint: &'a str) -> [(&'static str, &'a str); 4] {
+    [
+        ("LAKE_ENDPOINT_URL", endpoint),
+        ("LAKE_REGION", &upstream.region),
+        ("LAKE_ACCESS_KEY_ID", &upstream.access_key_id),
+        ("LAKE_SECRET_ACCESS_KEY", &upstream.secret_access_key),
+    ]
 }
 
 async fn token(user: &str) -> String {
@@ -111,14 +132,7 @@ async fn put_objects(client: &aws_sdk_s3::Client, mine: &str) -> Vec<String> {
 #[gtest]
 #[tokio::test]
 async fn people_browse_and_preview_only_what_they_may_read() {
-    let lake = lake();
-    let text = |key: &str| lake[key].as_str().expect(key).to_owned();
-    let upstream = Upstream {
-        endpoint: text("endpoint"),
-        access_key_id: text("access_key_id"),
-        secret_access_key: text("secret_access_key"),
-        region: text("region"),
-    };
+    let upstream = lake();
     let client = test_support::client().await;
     let namespace = TestNamespace::create(&client).await;
     // The test's own prefixes: `<ns>/` for analysts, `<ns>-private/` (a
@@ -145,18 +159,10 @@ async fn people_browse_and_preview_only_what_they_may_read() {
     let lake_client = s3_client(&upstream);
     let keys = put_objects(&lake_client, &mine).await;
 
-    let gateway = Gateway::start_with(
-        "lake",
-        namespace.name(),
-        &[
-            ("OIDC_ISSUER", &oidc::provider().issuer),
-            ("LAKE_ENDPOINT_URL", &upstream.endpoint),
-            ("LAKE_REGION", &upstream.region),
-            ("LAKE_ACCESS_KEY_ID", &upstream.access_key_id),
-            ("LAKE_SECRET_ACCESS_KEY", &upstream.secret_access_key),
-        ],
-    )
-    .await;
+    let issuer = oidc::provider().issuer;
+    let mut settings = vec![("OIDC_ISSUER", issuer.as_str())];
+    settings.extend(lake_settings(&upstream, &upstream.endpoint));
+    let gateway = Gateway::start_with("lake", namespace.name(), &settings).await;
     let (ana, bob) = (token("ana").await, token("bob").await);
     let (_, document) = get(&gateway, Some(&ana), "/_api/openapi.json").await;
     let document = json_of(&document);
@@ -494,4 +500,71 @@ async fn people_browse_and_preview_only_what_they_may_read() {
     for deleted in futures::future::join_all(deletes).await {
         expect_that!(deleted.is_ok(), eq(true));
     }
+}
+
+#[gtest]
+#[tokio::test]
+async fn without_sign_in_the_whole_lake_and_a_silent_lake_is_a_503_in_time() {
+    let upstream = lake();
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    // The lake behind a proxy the test can silence.
+    let address = upstream
+        .endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the lake's address");
+    let mut proxy = TcpProxy::start(address).await;
+    let endpoint = format!("http://{}", proxy.address());
+    let gateway = Gateway::start_with(
+        "lake-open",
+        namespace.name(),
+        &lake_settings(&upstream, &endpoint),
+    )
+    .await;
+
+    // Sign-in off (development): every bucket the keys list, whole.
+    let (status, roots) = get(&gateway, None, "/_api/lake").await;
+    expect_that!(status, eq(StatusCode::OK));
+    expect_that!(
+        json_of(&roots)["roots"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+        contains(eq(
+            &json!({"bucket": "lake", "prefixes": [""], "access": "read"})
+        ))
+    );
+    let (status, top) = get(&gateway, None, "/_api/lake/lake?prefix=").await;
+    expect_that!(status, eq(StatusCode::OK));
+    let prefixes = json_of(&top)["prefixes"].clone();
+    for prefix in ["sales/", "sales-private/", "tpch/"] {
+        expect_that!(
+            prefixes.as_array().cloned().unwrap_or_default(),
+            contains(eq(&json!(prefix)))
+        );
+    }
+
+    // A lake that answers nothing: 503 lake_unavailable once LAKE_TIMEOUT
+    // (10 s) is up, not a request held for ever.
+    proxy.stall();
+    let asked = Instant::now();
+    let (status, body) = get(&gateway, None, "/_api/lake/lake?prefix=sales/").await;
+    let waited = asked.elapsed();
+    expect_that!(status, eq(StatusCode::SERVICE_UNAVAILABLE), "{body}");
+    expect_that!(json_of(&body)["error"], eq(&json!("lake_unavailable")));
+    expect_that!(waited, ge(Duration::from_secs(9)));
+    expect_that!(waited, lt(Duration::from_secs(15)));
+    // A lake that is gone: the same, at once.
+    proxy.cut().await;
+    let asked = Instant::now();
+    let (status, body) = get(
+        &gateway,
+        None,
+        "/_api/lake/lake/preview?path=sales/**/*.parquet&format=parquet",
+    )
+    .await;
+    expect_that!(status, eq(StatusCode::SERVICE_UNAVAILABLE), "{body}");
+    expect_that!(json_of(&body)["error"], eq(&json!("lake_unavailable")));
+    expect_that!(asked.elapsed(), lt(Duration::from_secs(11)));
 }
