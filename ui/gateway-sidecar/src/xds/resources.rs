@@ -907,7 +907,6 @@ fn access_log() -> envoy_types::pb::envoy::config::accesslog::v3::AccessLog {
             "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
             &stdout,
         ))),
-        ..Default::default()
     }
 }
 
