@@ -168,7 +168,13 @@ impl From<LakeError> for Failure {
                 serde_json::json!({"reason": reason, "parameter": "path"}),
             ),
             LakeError::Timeout | LakeError::Lake(_) => {
+                // The lake's own words (addresses, its errors) go to the log only.
                 tracing::warn!(%message, "lake browser");
+                let message = match lake_error {
+                    LakeError::Timeout => message,
+                    _ => "the lake did not answer the gateway as expected (the gateway's log says why)"
+                        .to_string(),
+                };
                 error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     ApiErrorCode::LakeUnavailable,
