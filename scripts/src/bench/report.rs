@@ -696,21 +696,37 @@ fn cold_tables(results: &cold::Results) -> String {
             samples.len(),
             results.simulated_answer.as_deref().unwrap_or("–")
         );
-        out += "| step | after arrival | after pod Ready (Pod watch) |\n|---|---:|---:|\n";
-        for (step, at) in cold::STEPS {
-            let step = if step.starts_with("response") {
-                "response (Envoy's 503, see above)"
-            } else {
-                step
-            };
-            let after_ready = |s: &cold::Sample| Some(at(s)? - s.pod_watch_ready?);
-            let _ = writeln!(
-                out,
-                "| {step} | {} | {} |",
-                ms_pair(cold::p50_p99(samples, at)),
-                ms_pair(cold::p50_p99(samples, after_ready)),
-            );
-        }
+        out += &steps_after_arrival_and_ready(
+            samples,
+            cold::STEPS.map(|(step, at)| {
+                let step = if step.starts_with("response") {
+                    "response (Envoy's 503, see above)"
+                } else {
+                    step
+                };
+                (step, at)
+            }),
+        );
+    }
+    out
+}
+
+/// A table of `steps`: when each was seen after the request's arrival and
+/// after the Pod watch's Ready (ms, p50 / p99).
+fn steps_after_arrival_and_ready(
+    samples: &[cold::Sample],
+    steps: impl IntoIterator<Item = cold::Step>,
+) -> String {
+    let mut out =
+        String::from("| step | after arrival | after pod Ready (Pod watch) |\n|---|---:|---:|\n");
+    for (step, at) in steps {
+        let after_ready = |s: &cold::Sample| Some(at(s)? - s.pod_watch_ready?);
+        let _ = writeln!(
+            out,
+            "| {step} | {} | {} |",
+            ms_pair(cold::p50_p99(samples, at)),
+            ms_pair(cold::p50_p99(samples, after_ready)),
+        );
     }
     out
 }
@@ -731,16 +747,10 @@ fn container_tables(results: &cold::Results) -> String {
         samples.len(),
         results.container_image.as_deref().unwrap_or("–")
     );
-    out += "| step | after arrival | after pod Ready (Pod watch) |\n|---|---:|---:|\n";
-    for (step, at) in cold::CONTAINER_STEPS.iter().chain(cold::STEPS.iter()) {
-        let after_ready = |s: &cold::Sample| Some(at(s)? - s.pod_watch_ready?);
-        let _ = writeln!(
-            out,
-            "| {step} | {} | {} |",
-            ms_pair(cold::p50_p99(samples, at)),
-            ms_pair(cold::p50_p99(samples, after_ready)),
-        );
-    }
+    out += &steps_after_arrival_and_ready(
+        samples,
+        cold::CONTAINER_STEPS.into_iter().chain(cold::STEPS),
+    );
     let share = |s: &cold::Sample| Some(cold::runtime_share(s)? / s.response);
     let kubelet = |s: &cold::Sample| Some(s.pod_watch_ready? - s.container_started?);
     let _ = writeln!(
