@@ -76,37 +76,50 @@ fn sidecar_without_certificates(settings: &[(&str, &str)]) -> std::process::Outp
     child.wait_with_output().expect("the sidecar's output")
 }
 
-#[gtest]
-fn an_https_issuer_without_certificates_is_a_start_up_error() {
-    let output = sidecar_without_certificates(&[("OIDC_ISSUER", "https://id.example")]);
+/// The sidecar, run with `settings` and no certificates, exits by itself
+/// (killed at the deadline: no exit code) naming `setting`, without a panic.
+fn expect_start_up_error(settings: &[(&str, &str)], setting: &str) {
+    let output = sidecar_without_certificates(settings);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    // exited by itself (killed at the deadline: no exit code)
     expect_that!(output.status.code(), some(not(eq(0))));
     expect_that!(
         stderr.as_ref(),
-        contains_substring("OIDC_ISSUER is https, but there are no CA certificates")
+        contains_substring(format!(
+            "{setting} is https, but there are no CA certificates"
+        ))
     );
     expect_that!(stderr.as_ref(), not(contains_substring("panicked")));
 }
 
 #[gtest]
-fn an_https_lake_without_certificates_is_a_start_up_error() {
-    let output = sidecar_without_certificates(&[
-        ("OIDC_ISSUER", "http://id.example"),
-        ("CREDENTIALS_LISTEN", "127.0.0.1:0"),
-        ("CREDENTIALS_ENDPOINT_URL", "http://gateway-s3:9000"),
-        ("LAKE_ENDPOINT_URL", "https://lake.example"),
-        ("LAKE_ACCESS_KEY_ID", "id"),
-        ("LAKE_SECRET_ACCESS_KEY", "secret"),
-    ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    // exited by itself (killed at the deadline: no exit code)
-    expect_that!(output.status.code(), some(not(eq(0))));
-    expect_that!(
-        stderr.as_ref(),
-        contains_substring("LAKE_ENDPOINT_URL is https, but there are no CA certificates")
+fn an_https_issuer_without_certificates_is_a_start_up_error() {
+    expect_start_up_error(&[("OIDC_ISSUER", "https://id.example")], "OIDC_ISSUER");
+}
+
+#[gtest]
+fn an_https_provider_url_without_certificates_is_a_start_up_error() {
+    expect_start_up_error(
+        &[
+            ("OIDC_ISSUER", "http://id.example"),
+            ("OIDC_PROVIDER_URL", "https://id.internal"),
+        ],
+        "OIDC_PROVIDER_URL",
     );
-    expect_that!(stderr.as_ref(), not(contains_substring("panicked")));
+}
+
+#[gtest]
+fn an_https_lake_without_certificates_is_a_start_up_error() {
+    expect_start_up_error(
+        &[
+            ("OIDC_ISSUER", "http://id.example"),
+            ("CREDENTIALS_LISTEN", "127.0.0.1:0"),
+            ("CREDENTIALS_ENDPOINT_URL", "http://gateway-s3:9000"),
+            ("LAKE_ENDPOINT_URL", "https://lake.example"),
+            ("LAKE_ACCESS_KEY_ID", "id"),
+            ("LAKE_SECRET_ACCESS_KEY", "secret"),
+        ],
+        "LAKE_ENDPOINT_URL",
+    );
 }
 
 #[gtest]
