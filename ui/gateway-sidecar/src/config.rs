@@ -358,3 +358,39 @@ impl Config {
         format!("{name}.{}", self.gateway_hostname)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use googletest::prelude::*;
+
+    use super::*;
+
+    fn validated(args: &[&str]) -> Result<(), ConfigError> {
+        Config::parse_from(std::iter::once("gateway-sidecar").chain(args.iter().copied()))
+            .validate()
+    }
+
+    #[gtest]
+    fn a_provider_url_goes_with_an_issuer_and_is_http() {
+        let issuer = ["--oidc-issuer", "http://localhost:32702"];
+        expect_that!(
+            validated(
+                &[
+                    &issuer[..],
+                    &["--oidc-provider-url", "http://10.233.0.1:32702"]
+                ]
+                .concat()
+            ),
+            ok(anything())
+        );
+        expect_that!(
+            validated(&[&issuer[..], &["--oidc-provider-url", "10.233.0.1:32702"]].concat()),
+            err(matches_pattern!(ConfigError::InvalidProviderUrl(_)))
+        );
+        expect_that!(
+            validated(&["--oidc-provider-url", "http://10.233.0.1:32702"]),
+            err(matches_pattern!(ConfigError::InvalidProviderUrl(_)))
+        );
+    }
+}
