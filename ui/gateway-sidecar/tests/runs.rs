@@ -34,9 +34,9 @@ grants:
 "#;
 
 /// A signed-in gateway whose sidecar is also the views' S3 endpoint in front
-/// of the lake `cargo xtask lake up` runs, with a cap of [`CAP`] on one run;
-/// and that endpoint's URL.
-async fn gateway(name: &str, namespace: &str) -> (Gateway, String) {
+/// of the lake `cargo xtask lake up` runs, with a cap of [`CAP`] on one run
+/// (and `extra` settings); and that endpoint's URL.
+async fn gateway(name: &str, namespace: &str, extra: &[(&str, &str)]) -> (Gateway, String) {
     let client = test_support::client().await;
     let config_map: ConfigMap = serde_json::from_value(json!({
         "metadata": {"name": "views-gateway-entitlements"},
@@ -60,22 +60,25 @@ async fn gateway(name: &str, namespace: &str) -> (Gateway, String) {
     let s3_port = free_port();
     let endpoint = format!("http://127.0.0.1:{s3_port}");
     let issuer = oidc::provider().issuer;
-    let gateway = Gateway::start_with(
-        name,
-        namespace,
-        &[
-            ("OIDC_ISSUER", &issuer),
-            ("ADMIN_GROUPS", "views-admins"),
-            ("MAX_RUN_SECONDS", &CAP.to_string()),
-            ("STOP_WARNING_SECONDS", "120"),
-            ("CREDENTIALS_LISTEN", &format!("127.0.0.1:{s3_port}")),
-            ("CREDENTIALS_ENDPOINT_URL", &endpoint),
-            ("LAKE_ENDPOINT_URL", &text("endpoint")),
-            ("LAKE_ACCESS_KEY_ID", &text("access_key_id")),
-            ("LAKE_SECRET_ACCESS_KEY", &text("secret_access_key")),
-        ],
-    )
-    .await;
+    let (cap, listen) = (CAP.to_string(), format!("127.0.0.1:{s3_port}"));
+    let (lake_endpoint, key, secret) = (
+        text("endpoint"),
+        text("access_key_id"),
+        text("secret_access_key"),
+    );
+    let mut settings = vec![
+        ("OIDC_ISSUER", issuer.as_str()),
+        ("ADMIN_GROUPS", "views-admins"),
+        ("MAX_RUN_SECONDS", cap.as_str()),
+        ("STOP_WARNING_SECONDS", "120"),
+        ("CREDENTIALS_LISTEN", listen.as_str()),
+        ("CREDENTIALS_ENDPOINT_URL", endpoint.as_str()),
+        ("LAKE_ENDPOINT_URL", lake_endpoint.as_str()),
+        ("LAKE_ACCESS_KEY_ID", key.as_str()),
+        ("LAKE_SECRET_ACCESS_KEY", secret.as_str()),
+    ];
+    settings.extend_from_slice(extra);
+    let gateway = Gateway::start_with(name, namespace, &settings).await;
     (gateway, endpoint)
 }
 
@@ -207,7 +210,7 @@ fn timestamp(value: &Value) -> jiff::Timestamp {
 async fn a_restart_replaces_the_run_for_its_owner_or_an_admin_only() {
     let client = test_support::client().await;
     let namespace = TestNamespace::create(&client).await;
-    let (gateway, endpoint) = gateway("restart", namespace.name()).await;
+    let (gateway, endpoint) = gateway("restart", namespace.name(), &[]).await;
     let (ana, bob, cy, ada) = (
         token("ana").await,
         token("bob").await,
@@ -287,10 +290,35 @@ async fn a_restart_replaces_the_run_for_its_owner_or_an_admin_only() {
 
 #[gtest]
 #[tokio::test]
+async fn a_restart_while_the_run_is_starting_joins_it() {
+    let client = test_support::client().await;
+    let namespace = TestNamespace::create(&client).await;
+    // Runs take 4 s to become ready: time for a second call meanwhile.
+    let slow = [("VIEW_POD_ANNOTATIONS", "sim.views.dev/ready-after=4s")];
+    let (gateway, _) = gateway("join", namespace.name(), &slow).await;
+    let ana = token("ana").await;
+    create(&gateway, &ana, "join", 3600).await;
+    let restart = post("/_api/views/join/restart");
+    let (status, body) = send(&gateway, &ana, restart.clone(), None, &[]).await;
+    expect_that!(status, eq(StatusCode::ACCEPTED), "{body}");
+    expect_that!(body["status"]["phase"].as_str(), some(eq("starting")));
+    // A second click while it starts: the same run, not another.
+    let (status, body) = send(&gateway, &ana, restart, None, &[]).await;
+    expect_that!(status, eq(StatusCode::ACCEPTED), "{body}");
+    expect_that!(body["status"]["phase"].as_str(), some(eq("starting")));
+    start(&gateway, &ana, "join").await;
+    expect_that!(
+        live_jobs(&client, namespace.name(), "join").await,
+        elements_are![eq("view-join-1")]
+    );
+}
+
+#[gtest]
+#[tokio::test]
 async fn a_run_is_extended_within_the_operators_cap_and_outlives_its_first_deadline() {
     let client = test_support::client().await;
     let namespace = TestNamespace::create(&client).await;
-    let (gateway, endpoint) = gateway("extend", namespace.name()).await;
+    let (gateway, endpoint) = gateway("extend", namespace.name(), &[]).await;
     let (ana, bob, cy, ada) = (
         token("ana").await,
         token("bob").await,
@@ -400,7 +428,7 @@ async fn a_run_is_extended_within_the_operators_cap_and_outlives_its_first_deadl
 async fn the_banner_reads_and_extends_on_the_views_host_and_refuses_other_pages() {
     let client = test_support::client().await;
     let namespace = TestNamespace::create(&client).await;
-    let (gateway, _) = gateway("banner", namespace.name()).await;
+    let (gateway, _) = gateway("banner", namespace.name(), &[]).await;
     let (ana, bob, cy) = (token("ana").await, token("bob").await, token("cy").await);
     create(&gateway, &ana, "bann", 3600).await;
     start(&gateway, &ana, "bann").await;
