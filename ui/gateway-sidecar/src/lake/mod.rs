@@ -36,9 +36,10 @@
 //!   reads at most [`preview::PARQUET_BYTES`] of a Parquet object by range
 //!   reads (its footer, then the first row group's chunks of the columns
 //!   shown; only the pages holding the first rows when the file has an
-//!   offset index, which DuckDB's writer does not add: then whole chunks)
-//!   or [`preview::TEXT_BYTES`] of a CSV/JSON one, and everything gives up
-//!   after [`LAKE_TIMEOUT`]. A glob is resolved to its first matching key
+//!   offset index, which DuckDB's writer does not add: then whole chunks;
+//!   a row group too wide for the budget shows its leading columns that
+//!   fit) or [`preview::TEXT_BYTES`] of a CSV/JSON one, and everything
+//!   gives up after [`LAKE_TIMEOUT`]. A glob is resolved to its first matching key
 //!   within [`MAX_GLOB_SCAN`] keys.
 //! - **Sign-in off** (development only): everything the lake keys reach.
 

@@ -286,8 +286,23 @@ async fn parquet(mut reader: RangeReader, rows: usize) -> Result<Shown, LakeErro
     )
     .map_err(failed)?;
     let fields = metadata.schema().fields().clone();
-    let shown = fields.len().min(MAX_COLUMNS);
-    let mask = ProjectionMask::roots(metadata.metadata().file_metadata().schema_descr(), 0..shown);
+    // The leading columns whose chunks in the first row group fit in what is
+    // left of the budget: a wide table shows fewer columns, not an error.
+    let descr = metadata.metadata().file_metadata().schema_descr();
+    let mut costs = vec![0u64; fields.len()];
+    if let Some(group) = metadata.metadata().row_groups().first() {
+        for (leaf, column) in group.columns().iter().enumerate() {
+            if let Some(cost) = costs.get_mut(descr.get_column_root_idx(leaf)) {
+                *cost += u64::try_from(column.compressed_size()).unwrap_or(0);
+            }
+        }
+    }
+    let left = PARQUET_BYTES.saturating_sub(read.load(Ordering::Relaxed));
+    let shown = columns_within(&costs, MAX_COLUMNS, left);
+    if shown == 0 && !fields.is_empty() {
+        return Err(too_large());
+    }
+    let mask = ProjectionMask::roots(descr, 0..shown);
     // Only the first rows: with an offset index, only the pages holding them are read.
     let total: usize = metadata
         .metadata()
@@ -327,6 +342,19 @@ async fn parquet(mut reader: RangeReader, rows: usize) -> Result<Shown, LakeErro
         omitted: fields.len() - shown,
         bytes_read: read.load(Ordering::Relaxed),
     })
+}
+
+/// How many leading columns, at most `max`, cost no more than `budget` together.
+fn columns_within(costs: &[u64], max: usize, budget: u64) -> usize {
+    let mut spent = 0u64;
+    costs
+        .iter()
+        .take(max)
+        .take_while(|cost| {
+            spent = spent.saturating_add(**cost);
+            spent <= budget
+        })
+        .count()
 }
 
 fn not_parquet(problem: String) -> LakeError {
@@ -568,6 +596,15 @@ mod tests {
         let array = json(b"[{\"a\":1},{\"a\":2},{\"a\":3}]", true, 2).unwrap();
         expect_that!(array.rows.len(), eq(2));
         expect_that!(json(b"[{\"a\":1},", false, 2).is_err(), eq(true));
+    }
+
+    #[gtest]
+    fn a_wide_row_group_shows_the_leading_columns_that_fit() {
+        expect_that!(columns_within(&[10, 10, 10], 50, 100), eq(3));
+        expect_that!(columns_within(&[10, 10, 10], 2, 100), eq(2));
+        expect_that!(columns_within(&[40, 40, 40], 50, 100), eq(2));
+        expect_that!(columns_within(&[200, 1], 50, 100), eq(0));
+        expect_that!(columns_within(&[], 50, 100), eq(0));
     }
 
     #[gtest]
