@@ -504,7 +504,7 @@ async fn people_browse_and_preview_only_what_they_may_read() {
 
 #[gtest]
 #[tokio::test]
-async fn without_sign_in_the_whole_lake_and_a_silent_lake_is_a_503_in_time() {
+async fn without_sign_in_the_whole_lake_a_wide_row_group_in_part_and_a_silent_lake_in_time() {
     let upstream = lake();
     let client = test_support::client().await;
     let namespace = TestNamespace::create(&client).await;
@@ -544,6 +544,61 @@ async fn without_sign_in_the_whole_lake_and_a_silent_lake_is_a_503_in_time() {
             contains(eq(&json!(prefix)))
         );
     }
+
+    // A row group wider than the preview's 32 MiB: the leading columns
+    // that fit (one of four 19.5 MB chunks), the others counted.
+    let wide = format!("browse-{}/wide.parquet", namespace.name());
+    let file = std::env::temp_dir().join(format!("{}-wide.parquet", namespace.name()));
+    let tools: Value = serde_json::from_str(
+        &std::fs::read_to_string(cache_dir().join("tools/lake-tools.json"))
+            .expect("run `cargo xtask lake tools`"),
+    )
+    .expect("lake-tools.json");
+    let made = tokio::process::Command::new(tools["duckdb_python"].as_str().expect("python"))
+        .arg("-c")
+        .arg(format!(
+            "import duckdb; duckdb.sql(\"COPY (SELECT md5(i::VARCHAR) a, md5((i*7)::VARCHAR) b, \
+             md5((i*13)::VARCHAR) c, md5((i*17)::VARCHAR) d FROM range(600000) t(i)) \
+             TO '{}' (FORMAT parquet, ROW_GROUP_SIZE 1000000)\")",
+            file.display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .expect("DuckDB");
+    assert!(made.success(), "DuckDB wrote the wide file");
+    let lake_client = s3_client(&upstream);
+    lake_client
+        .put_object()
+        .bucket("lake")
+        .key(&wide)
+        .body(ByteStream::from_path(&file).await.expect("the wide file"))
+        .send()
+        .await
+        .expect("putting the wide file");
+    let (status, body) = get(
+        &gateway,
+        None,
+        &format!("/_api/lake/lake/preview?path={wide}&format=parquet"),
+    )
+    .await;
+    let shown = json_of(&body);
+    expect_that!(status, eq(StatusCode::OK), "{body}");
+    expect_that!(
+        shown["columns"],
+        eq(&json!([{"name": "a", "type": "Utf8"}]))
+    );
+    expect_that!(shown["columnsOmitted"], eq(&json!(3)));
+    expect_that!(shown["rows"].as_array().map(Vec::len), some(eq(20)));
+    expect_that!(shown["bytesRead"].as_u64(), some(le(32 * 1024 * 1024)));
+    println!("wide: {} bytes read", shown["bytesRead"]);
+    let _ = lake_client
+        .delete_object()
+        .bucket("lake")
+        .key(&wide)
+        .send()
+        .await;
+    let _ = std::fs::remove_file(&file);
 
     // A lake that answers nothing: 503 lake_unavailable once LAKE_TIMEOUT
     // (10 s) is up, not a request held for ever.
