@@ -35,15 +35,19 @@ const TOKEN_USERS: [&str; 3] = ["ana", "bob", "ada"];
 /// keys and exchanges codes at the address pods reach it on), the first
 /// visit to a cold view (a real container started by the kubelet, held and
 /// released through two replicas behind a Service, DuckDB reading the lake
-/// through the `gateway-s3` Service, a Parquet download), and two views at
-/// once (each with its own keys). The rest tests the sidecar's API and
-/// pages, which are the same code in both modes, or the host's pod
+/// through the `gateway-s3` Service, a Parquet download), two views at once
+/// (each with its own keys), the hub's live status and its run controls
+/// (the page's event stream served by one replica while starts, stops,
+/// restarts and extensions go through either). The rest tests the
+/// sidecar's pages and API alone (`create.test.js`), or the host's pod
 /// processes (`delete.test.js` looks for them in `/proc`); `tls.test.js`
 /// needs `--tls`.
-const IN_CLUSTER: [&str; 3] = [
+const IN_CLUSTER: [&str; 5] = [
     "tests/sign-in.test.js",
     "tests/workspace.test.js",
     "tests/side-by-side.test.js",
+    "tests/hub.test.js",
+    "tests/runs.test.js",
 ];
 
 pub fn run() -> anyhow::Result<()> {
