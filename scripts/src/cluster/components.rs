@@ -165,6 +165,24 @@ pub fn all(layout: &Layout, kube_bin: &Path, pod_runner: Component) -> Vec<Compo
     ]
 }
 
+/// This program's path, for the components that run one of its
+/// subcommands (the pod runner, the forwards). Cargo may rebuild the program
+/// while it runs (`cargo test --workspace` relinks the xtask binary before
+/// the e2e suite deploys the gateway: a CI run failed on it), and then
+/// `/proc/self/exe` names the replaced file "<path> (deleted)"; the program
+/// to start is the rebuilt one at the same path.
+pub fn this_program() -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe().context("the path of this program")?;
+    Ok(undeleted(path))
+}
+
+fn undeleted(path: PathBuf) -> PathBuf {
+    match path.to_str().and_then(|p| p.strip_suffix(" (deleted)")) {
+        Some(original) => PathBuf::from(original),
+        None => path,
+    }
+}
+
 impl Component {
     fn pid_file(&self, layout: &Layout) -> PathBuf {
         layout.run.join(format!("{}.pid", self.name))
@@ -289,5 +307,22 @@ impl Component {
         }
         let _ = std::fs::remove_file(self.pid_file(layout));
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replaced_program_is_started_from_its_path() {
+        assert_eq!(
+            undeleted("/t/debug/xtask (deleted)".into()),
+            PathBuf::from("/t/debug/xtask")
+        );
+        assert_eq!(
+            undeleted("/t/debug/xtask".into()),
+            PathBuf::from("/t/debug/xtask")
+        );
     }
 }

@@ -42,7 +42,7 @@ pub fn component(
 ) -> anyhow::Result<Component> {
     Ok(Component {
         name,
-        program: std::env::current_exe().context("the path of this program")?,
+        program: super::components::this_program()?,
         args: vec![
             "cluster".into(),
             "forward".into(),

@@ -160,7 +160,7 @@ pub fn kubeconfig() -> PathBuf {
 fn pod_runner_component(layout: &Layout) -> anyhow::Result<Component> {
     Ok(Component {
         name: "pod-runner",
-        program: std::env::current_exe()?,
+        program: components::this_program()?,
         args: [
             "cluster",
             "pod-runner",
