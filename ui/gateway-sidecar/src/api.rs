@@ -30,7 +30,7 @@ use crate::activator::{Activator, RETRY_AFTER_SECONDS, page};
 use crate::auth::{Auth, Caller};
 use crate::config::Config;
 use crate::entitlements::{Entitlements, Principal, Refused};
-use crate::index::{Index, ViewState};
+use crate::index::{Index, ViewState, Views};
 use crate::kubernetes::health::ApiServer;
 use crate::kubernetes::{WriteError, Writer};
 use crate::view::{self, Invalid};
@@ -252,6 +252,18 @@ pub(crate) async fn authenticate(
 /// caller, a view that does not exist.
 fn visible(caller: &Caller, view: &ViewState) -> bool {
     caller.may_use(&view.spec)
+}
+
+/// The view `name` if the caller may see it; else what an unknown view gets.
+fn visible_view<'a>(
+    views: &'a Views,
+    caller: &Caller,
+    name: &str,
+) -> Result<&'a Arc<ViewState>, Failure> {
+    views
+        .get(name)
+        .filter(|view| visible(caller, view))
+        .ok_or_else(|| not_found(name))
 }
 
 pub(crate) fn not_found(name: &str) -> Failure {
@@ -672,11 +684,7 @@ async fn show(
     {
         return Err(unreadable(&name, problem));
     }
-    let view = snapshot
-        .views
-        .get(&name)
-        .filter(|v| visible(&caller, v))
-        .ok_or_else(|| not_found(&name))?;
+    let view = visible_view(&snapshot.views, &caller, &name)?;
     Ok(Json(to_api(view, &state.config)).into_response())
 }
 
@@ -690,11 +698,7 @@ async fn stop(
 ) -> Result<Response, Failure> {
     parse_name(&name)?;
     let snapshot = state.index.snapshot();
-    let view = snapshot
-        .views
-        .get(&name)
-        .filter(|view| visible(&caller, view))
-        .ok_or_else(|| not_found(&name))?;
+    let view = visible_view(&snapshot.views, &caller, &name)?;
     may_manage(&state, &caller, &name, "stop")?;
     let Some(job) = view.live_activation().map(|a| a.job.clone()) else {
         return Ok(Json(to_api(view, &state.config)).into_response());
