@@ -149,17 +149,7 @@ async fn a_rollout_restart_and_a_deleted_gateway_pod_fail_no_warm_request() {
     expect_that!(created.status().as_u16(), any![eq(201), eq(409)]);
     // A run of an earlier, failed test may still be there, on another image:
     // this test's warm view starts now, on the gateway's VIEW_IMAGE.
-    let stale = kubectl_output(&[
-        "-n",
-        NAMESPACE,
-        "delete",
-        "job",
-        "-l",
-        &format!("views.dev/view={VIEW}"),
-        "--cascade=foreground",
-        "--wait=true",
-    ]);
-    expect_that!(stale, ok(anything()));
+    expect_that!(delete_view_jobs(), ok(anything()));
     eventually(Duration::from_secs(120), || async {
         let response = http
             .get(url(&format!("{VIEW}.localhost"), "/healthz"))
@@ -304,18 +294,7 @@ async fn a_rollout_restart_and_a_deleted_gateway_pod_fail_no_warm_request() {
     );
     // A running view moves to the new image when its Job ends: at its idle
     // timeout or deadline, or now, by deleting the Job.
-    let deleted_job = kubectl_output(&[
-        "-n",
-        NAMESPACE,
-        "delete",
-        "job",
-        "-l",
-        &format!("views.dev/view={VIEW}"),
-        // Until its pod is gone too, so the next request starts a new one.
-        "--cascade=foreground",
-        "--wait=true",
-    ]);
-    expect_that!(deleted_job, ok(anything()));
+    expect_that!(delete_view_jobs(), ok(anything()));
     warm(VIEW).await;
     expect_that!(
         view_pod(VIEW).map(|(_, image)| image).ok(),
@@ -414,4 +393,19 @@ fn dockerfile_view_image() -> &'static str {
         String::from_utf8_lossy(&output.stderr)
     );
     "ghcr.io/views-gateway/duckdb-view:0.1.0"
+}
+
+/// Delete the test view's Jobs and wait until their pods are gone too, so
+/// the next request starts a new run.
+fn delete_view_jobs() -> anyhow::Result<String> {
+    kubectl_output(&[
+        "-n",
+        NAMESPACE,
+        "delete",
+        "job",
+        "-l",
+        &format!("views.dev/view={VIEW}"),
+        "--cascade=foreground",
+        "--wait=true",
+    ])
 }
